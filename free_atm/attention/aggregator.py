@@ -1,0 +1,113 @@
+"""Running per-object sums of cross-attention maps over layers and timesteps, in constant memory."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .config import CaptureConfig
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(B, M, h, w)`` maps to ``size`` (antialiased when shrinking)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    shrinking = maps.shape[-2] > size[0] or maps.shape[-1] > size[1]
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def layer_grid(num_queries: int, latent_size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """The downsampling factor and ``(h, w)`` grid of a layer with ``num_queries`` spatial positions.
+
+    UNet downsampling halves with rounding up, so a factor ``s`` gives ``ceil(H / s) x ceil(W / s)``.
+    """
+    height, width = latent_size
+    scale = 1
+    while scale <= max(height, width):
+        grid = (math.ceil(height / scale), math.ceil(width / scale))
+        if grid[0] * grid[1] == num_queries:
+            return scale, grid
+        scale *= 2
+    raise RuntimeError(f"a layer with {num_queries} queries does not fit a {height}x{width} latent")
+
+
+class AttentionAggregator:
+    """Accumulates the object columns of cross-attention probabilities.
+
+    Args:
+        token_weights: ``(num_images, sequence_length, num_objects)``; column ``m`` averages the tokens
+            of object ``m`` (see :func:`free_atm.tokens.object_token_weights`).
+        config: which layers and timesteps count, and the aggregation resolution.
+
+    The UNet calls :meth:`on_unet_call` before each denoising step (a forward pre-hook) and each capture
+    processor calls :meth:`wants` and :meth:`add`. Only the sums and a counter are kept, so memory does
+    not depend on the number of steps or layers.
+    """
+
+    def __init__(self, token_weights: torch.Tensor, config: CaptureConfig) -> None:
+        self.token_weights = token_weights.float()
+        self.config = config
+        self.latent_size: tuple[int, int] | None = None
+        self.active = True
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    @property
+    def num_images(self) -> int:
+        return self.token_weights.shape[0]
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        """The aggregation resolution for the current latent size."""
+        height, width = self.latent_size
+        target = self.config.attention_resolution
+        if target is None:
+            return height, width
+        return target, max(1, round(target * width / height))
+
+    def on_unet_call(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Forward pre-hook of the UNet: records the latent size and whether this timestep counts."""
+        sample = args[0] if args else kwargs["sample"]
+        self.latent_size = tuple(sample.shape[-2:])
+        window = self.config.timestep_range
+        if window is not None:
+            timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+            value = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+            self.active = window[0] <= value <= window[1]
+
+    def wants(self, num_queries: int) -> bool:
+        """Whether a layer with ``num_queries`` positions counts at the current step."""
+        if not self.active or self.token_weights.shape[-1] == 0:
+            return False
+        scales = self.config.layer_scales
+        return scales is None or layer_grid(num_queries, self.latent_size)[0] in scales
+
+    def add(self, probs: torch.Tensor) -> None:
+        """Add one layer's probabilities ``(num_images, heads, queries, keys)`` (full softmax over keys)."""
+        batch, _, num_queries, num_keys = probs.shape
+        weights = self.token_weights.to(probs.device)
+        if weights.shape[1] != num_keys:
+            raise RuntimeError(
+                f"the text encoder gives {num_keys} keys but the object tokens were mapped for {weights.shape[1]}"
+            )
+        maps = probs.mean(dim=1) @ weights  # (B, queries, objects)
+        _, (height, width) = layer_grid(num_queries, self.latent_size)
+        maps = maps.transpose(1, 2).reshape(batch, -1, height, width)
+        maps = resize_maps(maps, self.map_size)
+        if self.sums is None:
+            self.sums = maps
+        else:
+            self.sums += maps
+        self.count += 1
+
+    def result(self) -> torch.Tensor:
+        """The mean map ``(num_images, num_objects, h, w)`` over every counted layer and step."""
+        if self.count == 0:
+            raise RuntimeError(
+                "no cross-attention map was captured: no layer matched layer_scales="
+                f"{self.config.layer_scales} within timestep_range={self.config.timestep_range}"
+            )
+        return self.sums / self.count

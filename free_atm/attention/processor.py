@@ -1,0 +1,113 @@
+"""A cross-attention processor that leaves the layer's output to the processor it wraps and records the
+probabilities of the object tokens."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from diffusers.models.attention_processor import Attention
+
+from .aggregator import AttentionAggregator
+
+
+def cross_attention_probs(
+    attn: Attention,
+    hidden_states: torch.Tensor,
+    text_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    temb: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax(Q K^T * scale)`` of one cross-attention layer, ``(batch, heads, queries, keys)``, float32.
+
+    The query and key are formed as the stock processors form them (spatial and group norms, cross
+    norm, q/k norms), and the softmax runs over every text key in float32, which also honours SD2's
+    upcast settings.
+    """
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    if hidden_states.ndim == 4:
+        batch, channels, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    if attn.norm_cross:
+        text_states = attn.norm_encoder_hidden_states(text_states)
+    query = attn.to_q(hidden_states)
+    key = attn.to_k(text_states)
+    batch, num_keys = key.shape[:2]
+    head_dim = key.shape[-1] // attn.heads
+    query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+    if attention_mask is not None:
+        mask = attn.prepare_attention_mask(attention_mask, num_keys, batch)
+        scores = scores + mask.view(batch, attn.heads, -1, num_keys).float()
+    return scores.softmax(dim=-1)
+
+
+class AttentionCaptureProcessor:
+    """Wraps a cross-attention layer's processor: the output is the wrapped processor's, untouched.
+
+    Before delegating, it computes the probabilities of the conditional half (the second half of the
+    batch under classifier-free guidance, the whole batch without it) and hands them to the aggregator.
+    The text keys are the plain text states, so IP-Adapter processors (which receive a tuple of text
+    and image states) keep working.
+    """
+
+    def __init__(self, processor, aggregator: AttentionAggregator) -> None:
+        self.processor = processor
+        self.aggregator = aggregator
+        # diffusers passes a processor only the cross_attention_kwargs that its __call__ declares; declare
+        # the wrapped processor's parameters so that each of them (IP-Adapter masks, ...) still reaches it.
+        # The instance attribute is what `inspect.signature(processor.__call__)` sees; calls still go
+        # through the class's __call__.
+        self.__call__ = _with_signature(self._forward, inspect.signature(processor.__call__))
+
+    def _forward(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        text_states = encoder_hidden_states[0] if isinstance(encoder_hidden_states, tuple) else encoder_hidden_states
+        num_queries = (
+            hidden_states.shape[-2] * hidden_states.shape[-1] if hidden_states.ndim == 4 else hidden_states.shape[1]
+        )
+        if self.aggregator.wants(num_queries):
+            n = self.aggregator.num_images
+            if text_states.shape[0] not in (n, 2 * n):
+                raise RuntimeError(
+                    f"cross-attention batch {text_states.shape[0]} is neither {n} images nor {2 * n} "
+                    "(classifier-free guidance)"
+                )
+            conditional = slice(text_states.shape[0] - n, None)
+            mask = None if attention_mask is None else attention_mask[conditional]
+            probs = cross_attention_probs(
+                attn,
+                hidden_states[conditional],
+                text_states[conditional],
+                mask,
+                None if temb is None else temb[conditional],
+            )
+            self.aggregator.add(probs)
+        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self._forward(*args, **kwargs)
+
+
+def _with_signature(function, signature: inspect.Signature):
+    def call(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    call.__signature__ = signature
+    return call

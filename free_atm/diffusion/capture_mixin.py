@@ -1,0 +1,150 @@
+"""What the Free-ATM pipelines add to their diffusers parents: a captured call and its post-processing."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from ..attention import AttentionAggregator, CaptureConfig, capture_cross_attention
+from ..masks import maps_to_masks
+from ..tokens import object_token_weights
+
+
+def _as_list(prompt: str | Sequence[str] | None) -> list[str] | None:
+    if prompt is None:
+        return None
+    return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def _per_prompt_objects(objects: Sequence | None, prompts: list[str] | None) -> list[list[str]] | None:
+    """One list of phrases per prompt; ``None`` when nothing is to be captured.
+
+    ``objects`` may be a flat list of phrases for a single prompt; when omitted, prompts that carry an
+    ``objects`` attribute (``free_atm.prompts``) supply them.
+    """
+    if objects is None:
+        carried = [getattr(p, "objects", None) for p in prompts or []]
+        if not carried or all(c is None for c in carried):
+            return None
+        objects = [list(c or []) for c in carried]
+    objects = list(objects)
+    if objects and all(isinstance(o, str) for o in objects):
+        objects = [objects]
+    if prompts is None:
+        raise ValueError("`objects` need the text `prompt`; they cannot be located in `prompt_embeds`")
+    if len(objects) != len(prompts):
+        raise ValueError(f"got {len(objects)} object lists for {len(prompts)} prompts; give one list per prompt")
+    for phrases in objects:
+        if isinstance(phrases, str) or not all(isinstance(p, str) for p in phrases):
+            raise ValueError(f"each prompt's objects must be a list of phrases, got {phrases!r}")
+    return [list(p) for p in objects]
+
+
+class AttentionCaptureMixin:
+    """Mixed into a Stable Diffusion-family pipeline: ``__call__`` also returns maps, masks and boxes.
+
+    The pipeline registers ``capture_config`` (a dict) in its config, so ``save_pretrained`` and
+    ``from_pretrained`` keep the capture settings; a call may override them.
+    """
+
+    #: the parent's output dataclass extended with the mask fields
+    output_class: type
+
+    def _register_capture_config(self, capture_config: CaptureConfig | dict | None) -> None:
+        if isinstance(capture_config, CaptureConfig):
+            capture_config = capture_config.to_dict()
+        self.register_to_config(capture_config=CaptureConfig.from_dict(capture_config).to_dict())
+
+    @property
+    def capture_config(self) -> CaptureConfig:
+        """The capture settings saved with this pipeline."""
+        return CaptureConfig.from_dict(self.config.capture_config)
+
+    def set_capture_config(self, capture_config: CaptureConfig | dict | None = None, **overrides: Any) -> None:
+        """Replace the saved capture settings (a config, a dict, or keyword overrides of the current ones)."""
+        config = self.capture_config.updated(capture_config).updated(overrides or None)
+        self.register_to_config(capture_config=config.to_dict())
+
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[tuple[Any, list[str]]]:
+        """Pairs (tokenizer, prompts it encodes) of every text encoder that feeds the UNet."""
+        raise NotImplementedError
+
+    def _captured_call(
+        self,
+        parent_call: Callable,
+        args: tuple,
+        kwargs: dict[str, Any],
+        objects: Sequence | None,
+        capture_config: CaptureConfig | dict | None,
+    ):
+        arguments = inspect.signature(parent_call).bind(*args, **kwargs).arguments
+        arguments.update(arguments.pop("kwargs", {}))
+        return_dict = arguments.pop("return_dict", True)
+        prompts = _as_list(arguments.get("prompt"))
+        per_prompt = _per_prompt_objects(objects, prompts)
+        config = self.capture_config.updated(capture_config)
+        if per_prompt is None:
+            output = parent_call(**arguments, return_dict=True)
+            extras = self._empty_mask_fields(len(prompts or []) * (arguments.get("num_images_per_prompt") or 1))
+            return self._package(output, extras, return_dict)
+
+        images_per_prompt = arguments.get("num_images_per_prompt") or 1
+        weights = object_token_weights(
+            self._tokenizer_sources(arguments, prompts), per_prompt, self._text_sequence_length()
+        ).repeat_interleave(images_per_prompt, dim=0)
+        aggregator = AttentionAggregator(weights, config)
+        with capture_cross_attention(self.unet, aggregator):
+            output = parent_call(**arguments, return_dict=True)
+
+        maps = aggregator.result()
+        image_size = tuple(s * self.vae_scale_factor for s in aggregator.latent_size)
+        extras = {"objects": [], "attention_maps": [], "masks": [], "boxes": []}
+        for i in range(maps.shape[0]):
+            phrases = per_prompt[i // images_per_prompt]
+            soft, masks, boxes = maps_to_masks(
+                maps[i, : len(phrases)],
+                image_size,
+                config.threshold_method,
+                config.threshold,
+                config.largest_component,
+            )
+            for key, value in zip(extras, (list(phrases), soft, masks, boxes)):
+                extras[key].append(value)
+        return self._package(output, extras, return_dict)
+
+    def _text_sequence_length(self) -> int:
+        """Length of the text sequence the UNet attends to (prompts are padded to it)."""
+        tokenizer = getattr(self, "tokenizer", None) or self.tokenizer_2
+        return tokenizer.model_max_length
+
+    @staticmethod
+    def _empty_mask_fields(num_images: int) -> dict[str, list]:
+        return {
+            "objects": [[] for _ in range(num_images)],
+            "attention_maps": [np.zeros((0, 0, 0), np.float32) for _ in range(num_images)],
+            "masks": [np.zeros((0, 0, 0), bool) for _ in range(num_images)],
+            "boxes": [np.zeros((0, 4), np.float32) for _ in range(num_images)],
+        }
+
+    def _package(self, output, extras: dict[str, list], return_dict: bool):
+        """The parent's output extended with the mask fields: a dataclass, or the parent's tuple + fields."""
+        values = {f.name: getattr(output, f.name) for f in fields(output)}
+        if return_dict:
+            return self.output_class(**values, **extras)
+        return (*values.values(), *extras.values())
+
+
+def capture_call_docstring(parent: Callable) -> str:
+    """The call docstring: the added arguments, then the parent's."""
+    return (
+        "Generate images and, for every object phrase, an attention map, a mask and a box.\n\n"
+        "Added arguments (keyword only):\n"
+        "    objects: per prompt, the object phrases to capture (a flat list for a single prompt); when\n"
+        "        omitted, prompts carrying an ``objects`` attribute supply them, otherwise nothing is captured.\n"
+        "    capture_config: a ``CaptureConfig`` or a dict overriding the pipeline's saved capture settings.\n\n"
+        "Every other argument is the parent pipeline's:\n" + (parent.__doc__ or "")
+    )

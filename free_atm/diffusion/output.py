@@ -1,0 +1,31 @@
+"""Output dataclasses: the parents' outputs plus the objects, maps, masks and boxes of every image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+
+
+@dataclass
+class MaskFields:
+    """Per image: ``objects`` (phrases, in mask order), ``attention_maps`` float ``(M, h, w)`` in [0, 1],
+    ``masks`` bool ``(M, H, W)`` at image resolution, ``boxes`` float ``(M, 4)`` xyxy pixels (NaN row
+    for an empty mask)."""
+
+    objects: list[list[str]] | None = None
+    attention_maps: list[np.ndarray] | None = None
+    masks: list[np.ndarray] | None = None
+    boxes: list[np.ndarray] | None = None
+
+
+@dataclass
+class FreeATMStableDiffusionPipelineOutput(MaskFields, StableDiffusionPipelineOutput):
+    """``StableDiffusionPipelineOutput`` (images, nsfw_content_detected) plus :class:`MaskFields`."""
+
+
+@dataclass
+class FreeATMStableDiffusionXLPipelineOutput(MaskFields, StableDiffusionXLPipelineOutput):
+    """``StableDiffusionXLPipelineOutput`` (images) plus :class:`MaskFields`."""

@@ -1,0 +1,221 @@
+"""Pipeline components with random weights, built from configs (nothing is downloaded).
+
+``tiny_*`` components make pipelines that run in a second on a CPU, for tests and for the demo job;
+``sd15_components`` is the real Stable Diffusion 1.5 architecture, for benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from .clip_tokenizer import clip_tokenizer_from_words
+
+DEMO_WORDS = [
+    "a",
+    "an",
+    "the",
+    "and",
+    "with",
+    "in",
+    "on",
+    "of",
+    "is",
+    "are",
+    "photo",
+    "picture",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "orange",
+    "purple",
+    "white",
+    "black",
+    "gray",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "dog",
+    "cat",
+    "horse",
+    "bird",
+    "car",
+    "bus",
+    "boat",
+    "tree",
+    "flower",
+    "girl",
+    "boy",
+    "teddy",
+    "bear",
+    "apple",
+    "table",
+    "chair",
+    "park",
+    "beach",
+    "street",
+    "room",
+    "field",
+    "sky",
+    "grass",
+    "water",
+    "background",
+]
+
+_SD_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+def _text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, seed: int, with_projection: bool = False, **config):
+    torch.manual_seed(seed)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=config.pop("intermediate_size", 2 * hidden_size),
+        num_hidden_layers=config.pop("num_hidden_layers", 2),
+        num_attention_heads=config.pop("num_attention_heads", 4),
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **config,
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(text_config).eval()
+
+
+def _tiny_vae(seed: int) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    ).eval()
+
+
+def tiny_sd_components(
+    seed: int = 0, words: Iterable[str] = DEMO_WORDS, upcast_attention: bool = False
+) -> dict[str, object]:
+    """Components of a tiny SD 1.x pipeline (``upcast_attention=True`` and linear projections: SD 2.x style).
+
+    Cross-attention sits at latent scales 1, 2 and 4 (mid block), so layer selection has something to
+    select; the VAE halves the resolution, so a 64 px image has a 32 x 32 latent.
+    """
+    tokenizer = clip_tokenizer_from_words(words)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4, 4) if upcast_attention else 8,
+        norm_num_groups=8,
+        upcast_attention=upcast_attention,
+        use_linear_projection=upcast_attention,
+    ).eval()
+    return {
+        "unet": unet,
+        "vae": _tiny_vae(seed + 1),
+        "text_encoder": _text_encoder(tokenizer, 32, seed + 2),
+        "tokenizer": tokenizer,
+        "scheduler": DDIMScheduler(**_SD_SCHEDULER),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+        "requires_safety_checker": False,
+    }
+
+
+def tiny_sdxl_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> dict[str, object]:
+    """Components of a tiny SDXL pipeline: two text encoders, ``text_time`` conditioning."""
+    words = list(words)
+    tokenizer, tokenizer_2 = clip_tokenizer_from_words(words), clip_tokenizer_from_words(words)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    ).eval()
+    return {
+        "unet": unet,
+        "vae": _tiny_vae(seed + 1),
+        "text_encoder": _text_encoder(tokenizer, 32, seed + 2),
+        "text_encoder_2": _text_encoder(tokenizer_2, 32, seed + 3, with_projection=True, projection_dim=32),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+        "scheduler": DDIMScheduler(**_SD_SCHEDULER),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def sd15_components(seed: int = 0, tokenizer: CLIPTokenizer | None = None) -> dict[str, object]:
+    """The Stable Diffusion 1.5 architecture (UNet, CLIP ViT-L/14 text encoder, SD VAE), random weights.
+
+    The text encoder has CLIP's 49,408-token embedding whatever ``tokenizer`` is used.
+    """
+    tokenizer = tokenizer or clip_tokenizer_from_words(DEMO_WORDS)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8).eval()
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    ).eval()
+    torch.manual_seed(seed + 2)
+    text_config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=768,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": CLIPTextModel(text_config).eval(),
+        "tokenizer": tokenizer,
+        "scheduler": DDIMScheduler(**_SD_SCHEDULER),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+        "requires_safety_checker": False,
+    }

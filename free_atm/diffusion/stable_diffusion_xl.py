@@ -1,0 +1,69 @@
+"""``FreeATMStableDiffusionXLPipeline``: SDXL with cross-attention masks."""
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+)
+
+from ..attention import CaptureConfig
+from .capture_mixin import AttentionCaptureMixin, _as_list, capture_call_docstring
+from .output import FreeATMStableDiffusionXLPipelineOutput
+
+
+class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLPipeline):
+    """``StableDiffusionXLPipeline`` whose call also returns, per object phrase, the attention map, mask and box.
+
+    SDXL concatenates two text encoders' states per token position, so an object's positions are found
+    with both tokenizers (``prompt`` for the first, ``prompt_2`` or ``prompt`` for the second).
+    """
+
+    output_class = FreeATMStableDiffusionXLPipelineOutput
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        text_encoder_2: CLIPTextModelWithProjection,
+        tokenizer: CLIPTokenizer,
+        tokenizer_2: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+        image_encoder: CLIPVisionModelWithProjection = None,
+        feature_extractor: CLIPImageProcessor = None,
+        force_zeros_for_empty_prompt: bool = True,
+        add_watermarker: bool | None = None,
+        capture_config: CaptureConfig | dict | None = None,
+    ):
+        super().__init__(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=scheduler,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+            add_watermarker=add_watermarker,
+        )
+        self._register_capture_config(capture_config)
+
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[tuple[Any, list[str]]]:
+        second = _as_list(arguments.get("prompt_2")) or prompts
+        pairs = [(self.tokenizer, prompts), (self.tokenizer_2, second)]
+        return [(tokenizer, texts) for tokenizer, texts in pairs if tokenizer is not None]
+
+    @torch.no_grad()
+    def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
+        return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
+
+    __call__.__doc__ = capture_call_docstring(StableDiffusionXLPipeline.__call__)

@@ -1,0 +1,106 @@
+"""Object phrases to token positions, through the tokenizer's character offsets.
+
+Word index is not token index: "hippopotamus" is several CLIP tokens and "teddy bear" is two words. The
+positions are found by locating the phrase in the prompt text and keeping every token whose character
+span overlaps it, as the tokenizer that feeds the text encoder encodes the prompt (special tokens,
+truncation and all), so that a position is a column of the cross-attention keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+__all__ = ["find_phrase", "object_token_indices", "object_token_weights"]
+
+
+def find_phrase(prompt: str, phrase: str) -> list[tuple[int, int]]:
+    """Character spans of every whole-word occurrence of ``phrase`` in ``prompt``.
+
+    Matching ignores case and the amount of whitespace between words, and accepts a plural ending
+    ("dog" matches "dogs", "bus" matches "buses").
+    """
+    words = phrase.split()
+    if not words:
+        raise ValueError(f"object phrase {phrase!r} is empty")
+    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?:e?s)?(?!\w)"
+    return [m.span() for m in re.finditer(pattern, prompt, flags=re.IGNORECASE)]
+
+
+def _offsets_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A tokenizer that returns offsets: the tokenizer itself when it is fast, else its fast conversion."""
+    if tokenizer.is_fast:
+        return tokenizer
+    cached = getattr(tokenizer, "_free_atm_fast", None)
+    if cached is None:
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+
+        cached = PreTrainedTokenizerFast(
+            tokenizer_object=convert_slow_tokenizer(tokenizer),
+            model_max_length=tokenizer.model_max_length,
+            **tokenizer.special_tokens_map,
+        )
+        tokenizer._free_atm_fast = cached
+    return cached
+
+
+def object_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, phrase: str) -> list[int]:
+    """Positions, in the encoded and truncated prompt, of the tokens that spell ``phrase``.
+
+    Every occurrence counts. Raises ``ValueError`` naming the object and the prompt when the phrase does
+    not occur, or occurs only past the tokenizer's maximum length.
+    """
+    spans = find_phrase(prompt, phrase)
+    if not spans:
+        raise ValueError(f"object {phrase!r} does not occur in prompt {prompt!r}")
+    fast = _offsets_tokenizer(tokenizer)
+    encoding = fast(prompt, truncation=True, max_length=tokenizer.model_max_length, return_offsets_mapping=True)
+    special = set(fast.all_special_ids)
+    indices = [
+        i
+        for i, ((start, end), token_id) in enumerate(zip(encoding["offset_mapping"], encoding["input_ids"]))
+        if end > start and token_id not in special and any(start < e and end > s for s, e in spans)
+    ]
+    if not indices:
+        raise ValueError(
+            f"object {phrase!r} of prompt {prompt!r} lies past the tokenizer's {tokenizer.model_max_length} "
+            "tokens and was truncated away"
+        )
+    return indices
+
+
+def object_token_weights(
+    sources: Sequence[tuple[PreTrainedTokenizerBase, Sequence[str]]],
+    objects: Sequence[Sequence[str]],
+    sequence_length: int,
+) -> torch.Tensor:
+    """Weights ``(num_prompts, sequence_length, max_objects)`` whose column ``m`` averages object m's tokens.
+
+    ``sources`` pairs each tokenizer that feeds the text encoders with the prompts it encodes (SDXL has
+    two, and ``prompt_2`` may differ from ``prompt``); a phrase's positions are the union over the sources
+    in which it occurs. Missing objects are zero columns.
+    """
+    num_prompts = len(objects)
+    weights = torch.zeros(num_prompts, sequence_length, max((len(o) for o in objects), default=0))
+    for i, phrases in enumerate(objects):
+        for m, phrase in enumerate(phrases):
+            positions: set[int] = set()
+            errors = []
+            for tokenizer, prompts in sources:
+                try:
+                    positions.update(object_token_indices(tokenizer, prompts[i], phrase))
+                except ValueError as error:
+                    errors.append(error)
+            if not positions:
+                raise errors[0]
+            if max(positions) >= sequence_length:
+                raise ValueError(
+                    f"object {phrase!r} sits at token {max(positions)}, past the text encoder's "
+                    f"{sequence_length} positions"
+                )
+            weights[i, sorted(positions), m] = 1.0 / len(positions)
+    return weights

@@ -30,24 +30,6 @@ def find_phrase(prompt: str, phrase: str) -> list[tuple[int, int]]:
     return [m.span() for m in re.finditer(pattern, prompt, flags=re.IGNORECASE)]
 
 
-def _offsets_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """A tokenizer that returns offsets: the tokenizer itself when it is fast, else its fast conversion."""
-    if tokenizer.is_fast:
-        return tokenizer
-    cached = getattr(tokenizer, "_free_atm_fast", None)
-    if cached is None:
-        from transformers import PreTrainedTokenizerFast
-        from transformers.convert_slow_tokenizer import convert_slow_tokenizer
-
-        cached = PreTrainedTokenizerFast(
-            tokenizer_object=convert_slow_tokenizer(tokenizer),
-            model_max_length=tokenizer.model_max_length,
-            **tokenizer.special_tokens_map,
-        )
-        tokenizer._free_atm_fast = cached
-    return cached
-
-
 def object_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, phrase: str) -> list[int]:
     """Positions, in the encoded and truncated prompt, of the tokens that spell ``phrase``.
 
@@ -57,9 +39,12 @@ def object_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, phrase
     spans = find_phrase(prompt, phrase)
     if not spans:
         raise ValueError(f"object {phrase!r} does not occur in prompt {prompt!r}")
-    fast = _offsets_tokenizer(tokenizer)
-    encoding = fast(prompt, truncation=True, max_length=tokenizer.model_max_length, return_offsets_mapping=True)
-    special = set(fast.all_special_ids)
+    if not tokenizer.is_fast:
+        raise TypeError(
+            f"{type(tokenizer).__name__} gives no character offsets; object tokens need a fast (tokenizers) tokenizer"
+        )
+    encoding = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length, return_offsets_mapping=True)
+    special = set(tokenizer.all_special_ids)
     indices = [
         i
         for i, ((start, end), token_id) in enumerate(zip(encoding["offset_mapping"], encoding["input_ids"]))

@@ -74,8 +74,6 @@ class AttentionCaptureProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states=None,
         attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        *args,
         **kwargs,
     ) -> torch.Tensor:
         text_states = encoder_hidden_states[0] if isinstance(encoder_hidden_states, tuple) else encoder_hidden_states
@@ -90,16 +88,18 @@ class AttentionCaptureProcessor:
                     "(classifier-free guidance)"
                 )
             conditional = slice(text_states.shape[0] - n, None)
-            mask = None if attention_mask is None else attention_mask[conditional]
+            temb = kwargs.get("temb")
             probs = cross_attention_probs(
                 attn,
                 hidden_states[conditional],
                 text_states[conditional],
-                mask,
+                None if attention_mask is None else attention_mask[conditional],
                 None if temb is None else temb[conditional],
             )
             self.aggregator.add(probs)
-        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return self.processor(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
+        )
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self._forward(*args, **kwargs)

@@ -1,0 +1,1 @@
+"""Folders to pass as `custom_pipeline=`; installed as `free_atm.custom_pipelines`."""

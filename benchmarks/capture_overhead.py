@@ -120,8 +120,14 @@ def main() -> None:
     store: list[torch.Tensor] = []
 
     def run(variant: str, steps: int) -> None:
-        call = dict(num_inference_steps=steps, height=size, width=size, guidance_scale=args.guidance_scale,
-                    generator=torch.Generator(device).manual_seed(0), output_type="np")
+        call = dict(
+            num_inference_steps=steps,
+            height=size,
+            width=size,
+            guidance_scale=args.guidance_scale,
+            generator=torch.Generator(device).manual_seed(0),
+            output_type="np",
+        )
         if variant == "free_atm":
             free_atm(PROMPT, objects=OBJECTS, **call)
             return

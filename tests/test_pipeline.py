@@ -253,3 +253,21 @@ def test_custom_pipeline_sdxl_loads_offline(sdxl_pipe, tmp_path):
 def test_from_pipe_switches_a_stock_pipeline(sd_pipe):
     pipe = FreeATMDiffusionPipeline.from_pipe(parent_of(sd_pipe))
     assert pipe.unet is sd_pipe.unet and pipe.capture_config == CaptureConfig()
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "parent"),
+    [
+        ("FreeATMDiffusionPipeline", StableDiffusionPipeline),
+        ("FreeATMStableDiffusionXLPipeline", StableDiffusionXLPipeline),
+    ],
+)
+def test_call_signature_is_the_parents_plus_capture_arguments(pipeline, parent):
+    import inspect
+
+    import free_atm
+
+    ours = inspect.signature(getattr(free_atm, pipeline).__call__).parameters
+    theirs = inspect.signature(parent.__call__).parameters
+    assert list(ours) == [*[n for n in theirs if n != "kwargs"], "objects", "capture_config", "kwargs"]
+    assert all(ours[n].default == theirs[n].default for n in theirs if n != "kwargs")

@@ -138,6 +138,17 @@ class AttentionCaptureMixin:
         return (*values.values(), *extras.values())
 
 
+def capture_call_signature(parent: Callable) -> inspect.Signature:
+    """The parent's call signature with the keyword-only ``objects`` and ``capture_config`` added."""
+    params = list(inspect.signature(parent).parameters.values())
+    variadic = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    added = [
+        inspect.Parameter("objects", inspect.Parameter.KEYWORD_ONLY, default=None),
+        inspect.Parameter("capture_config", inspect.Parameter.KEYWORD_ONLY, default=None),
+    ]
+    return inspect.Signature([p for p in params if p not in variadic] + added + variadic)
+
+
 def capture_call_docstring(parent: Callable) -> str:
     """The call docstring: the added arguments, then the parent's."""
     return (

@@ -9,7 +9,7 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..attention import CaptureConfig
-from .capture_mixin import AttentionCaptureMixin, capture_call_docstring
+from .capture_mixin import AttentionCaptureMixin, capture_call_docstring, capture_call_signature
 from .output import FreeATMStableDiffusionPipelineOutput
 
 
@@ -55,3 +55,4 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
 
     __call__.__doc__ = capture_call_docstring(StableDiffusionPipeline.__call__)
+    __call__.__signature__ = capture_call_signature(StableDiffusionPipeline.__call__)

@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from ..attention import CaptureConfig
-from .capture_mixin import AttentionCaptureMixin, _as_list, capture_call_docstring
+from .capture_mixin import AttentionCaptureMixin, _as_list, capture_call_docstring, capture_call_signature
 from .output import FreeATMStableDiffusionXLPipelineOutput
 
 
@@ -67,3 +67,4 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
 
     __call__.__doc__ = capture_call_docstring(StableDiffusionXLPipeline.__call__)
+    __call__.__signature__ = capture_call_signature(StableDiffusionXLPipeline.__call__)

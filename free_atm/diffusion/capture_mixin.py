@@ -100,11 +100,17 @@ class AttentionCaptureMixin:
         with capture_cross_attention(self.unet, aggregator):
             output = parent_call(**arguments, return_dict=True)
 
+        per_image = [per_prompt[i // images_per_prompt] for i in range(len(weights))]
+        return self._package(output, self._mask_fields(aggregator, per_image, config), return_dict)
+
+    def _mask_fields(
+        self, aggregator: AttentionAggregator, per_image: list[list[str]], config: CaptureConfig
+    ) -> dict[str, list]:
+        """Objects, normalised maps, masks and boxes of every image, from a finished aggregation."""
         maps = aggregator.result()
         image_size = tuple(s * self.vae_scale_factor for s in aggregator.latent_size)
-        extras = {"objects": [], "attention_maps": [], "masks": [], "boxes": []}
-        for i in range(maps.shape[0]):
-            phrases = per_prompt[i // images_per_prompt]
+        fields_ = {"objects": [], "attention_maps": [], "masks": [], "boxes": []}
+        for i, phrases in enumerate(per_image):
             soft, masks, boxes = maps_to_masks(
                 maps[i, : len(phrases)],
                 image_size,
@@ -112,9 +118,9 @@ class AttentionCaptureMixin:
                 config.threshold,
                 config.largest_component,
             )
-            for key, value in zip(extras, (list(phrases), soft, masks, boxes)):
-                extras[key].append(value)
-        return self._package(output, extras, return_dict)
+            for key, value in zip(fields_, (list(phrases), soft, masks, boxes)):
+                fields_[key].append(value)
+        return fields_
 
     def _text_sequence_length(self) -> int:
         """Length of the text sequence the UNet attends to (prompts are padded to it)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+from diffusers.utils import BaseOutput
 
 
 @dataclass
@@ -29,3 +30,8 @@ class FreeATMStableDiffusionPipelineOutput(MaskFields, StableDiffusionPipelineOu
 @dataclass
 class FreeATMStableDiffusionXLPipelineOutput(MaskFields, StableDiffusionXLPipelineOutput):
     """``StableDiffusionXLPipelineOutput`` (images) plus :class:`MaskFields`."""
+
+
+@dataclass
+class FreeATMAnnotationOutput(MaskFields, BaseOutput):
+    """What ``annotate`` finds in existing images: :class:`MaskFields` only."""

@@ -1,16 +1,20 @@
 """``FreeATMDiffusionPipeline``: Stable Diffusion 1.x/2.x with cross-attention masks."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from ..attention import CaptureConfig
+from ..attention import AttentionAggregator, CaptureConfig, capture_cross_attention
+from ..tokens import object_token_weights
 from .capture_mixin import AttentionCaptureMixin, capture_call_docstring, capture_call_signature
-from .output import FreeATMStableDiffusionPipelineOutput
+from .output import FreeATMAnnotationOutput, FreeATMStableDiffusionPipelineOutput
 
 
 class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
@@ -56,3 +60,44 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
 
     __call__.__doc__ = capture_call_docstring(StableDiffusionPipeline.__call__)
     __call__.__signature__ = capture_call_signature(StableDiffusionPipeline.__call__)
+
+    @torch.no_grad()
+    def annotate(
+        self,
+        images: Image.Image | Sequence[Image.Image] | torch.Tensor,
+        prompts: str | Sequence[str],
+        objects: Sequence,
+        timesteps: Sequence[int] = (100,),
+        noise_draws: int = 1,
+        generator: torch.Generator | None = None,
+        capture_config: CaptureConfig | dict | None = None,
+    ) -> FreeATMAnnotationOutput:
+        """Masks for objects in existing images: noise each image to every timestep in ``timesteps``
+        (``noise_draws`` times each), run the UNet with its caption, and average the captured maps.
+
+        Guidance is off (the conditional pass only). ``images`` are PIL images or a tensor in [0, 1];
+        ``objects`` holds one list of phrases per prompt.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        per_image = [list(o) for o in ([objects] if objects and isinstance(objects[0], str) else objects)]
+        if not (len(per_image) == len(prompts) == (len(images) if not isinstance(images, Image.Image) else 1)):
+            raise ValueError(
+                f"annotate needs one prompt and one object list per image, got {len(prompts)} prompts and "
+                f"{len(per_image)} object lists"
+            )
+        if noise_draws < 1 or not timesteps:
+            raise ValueError(f"annotate needs timesteps and noise_draws >= 1, got {timesteps!r} and {noise_draws}")
+        config = self.capture_config.updated(capture_config)
+        device = self._execution_device
+        pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
+        prompt_embeds, _ = self.encode_prompt(prompts, device, 1, do_classifier_free_guidance=False)
+        weights = object_token_weights([(self.tokenizer, prompts)], per_image, self._text_sequence_length())
+        aggregator = AttentionAggregator(weights, config)
+        with capture_cross_attention(self.unet, aggregator):
+            for timestep in timesteps:
+                t = torch.full((len(prompts),), int(timestep), device=device, dtype=torch.long)
+                for _ in range(noise_draws):
+                    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+                    self.unet(self.scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=prompt_embeds)
+        return FreeATMAnnotationOutput(**self._mask_fields(aggregator, per_image, config))

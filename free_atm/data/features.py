@@ -1,0 +1,58 @@
+"""The dataset schema of DESIGN.md section 3, and the encoding of one sample into it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from datasets import Features, Image, List, Value
+from PIL import Image as PILImage
+
+
+def sample_features(**extra) -> Features:
+    """Features of a free-atm dataset; ``extra`` adds columns (the shapes world adds its labels)."""
+    return Features(
+        {
+            "image": Image(),
+            "prompt": Value("string"),
+            "objects": List(Value("string")),
+            "masks": List(Image()),
+            "attention_maps": List(Image()),
+            "boxes": List(List(Value("float32"), length=4)),
+            "seed": Value("int64"),
+            **extra,
+        }
+    )
+
+
+def mask_image(mask: np.ndarray) -> PILImage.Image:
+    """A binary mask as an 8-bit PNG-ready image (0/255)."""
+    return PILImage.fromarray(mask.astype(np.uint8) * 255)
+
+
+def map_image(soft: np.ndarray) -> PILImage.Image:
+    """A soft map in [0, 1] quantised to 8 bits."""
+    return PILImage.fromarray(np.clip(np.rint(soft * 255), 0, 255).astype(np.uint8))
+
+
+def encode_sample(
+    image: PILImage.Image,
+    prompt: str,
+    objects: Sequence[str],
+    masks: np.ndarray,
+    attention_maps: np.ndarray,
+    boxes: np.ndarray,
+    seed: int,
+    **extra,
+) -> dict:
+    """One row in the schema of :func:`sample_features`."""
+    return {
+        "image": image,
+        "prompt": prompt,
+        "objects": list(objects),
+        "masks": [mask_image(m) for m in masks],
+        "attention_maps": [map_image(m) for m in attention_maps],
+        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4).tolist(),
+        "seed": int(seed),
+        **extra,
+    }

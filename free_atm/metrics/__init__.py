@@ -1,0 +1,17 @@
+"""Metrics: IoU functions and ``evaluate`` metric modules (load them with ``evaluate.load(metric_path(name))``)."""
+
+from importlib import resources
+
+from .iou import box_iou, mask_iou, object_scores
+
+METRICS = ("mask_iou",)
+
+
+def metric_path(name: str) -> str:
+    """The folder of an ``evaluate`` metric module shipped with free-atm."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {METRICS}")
+    return str(resources.files("free_atm.metrics") / name)
+
+
+__all__ = ["METRICS", "box_iou", "mask_iou", "metric_path", "object_scores"]

@@ -1,0 +1,91 @@
+"""Architecture of the small default text-to-image model trained on the shapes world, and where it ships."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..diffusion.clip_tokenizer import clip_tokenizer_from_words
+from .render import BACKGROUNDS, COLOURS, SHAPES
+
+#: the model's name for ``free-atm generate --model``
+DEFAULT_MODEL = "shapes"
+VOCABULARY = ("a", "an", "and", "on", "background", *COLOURS, *SHAPES, *BACKGROUNDS)
+_NOISE_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+
+def default_model_path() -> str:
+    """The folder of the shipped default pipeline (inside the installed package)."""
+    return str(resources.files("free_atm.shapes") / "default_model")
+
+
+#: captions have at most 18 tokens; a short context keeps training on a CPU affordable
+MAX_TOKENS = 24
+
+
+def shapes_tokenizer() -> CLIPTokenizer:
+    return clip_tokenizer_from_words(VOCABULARY, model_max_length=MAX_TOKENS)
+
+
+def shapes_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def shapes_vae() -> AutoencoderKL:
+    """64 px images to 16 x 16 x 4 latents."""
+    return AutoencoderKL(
+        block_out_channels=(16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        mid_block_add_attention=False,
+    )
+
+
+def shapes_unet() -> UNet2DConditionModel:
+    """Cross-attention at latent scales 1 and 2 (down and up) and 4 (mid).
+
+    Every attention layer attends to the text (``only_cross_attention``): flat shapes need no
+    self-attention, and without it a training step on a CPU costs a third.
+    """
+    return UNet2DConditionModel(
+        sample_size=16,
+        block_out_channels=(48, 96, 96),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=16,
+        norm_num_groups=16,
+        only_cross_attention=True,
+    )
+
+
+def training_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**_NOISE_SCHEDULE)
+
+
+def inference_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**_NOISE_SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)

@@ -1,0 +1,231 @@
+"""Train the default text-to-image model on the shapes world and save it as a diffusers pipeline folder.
+
+    python trainers/train_shapes_diffusion.py --output_dir outputs/shapes-model \
+        --export_dir free_atm/shapes/default_model
+
+Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by rerunning the command:
+an ``AutoencoderKL`` (64 px to 16 x 16 x 4), then the ``UNet2DConditionModel`` and the ``CLIPTextModel``
+together on cached latents, with caption dropout for classifier-free guidance and an EMA of the UNet.
+``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
+from transformers import HfArgumentParser
+
+from free_atm import CaptureConfig, FreeATMDiffusionPipeline
+from free_atm.shapes import render_scene, scene_seed
+from free_atm.shapes.model import (
+    inference_scheduler,
+    shapes_text_encoder,
+    shapes_tokenizer,
+    shapes_unet,
+    shapes_vae,
+    training_scheduler,
+)
+
+
+@dataclass
+class ShapesTrainingArguments:
+    output_dir: str = field(default="outputs/shapes-model", metadata={"help": "checkpoints and caches"})
+    export_dir: str | None = field(default=None, metadata={"help": "pipeline folder (default OUTPUT_DIR/pipeline)"})
+    num_scenes: int = 20000
+    seed: int = 0
+    vae_steps: int = 1000
+    vae_batch_size: int = 16
+    vae_learning_rate: float = 1e-3
+    unet_steps: int = 6000
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    warmup_steps: int = 200
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    max_minutes: float = math.inf
+    export_dtype: str = field(default="float32", metadata={"help": "dtype of the exported weights"})
+
+
+def scenes(args: ShapesTrainingArguments, cache: Path) -> tuple[np.ndarray, list[str]]:
+    """The training scenes' images ``(N, 64, 64, 3)`` and captions, rendered once and cached."""
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return data["images"], [str(c) for c in data["captions"]]
+    rendered = [render_scene(scene_seed(args.seed, i)) for i in range(args.num_scenes)]
+    images = np.stack([s.image for s in rendered])
+    captions = [s.caption for s in rendered]
+    np.savez(cache, images=images, captions=np.array(captions))
+    return images, captions
+
+
+def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class Checkpoint:
+    """A stage's modules, optimizer and step in one file, written atomically."""
+
+    def __init__(self, path: Path, **state):
+        self.path, self.state = path, state
+
+    def load(self) -> int:
+        if not self.path.exists():
+            return 0
+        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        for name, obj in self.state.items():
+            obj.load_state_dict(saved[name])
+        return saved["step"]
+
+    def save(self, step: int) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"step": step, **{k: v.state_dict() for k, v in self.state.items()}}, tmp)
+        tmp.replace(self.path)
+
+
+def train_vae(args, images, device, out: Path, deadline: float):
+    vae = shapes_vae().to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_learning_rate)
+    checkpoint = Checkpoint(out / "vae.ckpt", vae=vae, optimizer=optimizer)
+    step = checkpoint.load()
+    rng = np.random.default_rng(args.seed + step)
+    while step < args.vae_steps and time.time() < deadline:
+        batch = to_pixels(images[rng.integers(0, len(images), args.vae_batch_size)], device)
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 100 == 0:
+            print(json.dumps({"stage": "vae", "step": step, "loss": round(loss.item(), 5)}), flush=True)
+        if step % args.checkpoint_every == 0:
+            checkpoint.save(step)
+    checkpoint.save(step)
+    return vae.eval(), step >= args.vae_steps
+
+
+@torch.no_grad()
+def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
+    if cache.exists():
+        return torch.load(cache)
+    latents = torch.cat(
+        [
+            vae.encode(to_pixels(images[i : i + 256], device)).latent_dist.mode().cpu()
+            for i in range(0, len(images), 256)
+        ]
+    )
+    torch.save(latents, cache)
+    return latents
+
+
+def train_unet(args, latents, captions, device, out: Path, deadline: float):
+    tokenizer = shapes_tokenizer()
+    unet, text_encoder = shapes_unet().to(device), shapes_text_encoder(tokenizer).to(device)
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / args.warmup_steps)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, args.unet_steps) / args.unet_steps))
+        ),
+    )
+    checkpoint = Checkpoint(
+        out / "unet.ckpt", unet=unet, text_encoder=text_encoder, ema=ema, optimizer=optimizer, schedule=schedule
+    )
+    step = checkpoint.load()
+    noise_scheduler = training_scheduler()
+    empty = tokenizer([""] * 1, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    scaling = 1.0 / latents.std().item()
+    rng = np.random.default_rng(args.seed + 10_000 + step)
+    unet.train()
+    text_encoder.train()
+    while step < args.unet_steps and time.time() < deadline:
+        index = torch.from_numpy(rng.integers(0, len(latents), args.batch_size))
+        clean = latents[index].to(device) * scaling
+        tokens = ids[index].clone()
+        tokens[torch.from_numpy(rng.random(args.batch_size) < args.caption_dropout)] = empty.input_ids[0]
+        noise = torch.randn_like(clean)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        states = text_encoder(tokens.to(device)).last_hidden_state
+        loss = F.mse_loss(unet(noisy, timesteps, states).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        ema.step(unet.parameters())
+        step += 1
+        if step % 100 == 0:
+            print(
+                json.dumps(
+                    {"stage": "unet", "step": step, "loss": round(loss.item(), 5), "lr": schedule.get_last_lr()[0]}
+                ),
+                flush=True,
+            )
+        if step % args.checkpoint_every == 0:
+            checkpoint.save(step)
+    checkpoint.save(step)
+    ema.copy_to(unet.parameters())
+    return unet.eval(), text_encoder.eval(), tokenizer, scaling, step >= args.unet_steps
+
+
+def export(args, vae, unet, text_encoder, tokenizer, scaling: float, export_dir: Path) -> None:
+    vae.register_to_config(scaling_factor=scaling)
+    pipe = FreeATMDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=inference_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        capture_config=CaptureConfig(),
+    )
+    pipe.to(getattr(torch, args.export_dtype)).save_pretrained(export_dir)
+    (export_dir / "training_args.json").write_text(
+        json.dumps({k: v for k, v in asdict(args).items() if k != "max_minutes"}, indent=2)
+    )
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(ShapesTrainingArguments).parse_args_into_dataclasses()
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    deadline = time.time() + 60 * args.max_minutes
+    torch.manual_seed(args.seed)
+    images, captions = scenes(args, out / "scenes.npz")
+    vae, vae_done = train_vae(args, images, device, out, deadline)
+    if not vae_done:
+        print("stopped during the VAE stage; rerun to resume")
+        return
+    latents = encode_latents(vae, images, device, out / "latents.pt")
+    unet, text_encoder, tokenizer, scaling, done = train_unet(args, latents, captions, device, out, deadline)
+    if not done:
+        print("stopped during the UNet stage; rerun to resume")
+        return
+    export_dir = Path(args.export_dir or out / "pipeline")
+    export(args, vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scaling, export_dir)
+    print(f"saved the pipeline to {export_dir}")
+
+
+if __name__ == "__main__":
+    main()

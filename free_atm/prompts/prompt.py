@@ -1,0 +1,99 @@
+"""A prompt that carries its object phrases, and prompt files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..tokens import find_phrase
+
+
+class ObjectPrompt(str):
+    """A ``str`` (so every pipeline takes it as a prompt) with ``objects`` (phrases) and optional ``labels``.
+
+    The Free-ATM pipelines read ``objects`` when the call gives none.
+    """
+
+    objects: list[str]
+    labels: list[int]
+
+    def __new__(cls, text: str, objects: Sequence[str], labels: Sequence[int] = ()):
+        prompt = super().__new__(cls, text)
+        prompt.objects, prompt.labels = list(objects), list(labels)
+        return prompt
+
+    def __reduce__(self):
+        return type(self), (str(self), self.objects, self.labels)
+
+
+def match_vocabulary(prompt: str, vocabulary: Sequence[str]) -> list[str]:
+    """Phrases of ``vocabulary`` found in ``prompt``, longest first and without overlaps, in prompt order."""
+    taken: list[tuple[int, int, str]] = []
+    for phrase in sorted(set(vocabulary), key=len, reverse=True):
+        for start, end in find_phrase(prompt, phrase):
+            if all(end <= s or start >= e for s, e, _ in taken):
+                taken.append((start, end, prompt[start:end]))
+    return [text for _, _, text in sorted(taken)]
+
+
+def _split_objects(value) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).replace("|", ";").split(";") if v.strip()]
+
+
+def read_prompt_file(path: str | Path, vocabulary: Sequence[str] | None = None) -> list[ObjectPrompt]:
+    """Prompts from ``.txt`` (one a line), ``.jsonl`` (``prompt`` and optional ``objects``) or ``.csv``
+    (``prompt`` column, optional ``objects`` column with ``;``-separated phrases).
+
+    A prompt without objects gets the phrases of ``vocabulary`` it contains. Raises ``ValueError`` naming
+    the file and line of a malformed entry, or of a prompt in which no object is found.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".jsonl", ".csv"):
+        raise ValueError(f"prompt file {path} must end in .txt, .jsonl or .csv, not {path.suffix!r}")
+    if not path.is_file():
+        raise ValueError(f"prompt file {path} does not exist")
+    entries: list[tuple[int, str, list[str] | None]] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix == ".txt":
+            entries = [(n, line.strip(), None) for n, line in enumerate(handle, 1) if line.strip()]
+        elif suffix == ".jsonl":
+            for n, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({error.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                    raise ValueError(f"{path}:{n}: each line needs a string 'prompt', got {line.strip()[:80]!r}")
+                objects = record.get("objects")
+                entries.append((n, record["prompt"], None if objects is None else _split_objects(objects)))
+        else:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "prompt" not in reader.fieldnames:
+                raise ValueError(f"{path}: the CSV needs a 'prompt' column, found {reader.fieldnames}")
+            for n, row in enumerate(reader, 2):
+                objects = row.get("objects")
+                entries.append((n, row["prompt"] or "", _split_objects(objects) if objects else None))
+    prompts = []
+    for n, text, objects in entries:
+        if not text.strip():
+            raise ValueError(f"{path}:{n}: empty prompt")
+        if objects is None:
+            if vocabulary is None:
+                raise ValueError(f"{path}:{n}: no objects given and no vocabulary to find them")
+            objects = match_vocabulary(text, vocabulary)
+        if not objects:
+            raise ValueError(f"{path}:{n}: no object found in prompt {text!r}; give an 'objects' column")
+        for phrase in objects:
+            if not find_phrase(text, phrase):
+                raise ValueError(f"{path}:{n}: object {phrase!r} does not occur in prompt {text!r}")
+        prompts.append(ObjectPrompt(text, objects))
+    if not prompts:
+        raise ValueError(f"prompt file {path} holds no prompt")
+    return prompts

@@ -1,86 +1,65 @@
-"""The ``free-atm`` command (also ``python -m free_atm``)."""
+"""The ``free-atm`` command (also ``python -m free_atm``, so ``torchrun -m free_atm generate`` works)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
+import typing
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-
-import torch
-from PIL import Image
-
-DEMO_PROMPTS = (
-    ("a red circle and a blue square", ["circle", "square"]),
-    ("a dog with a teddy bear in the park", ["dog", "teddy bear"]),
-    ("a green triangle on a gray background", ["triangle"]),
-    ("a cat and a bird on a table", ["cat", "bird", "table"]),
-)
-
-
-def load_pipeline(model: str):
-    """A Free-ATM pipeline: ``tiny-random`` (random weights, built from configs) or a local dir / Hub id."""
-    from .diffusion import FreeATMDiffusionPipeline
-
-    if model == "tiny-random":
-        from .diffusion.random_components import tiny_sd_components
-
-        return FreeATMDiffusionPipeline(**tiny_sd_components())
-    return FreeATMDiffusionPipeline.from_pretrained(model)
 
 
 def generate(args: argparse.Namespace) -> None:
-    """Generate images with their masks into ``--out``: PNG files, ``metadata.jsonl`` and ``overlay.png``."""
-    from .visualize import image_grid, overlay_masks
+    """Generate a masked dataset into ``--out`` (Parquet shards, card, sample grid)."""
+    from .data.generate import GenerationConfig, generate_dataset
 
-    if args.num_images <= 0:
-        raise SystemExit(f"--num-images must be positive, got {args.num_images}")
-    pipe = load_pipeline(args.model)
-    pipe.set_progress_bar_config(disable=True)
-    out = Path(args.out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(exist_ok=True)
-    overlays, records = [], []
-    for index in range(args.num_images):
-        prompt, objects = DEMO_PROMPTS[index % len(DEMO_PROMPTS)]
-        seed = args.seed + index
-        result = pipe(
-            prompt,
-            objects=objects,
-            num_inference_steps=args.steps,
-            height=args.height,
-            width=args.width,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        image, masks, boxes = result.images[0], result.masks[0], result.boxes[0]
-        name = f"{index:05d}"
-        image.save(out / "images" / f"{name}.png")
-        for m, mask in enumerate(masks):
-            Image.fromarray(mask.astype("uint8") * 255).save(out / "masks" / f"{name}_{m}.png")
-        records.append(
-            {"file": f"images/{name}.png", "prompt": prompt, "objects": objects, "seed": seed, "boxes": boxes.tolist()}
-        )
-        overlays.append(overlay_masks(image, masks, boxes, objects))
-    (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    image_grid(overlays).save(out / "overlay.png")
-    print(f"wrote {len(records)} images with masks to {out} (overlay: {out / 'overlay.png'})")
+    values = {f.name: getattr(args, f.name) for f in fields(GenerationConfig)}
+    for name in ("num_images", "batch_size", "steps", "shard_size"):
+        if values[name] <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be positive, got {values[name]}")
+    try:
+        root = generate_dataset(GenerationConfig(**values))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    print(f"dataset in {root} (sample grid: {root / 'sample_grid.png'})")
+
+
+def show(args: argparse.Namespace) -> None:
+    """Draw samples of a dataset folder with their masks, boxes and object names."""
+    from datasets import load_dataset
+
+    from .visualize import dataset_grid
+
+    dataset = load_dataset(str(args.dataset), split="train")
+    rows = dataset.select(range(min(args.num_samples, len(dataset))))
+    dataset_grid(rows, columns=args.columns, scale=args.scale).save(args.out)
+    print(f"wrote {len(rows)} samples to {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.generate import GenerationConfig
+
     parser = argparse.ArgumentParser(prog="free-atm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="generate images with attention masks")
-    gen.add_argument("--model", default="tiny-random", help="'tiny-random', a pipeline folder or a Hub id")
-    gen.add_argument("--num-images", type=int, default=4)
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--steps", type=int, default=10)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--height", type=int, default=64)
-    gen.add_argument("--width", type=int, default=64)
+    gen = commands.add_parser("generate", help="generate images with attention masks as a dataset")
+    hints = typing.get_type_hints(GenerationConfig)
+    for f in fields(GenerationConfig):
+        kind = next(t for t in (*typing.get_args(hints[f.name]), hints[f.name]) if t is not type(None))
+        gen.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=f.metadata.get("help")
+        )
     gen.set_defaults(run=generate)
+    view = commands.add_parser("show", help="draw dataset samples with their masks")
+    view.add_argument("dataset", type=Path)
+    view.add_argument("--out", default="grid.png")
+    view.add_argument("--num-samples", type=int, default=8)
+    view.add_argument("--columns", type=int, default=4)
+    view.add_argument("--scale", type=int, default=2)
+    view.set_defaults(run=show)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.run(args)

@@ -42,3 +42,15 @@ def image_grid(images: Sequence[Image.Image], columns: int = 4) -> Image.Image:
     for i, image in enumerate(images):
         grid.paste(image, ((i % columns) * width, (i // columns) * height))
     return grid
+
+
+def dataset_grid(rows, columns: int = 4, scale: int = 1) -> Image.Image:
+    """Overlays of dataset rows (``image``, ``masks``, ``boxes``, ``objects``), enlarged ``scale`` times."""
+    pictures = []
+    for row in rows:
+        masks = np.stack([np.asarray(m) > 0 for m in row["masks"]]) if row["masks"] else np.zeros((0, 1, 1), bool)
+        picture = overlay_masks(
+            row["image"], masks, np.asarray(row["boxes"], np.float32).reshape(-1, 4), row["objects"]
+        )
+        pictures.append(picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST))
+    return image_grid(pictures, columns)

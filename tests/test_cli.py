@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from free_atm import CaptureConfig
 from free_atm.cli import main
@@ -16,22 +13,11 @@ from free_atm.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_generate_writes_images_masks_and_overlay(tmp_path):
-    main(["generate", "--num-images", "2", "--out", str(tmp_path), "--steps", "2"])
-    records = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
-    assert [r["seed"] for r in records] == [0, 1]
-    first = records[0]
-    assert Image.open(tmp_path / first["file"]).size == (64, 64)
-    for m, box in enumerate(first["boxes"]):
-        mask = np.asarray(Image.open(tmp_path / "masks" / f"00000_{m}.png")) > 0
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        assert box == [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
-    assert Image.open(tmp_path / "overlay.png").size == (128, 64)
-
-
 def test_generate_rejects_bad_count(tmp_path):
     with pytest.raises(SystemExit, match="--num-images must be positive, got 0"):
         main(["generate", "--num-images", "0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--shard-size must be positive, got -1"):
+        main(["generate", "--shard-size", "-1", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
 
 

@@ -24,7 +24,8 @@ from diffusers.training_utils import EMAModel
 from transformers import HfArgumentParser
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
-from free_atm.shapes import render_scene, scene_seed
+from free_atm.seeds import derive_seed
+from free_atm.shapes import render_scene
 from free_atm.shapes.model import (
     inference_scheduler,
     shapes_text_encoder,
@@ -60,7 +61,7 @@ def scenes(args: ShapesTrainingArguments, cache: Path) -> tuple[np.ndarray, list
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         return data["images"], [str(c) for c in data["captions"]]
-    rendered = [render_scene(scene_seed(args.seed, i)) for i in range(args.num_scenes)]
+    rendered = [render_scene(derive_seed(args.seed, i)) for i in range(args.num_scenes)]
     images = np.stack([s.image for s in rendered])
     captions = [s.caption for s in rendered]
     np.savez(cache, images=images, captions=np.array(captions))

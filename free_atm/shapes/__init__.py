@@ -1,6 +1,6 @@
 """The shapes world: procedural scenes with exact masks, and the small default model trained on them."""
 
-from .dataset import scene_seed, shapes_dataset, shapes_features
+from .dataset import shapes_dataset, shapes_features
 from .render import BACKGROUNDS, COLOURS, SHAPES, Scene, caption_for, render_scene, shape_mask
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "Scene",
     "caption_for",
     "render_scene",
-    "scene_seed",
     "shape_mask",
     "shapes_dataset",
     "shapes_features",

@@ -8,12 +8,8 @@ from PIL import Image
 
 from ..data.features import encode_sample, sample_features
 from ..masks import mask_boxes
+from ..seeds import derive_seed
 from .render import COLOURS, SHAPES, render_scene
-
-
-def scene_seed(seed: int, index: int) -> int:
-    """The seed of scene ``index`` of a world seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def shapes_features():
@@ -31,7 +27,7 @@ def shapes_dataset(num_scenes: int, seed: int = 0, size: int = 64, max_objects: 
 
     def rows():
         for index in range(num_scenes):
-            scene = render_scene(scene_seed(seed, index), size=size, max_objects=max_objects)
+            scene = render_scene(derive_seed(seed, index), size=size, max_objects=max_objects)
             yield encode_sample(
                 Image.fromarray(scene.image),
                 scene.caption,

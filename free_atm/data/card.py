@@ -1,0 +1,52 @@
+"""Dataset cards rendered from ``hub_cards/dataset_card.md.j2``."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from datasets import Features
+from huggingface_hub import DatasetCard, DatasetCardData
+
+
+def card_template(name: str) -> str:
+    """The text of a card template shipped in ``hub_cards/``."""
+    return (resources.files("free_atm.hub_cards") / name).read_text(encoding="utf-8")
+
+
+def render_dataset_card(
+    root: str | Path,
+    features: Features,
+    config: dict[str, Any],
+    counts: dict[str, Any],
+    sample_grid: str = "sample_grid.png",
+    repo_or_path: str | None = None,
+) -> DatasetCard:
+    """The card of the dataset in ``root``: features YAML and data files, generation config, counts."""
+    card_data = DatasetCardData(
+        pretty_name=f"free-atm masks from {config['model']}",
+        license="other",
+        task_categories=["image-segmentation", "object-detection", "text-to-image"],
+        tags=["free-atm", "synthetic", "attention-masks", "diffusers"],
+        size_categories=[_size_category(counts["images"])],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        dataset_info={"features": features._to_yaml_list()},
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_str=card_template("dataset_card.md.j2"),
+        config=config,
+        config_json=json.dumps(config, indent=2),
+        counts=counts,
+        sample_grid=sample_grid,
+        repo_or_path=repo_or_path or str(root),
+    )
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"

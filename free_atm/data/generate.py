@@ -1,0 +1,191 @@
+"""Sharded, resumable generation of a masked dataset, in one process or many (``accelerate``/``torchrun``).
+
+Each process takes every ``world_size``-th shard; each sample's prompt and initial noise depend only on
+``(seed, index)``, so the dataset does not depend on the number of processes. Finished shards are
+skipped on a rerun, so a crash costs only the shards that were being generated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from ..prompts import ObjectPrompt, read_prompt_file, template_prompt
+from ..seeds import derive_seed
+from .background import BackgroundShardWriter
+from .features import encode_sample, sample_features
+from .shards import ShardPlan
+
+CONFIG_FILE = "generation_config.json"
+
+
+@dataclass
+class GenerationConfig:
+    """What ``free-atm generate`` makes; everything but ``push_to_hub`` must match on a resumed run."""
+
+    model: str = field(default="shapes", metadata={"help": "'shapes' (shipped), 'tiny-random', a folder or Hub id"})
+    num_images: int = 16
+    out: str = "outputs/dataset"
+    batch_size: int = 8
+    steps: int = 25
+    seed: int = 0
+    guidance_scale: float = 5.0
+    height: int | None = None
+    width: int | None = None
+    shard_size: int = 256
+    prompts: str | None = field(default=None, metadata={"help": "a .txt, .jsonl or .csv prompt file"})
+    push_to_hub: str | None = field(default=None, metadata={"help": "dataset repo id to upload the folder to"})
+
+    def resumable_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "push_to_hub"}
+
+
+class PromptSource:
+    """The prompt of every sample index: a prompt file (cycled), the shapes world's captions for the
+    shapes model, else the ImageNet templates."""
+
+    def __init__(self, config: GenerationConfig, vocabulary: list[str] | None = None):
+        self.config = config
+        self.file_prompts = read_prompt_file(config.prompts, vocabulary) if config.prompts else None
+
+    def __call__(self, index: int) -> ObjectPrompt:
+        if self.file_prompts is not None:
+            return self.file_prompts[index % len(self.file_prompts)]
+        if self.config.model == "shapes":
+            from ..shapes import render_scene
+
+            scene = render_scene(derive_seed(self.config.seed, index))
+            return ObjectPrompt(scene.caption, scene.objects)
+        return template_prompt(self.config.seed, index)
+
+
+def initial_latents(pipe, seeds: list[int], height: int, width: int) -> torch.Tensor:
+    """Initial noise, one generator per sample (on the CPU, so any device draws the same noise)."""
+    shape = (pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.stack(noise).to(pipe.device, pipe.unet.dtype)
+
+
+def check_config(root: Path, config: GenerationConfig) -> None:
+    """Record the config in ``root``, or check that a resumed run uses the recorded one."""
+    path = root / CONFIG_FILE
+    wanted = config.resumable_fields()
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        if recorded != wanted:
+            changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+            raise ValueError(
+                f"{root} holds a dataset generated with other settings ({', '.join(changed)} differ); "
+                "use the same settings to resume, or another --out"
+            )
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted, indent=2))
+
+
+def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
+    """Generate the missing shards of ``config.out`` with this process's share; return the folder.
+
+    Under several processes every process must call it; the dataset card is written (and pushed) by the
+    main process once all shards exist.
+    """
+    from ..diffusion.loading import load_pipeline
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    root = Path(config.out)
+    plan = ShardPlan(config.num_images, config.shard_size)
+    if state.is_main_process:
+        check_config(root, config)
+    state.wait_for_everyone()
+    check_config(root, config)
+
+    pipe = pipe or load_pipeline(config.model, state.device)
+    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    prompts = PromptSource(config)
+    todo = [
+        s for s in plan.shards_of_process(state.process_index, state.num_processes) if not plan.is_complete(root, s)
+    ]
+    features = sample_features()
+    writer = BackgroundShardWriter(features, encode_sample)
+    progress = tqdm(
+        total=sum(len(plan.indices(s)) for s in todo),
+        unit="img",
+        disable=not state.is_local_main_process,
+        desc=f"generating {len(todo)} shards",
+    )
+    try:
+        for shard in todo:
+            samples = []
+            indices = list(plan.indices(shard))
+            for start in range(0, len(indices), config.batch_size):
+                batch = indices[start : start + config.batch_size]
+                batch_prompts = [prompts(i) for i in batch]
+                seeds = [derive_seed(config.seed, i) for i in batch]
+                out = pipe(
+                    batch_prompts,
+                    objects=[p.objects for p in batch_prompts],
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance_scale,
+                    height=height,
+                    width=width,
+                    latents=initial_latents(pipe, seeds, height, width),
+                )
+                for k, (prompt, seed) in enumerate(zip(batch_prompts, seeds)):
+                    samples.append(
+                        dict(
+                            image=out.images[k],
+                            prompt=str(prompt),
+                            objects=out.objects[k],
+                            masks=out.masks[k],
+                            attention_maps=out.attention_maps[k],
+                            boxes=out.boxes[k],
+                            seed=seed,
+                        )
+                    )
+                progress.update(len(batch))
+            writer.submit(samples, plan.path(root, shard))
+    finally:
+        progress.close()
+        writer.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        finish_dataset(root, plan, config, features)
+    state.wait_for_everyone()
+    return root
+
+
+def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, features) -> None:
+    """Check every shard, then write the sample grid and the dataset card, and push when asked."""
+    from datasets import load_dataset
+
+    from ..visualize import dataset_grid
+    from .card import render_dataset_card
+
+    missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s)]
+    if missing:
+        raise RuntimeError(f"shards {missing} of {root} are missing or incomplete; rerun to finish them")
+    dataset = load_dataset("parquet", data_files=str(root / "data" / "train-*.parquet"), split="train")
+    objects = [len(o) for o in dataset["objects"]]
+    empty = int(sum(np.isnan(np.asarray(b, dtype=np.float32)).any(axis=1).sum() for b in dataset["boxes"] if b))
+    counts = {
+        "images": len(dataset),
+        "objects": int(sum(objects)),
+        "objects_per_image": round(float(np.mean(objects)), 2),
+        "empty_masks": empty,
+        "shards": plan.num_shards,
+    }
+    dataset_grid(dataset.select(range(min(8, len(dataset))))).save(root / "sample_grid.png")
+    card = render_dataset_card(root, features, {**config.resumable_fields()}, counts, repo_or_path=config.push_to_hub)
+    card.save(root / "README.md")
+    if config.push_to_hub:
+        from .hub import push_dataset
+
+        push_dataset(root, config.push_to_hub)

@@ -1,0 +1,66 @@
+"""Shards of a dataset being generated: which samples each holds, which are finished, and writing them.
+
+A shard is written to a temporary name in the same folder and renamed when complete, so a file with a
+final name is complete unless it was damaged afterwards; a finished shard is also checked against the
+row count its name promises, so a truncated file is found and regenerated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from datasets import Dataset, Features
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """``num_samples`` sample indices cut into shards of ``shard_size`` consecutive indices."""
+
+    num_samples: int
+    shard_size: int
+
+    def __post_init__(self) -> None:
+        if self.num_samples <= 0:
+            raise ValueError(f"the number of samples must be positive, got {self.num_samples}")
+        if self.shard_size <= 0:
+            raise ValueError(f"the shard size must be positive, got {self.shard_size}")
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_samples / self.shard_size)
+
+    def indices(self, shard: int) -> range:
+        """The sample indices of ``shard``."""
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_samples))
+
+    def path(self, root: str | Path, shard: int) -> Path:
+        return Path(root) / "data" / f"train-{shard:05d}-of-{self.num_shards:05d}.parquet"
+
+    def shards_of_process(self, rank: int, world_size: int) -> list[int]:
+        """Shards taken by process ``rank`` of ``world_size`` (round robin, so loads stay even)."""
+        return list(range(rank, self.num_shards, world_size))
+
+    def is_complete(self, root: str | Path, shard: int) -> bool:
+        """Whether ``shard`` is on disk, readable, and holds all its rows."""
+        path = self.path(root, shard)
+        if not path.is_file():
+            return False
+        try:
+            return pq.ParquetFile(path).metadata.num_rows == len(self.indices(shard))
+        except Exception:  # an unreadable file is an unfinished shard  # noqa: BLE001
+            return False
+
+
+def write_shard(rows: list[dict], features: Features, path: Path) -> None:
+    """Encode ``rows`` with ``features`` and write them to ``path`` atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Dataset.from_list(rows, features=features).to_parquet(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,171 @@
+"""Sharded, resumable dataset generation: processes, crashes, truncated shards, cards and the Hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from hub_fake import fake_hub
+
+from free_atm.data import sample_features
+from free_atm.data.shards import ShardPlan
+from free_atm.seeds import derive_seed
+
+ARGS = ["--model", "tiny-random", "--num-images", "8", "--shard-size", "2", "--batch-size", "2", "--steps", "2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def command(out: Path, *extra: str, processes: int = 1) -> list[str]:
+    if processes == 1:
+        launcher = [sys.executable, "-m", "free_atm"]
+    else:
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "-m",
+            "free_atm",
+        ]
+    return [*launcher, "generate", *ARGS, "--out", str(out), *extra]
+
+
+def generate(out: Path, *extra: str, processes: int = 1) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(out, *extra, processes=processes), env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def rows(out: Path) -> dict[int, tuple]:
+    """seed -> (prompt, objects, image bytes, mask bytes, boxes) of every row, read from the shards."""
+    table = pq.read_table(sorted((out / "data").glob("train-*.parquet")))
+    result = {}
+    for row in table.to_pylist():
+        assert row["seed"] not in result, "duplicate sample"
+        result[row["seed"]] = (
+            row["prompt"],
+            row["objects"],
+            row["image"]["bytes"],
+            [m["bytes"] for m in row["masks"]],
+            row["boxes"],
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("reference")
+    generate(out)
+    return out, rows(out)
+
+
+def test_single_process_run_is_a_loadable_dataset(reference):
+    out, by_seed = reference
+    assert sorted(by_seed) == sorted(derive_seed(0, i) for i in range(8))
+    assert sorted(p.name for p in (out / "data").iterdir()) == [f"train-{i:05d}-of-00004.parquet" for i in range(4)]
+    dataset = load_dataset(str(out), split="train")
+    assert dataset.features == sample_features() and len(dataset) == 8
+    streamed = load_dataset(str(out), split="train", streaming=True)
+    assert streamed.features == sample_features()
+    first = next(iter(streamed))
+    assert first["image"].size == (64, 64) and len(first["masks"]) == len(first["objects"]) == len(first["boxes"])
+    card = (out / "README.md").read_text()
+    assert "path: data/train-*" in card and "name: masks" in card and "| images | 8 |" in card
+    assert '"model": "tiny-random"' in card and (out / "sample_grid.png").is_file()
+
+
+def test_two_processes_split_the_shards_and_match_one(reference, tmp_path):
+    plan = ShardPlan(8, 2)
+    first, second = plan.shards_of_process(0, 2), plan.shards_of_process(1, 2)
+    assert not set(first) & set(second) and sorted(first + second) == list(range(4))
+    generate(tmp_path, processes=2)
+    assert rows(tmp_path) == reference[1]
+
+
+def test_killed_run_resumes_to_the_same_dataset(reference, tmp_path):
+    process = subprocess.Popen(command(tmp_path), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((tmp_path / "data").glob("train-*.parquet")) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = list((tmp_path / "data").glob("train-*.parquet"))
+    assert 1 <= len(finished) < 4, "the run was not interrupted mid-way"
+    assert not (tmp_path / "README.md").exists()  # no card on an unfinished dataset
+    generate(tmp_path)
+    assert rows(tmp_path) == reference[1]
+
+
+def test_truncated_shard_is_regenerated(reference, tmp_path):
+    generate(tmp_path)
+    shard = tmp_path / "data" / "train-00002-of-00004.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    assert not ShardPlan(8, 2).is_complete(tmp_path, 2)
+    generate(tmp_path)
+    assert rows(tmp_path) == reference[1]
+
+
+def test_resuming_with_other_settings_is_refused(reference, tmp_path):
+    generate(tmp_path)
+    result = subprocess.run(command(tmp_path, "--seed", "1"), env=ENV, capture_output=True, text=True)
+    assert result.returncode != 0 and "generated with other settings (seed differ)" in result.stderr
+
+
+def test_bad_prompt_file_is_a_clear_error(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a dog", "objects": ["cat"]}\n')
+    result = subprocess.run(
+        command(tmp_path / "out", "--prompts", str(prompts)), env=ENV, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "prompts.jsonl:1: object 'cat' does not occur in prompt 'a dog'" in result.stderr
+    assert not list((tmp_path / "out").glob("data/*.parquet"))
+
+
+def test_prompt_file_drives_generation(tmp_path):
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("prompt,objects\na red circle and a blue square,red circle;blue square\na dog,dog\n")
+    generate(tmp_path / "out", "--prompts", str(prompts), "--num-images", "3")
+    dataset = load_dataset(str(tmp_path / "out"), split="train")
+    assert dataset["prompt"] == ["a red circle and a blue square", "a dog", "a red circle and a blue square"]
+    assert dataset["objects"][0] == ["red circle", "blue square"]
+
+
+def test_push_to_hub_uploads_card_and_shards(reference, monkeypatch):
+    from free_atm.data.hub import push_dataset
+
+    out, _ = reference
+    with fake_hub(monkeypatch) as hub:
+        url = push_dataset(out, "me/free-atm-demo")
+    assert url == "https://huggingface.co/datasets/me/free-atm-demo"
+    assert hub.created == [{"name": "free-atm-demo", "organization": "me", "type": "dataset"}]
+    assert sorted(hub.uploaded) == [
+        "README.md",
+        *[f"data/train-{i:05d}-of-00004.parquet" for i in range(4)],
+        "generation_config.json",
+        "sample_grid.png",
+    ]
+    assert (
+        hub.uploaded["data/train-00001-of-00004.parquet"] == (out / "data/train-00001-of-00004.parquet").read_bytes()
+    )
+    assert json.loads(hub.uploaded["generation_config.json"])["num_images"] == 8
+
+
+def test_show_draws_the_dataset(reference, tmp_path):
+    from PIL import Image
+
+    from free_atm.cli import main
+
+    main(["show", str(reference[0]), "--out", str(tmp_path / "grid.png"), "--num-samples", "3", "--scale", "2"])
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (128, 3 * 128, 3)

@@ -164,7 +164,7 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
 
 def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, features) -> None:
     """Check every shard, then write the sample grid and the dataset card, and push when asked."""
-    from datasets import load_dataset
+    import pyarrow.parquet as pq
 
     from ..visualize import dataset_grid
     from .card import render_dataset_card
@@ -172,17 +172,19 @@ def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, featur
     missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s)]
     if missing:
         raise RuntimeError(f"shards {missing} of {root} are missing or incomplete; rerun to finish them")
-    dataset = load_dataset("parquet", data_files=str(root / "data" / "train-*.parquet"), split="train")
-    objects = [len(o) for o in dataset["objects"]]
-    empty = int(sum(np.isnan(np.asarray(b, dtype=np.float32)).any(axis=1).sum() for b in dataset["boxes"] if b))
+    shards = [plan.path(root, s) for s in range(plan.num_shards)]
+    table = pq.read_table(shards, columns=["objects", "boxes"]).to_pydict()
+    objects = [len(o) for o in table["objects"]]
+    empty = sum(any(v is None or v != v for v in box) for boxes in table["boxes"] for box in boxes)
     counts = {
-        "images": len(dataset),
+        "images": len(objects),
         "objects": int(sum(objects)),
         "objects_per_image": round(float(np.mean(objects)), 2),
-        "empty_masks": empty,
+        "empty_masks": int(empty),
         "shards": plan.num_shards,
     }
-    dataset_grid(dataset.select(range(min(8, len(dataset))))).save(root / "sample_grid.png")
+    first_rows = pq.read_table(shards[0]).slice(0, 8).to_pylist()
+    dataset_grid([features.decode_example(row) for row in first_rows]).save(root / "sample_grid.png")
     card = render_dataset_card(root, features, {**config.resumable_fields()}, counts, repo_or_path=config.push_to_hub)
     card.save(root / "README.md")
     if config.push_to_hub:

@@ -1,0 +1,143 @@
+"""Mask quality of the shipped shapes model against exact ground truth.
+
+* generated images: the truth is the region of each named colour in the generated pixels; mean IoU of
+  the pipeline's masks per threshold method and per aggregation setting. The shipped defaults are
+  chosen on a selection split and the figures reported on a separate held-out split.
+* prompt fidelity: the share of generated images showing every named object (its colour as a region,
+  its kind as judged by a classifier trained on rendered scenes).
+* real images: ``pipe.annotate`` on rendered scenes, mean IoU against their exact masks.
+
+    python benchmarks/mask_quality.py [--num-images 96] [--save-defaults]
+
+Prints JSON, then ``gen_miou=<x> real_miou=<y> prompt_fidelity=<z>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from free_atm import CaptureConfig
+from free_atm.data.generate import initial_latents
+from free_atm.diffusion.loading import load_pipeline
+from free_atm.masks import maps_to_masks
+from free_atm.metrics import object_scores
+from free_atm.seeds import derive_seed
+from free_atm.shapes import render_scene
+from free_atm.shapes.judge import colour_regions, objects_present, train_shape_classifier
+from free_atm.shapes.model import default_model_path
+
+AGGREGATIONS = {
+    "all layers, all steps": {},
+    "scale 1 (16x16)": {"layer_scales": (1,)},
+    "scales 1+2": {"layer_scales": (1, 2)},
+    "scale 2 (8x8)": {"layer_scales": (2,)},
+    "t <= 500": {"timestep_range": (0, 500)},
+    "t >= 500": {"timestep_range": (500, 1000)},
+    "scale 1, t <= 500": {"layer_scales": (1,), "timestep_range": (0, 500)},
+}
+THRESHOLDS = {"fixed 0.4": ("fixed", 0.4), "otsu": ("otsu", 0.4), "competition 0.4": ("competition", 0.4)}
+SELECTION_SEED, HELD_OUT_SEED, REAL_SEED = 5_000, 6_000, 7_000
+
+
+def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, batch: int):
+    """Scenes' captions generated once per aggregation: images, truths and maps per aggregation."""
+    scenes = [render_scene(derive_seed(seed, i)) for i in range(count)]
+    images, maps = [], {name: [] for name in AGGREGATIONS}
+    for start in range(0, count, batch):
+        part = scenes[start : start + batch]
+        latents = initial_latents(pipe, [s.seed for s in part], 64, 64)
+        for name, overrides in AGGREGATIONS.items():
+            out = pipe(
+                [s.caption for s in part],
+                objects=[s.objects for s in part],
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                latents=latents,
+                output_type="np",
+                capture_config=CaptureConfig(**overrides),
+            )
+            maps[name] += [torch.from_numpy(m) for m in out.attention_maps]
+        images += [np.rint(image * 255).astype(np.uint8) for image in out.images]
+    truths = [np.stack([colour_regions(img)[c] for c in s.colours]) for img, s in zip(images, scenes)]
+    return scenes, images, truths, maps
+
+
+def mean_iou(maps, truths, method: str, threshold: float) -> float:
+    scores = []
+    for soft, truth in zip(maps, truths):
+        _, masks, _ = maps_to_masks(soft, truth.shape[-2:], method, threshold)
+        scores += object_scores(masks, truth)[0]
+    return float(np.mean(scores))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--num-images", type=int, default=96, help="per split")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance-scale", type=float, default=5.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--annotate-timesteps", type=int, nargs="+", default=[200, 400])
+    parser.add_argument("--noise-draws", type=int, default=2)
+    parser.add_argument("--save-defaults", action="store_true", help="write the chosen defaults into the model")
+    args = parser.parse_args()
+    started = time.time()
+    pipe = load_pipeline(args.model)
+    split = dict(count=args.num_images, steps=args.steps, guidance=args.guidance_scale, batch=args.batch_size)
+
+    _, _, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
+    table = {agg: {th: mean_iou(maps[agg], truths, *spec) for th, spec in THRESHOLDS.items()} for agg in AGGREGATIONS}
+    best_agg, best_th = max(((a, t) for a in table for t in table[a]), key=lambda key: table[key[0]][key[1]])
+    method, threshold = THRESHOLDS[best_th]
+    defaults = CaptureConfig(**AGGREGATIONS[best_agg], threshold_method=method, threshold=threshold)
+
+    scenes, images, truths, maps = generated_split(pipe, HELD_OUT_SEED, **split)
+    gen_miou = mean_iou(maps[best_agg], truths, method, threshold)
+    classifier = train_shape_classifier()
+    fidelity = float(
+        np.mean([objects_present(img, s.colours, s.shapes, classifier) for img, s in zip(images, scenes)])
+    )
+
+    real = [render_scene(derive_seed(REAL_SEED, i)) for i in range(args.num_images)]
+    real_scores = []
+    for start in range(0, len(real), args.batch_size):
+        part = real[start : start + args.batch_size]
+        out = pipe.annotate(
+            [Image.fromarray(s.image) for s in part],
+            [s.caption for s in part],
+            [s.objects for s in part],
+            timesteps=args.annotate_timesteps,
+            noise_draws=args.noise_draws,
+            generator=torch.Generator().manual_seed(start),
+            capture_config=defaults,
+        )
+        for masks, scene in zip(out.masks, part):
+            real_scores += object_scores(masks, scene.masks)[0]
+    real_miou = float(np.mean(real_scores))
+
+    if args.save_defaults and args.model == "shapes":
+        pipe.set_capture_config(defaults)
+        pipe.save_config(default_model_path())
+    result = {
+        "model": args.model,
+        "images_per_split": args.num_images,
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "selection_miou_table": table,
+        "chosen_defaults": defaults.to_dict(),
+        "held_out": {"gen_miou": gen_miou, "prompt_fidelity": fidelity},
+        "real": {"miou": real_miou, "timesteps": args.annotate_timesteps, "noise_draws": args.noise_draws},
+        "seconds": round(time.time() - started, 1),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"gen_miou={gen_miou:.3f} real_miou={real_miou:.3f} prompt_fidelity={fidelity:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Batches of images and a fixed number M of object maps, from rows of a free-atm dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class ObjectMapCollator:
+    """Rows (``image``, ``attention_maps`` and optionally ``labels``) to ``pixel_values (B, 3, S, S)`` in
+    [0, 1], ``object_maps (B, M, S, S)`` in [0, 1], ``object_valid (B, M)`` and ``object_labels (B, M)``
+    (-1 where absent). M is fixed so that batches gather across processes; extra objects are dropped."""
+
+    image_size: int = 64
+    max_objects: int = 3
+
+    def _array(self, picture: Image.Image, mode: str) -> np.ndarray:
+        picture = picture.convert(mode)
+        if picture.size != (self.image_size, self.image_size):
+            picture = picture.resize((self.image_size, self.image_size), Image.BILINEAR)
+        return np.asarray(picture, dtype=np.float32) / 255.0
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        size, slots = self.image_size, self.max_objects
+        pixels = np.stack([self._array(r["image"], "RGB").transpose(2, 0, 1) for r in rows])
+        maps = np.zeros((len(rows), slots, size, size), np.float32)
+        valid = np.zeros((len(rows), slots), bool)
+        labels = np.full((len(rows), slots), -1, np.int64)
+        for i, row in enumerate(rows):
+            for m, picture in enumerate(row["attention_maps"][:slots]):
+                maps[i, m] = self._array(picture, "L")
+                valid[i, m] = maps[i, m].sum() > 0
+            if "labels" in row:
+                row_labels = list(row["labels"])[:slots]
+                labels[i, : len(row_labels)] = row_labels
+        return {
+            "pixel_values": torch.from_numpy(pixels),
+            "object_maps": torch.from_numpy(maps),
+            "object_valid": torch.from_numpy(valid),
+            "object_labels": torch.from_numpy(labels),
+        }

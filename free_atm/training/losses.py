@@ -1,0 +1,47 @@
+"""NT-Xent over the valid objects of the global batch (Free-ATM eq. 3), logits in float32."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All processes' ``tensor`` concatenated along dim 0, gradients flowing back to each process's part."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, valid: torch.Tensor, temperature: float) -> tuple[torch.Tensor, dict]:
+    """Contrastive loss of object embeddings in two views.
+
+    ``z1``, ``z2``: ``(N, D)`` embeddings of the same N object slots in each view (N = batch x M, the
+    same on every process); ``valid``: ``(N,)``. Each valid object of either view is an anchor whose
+    positive is the same object in the other view and whose negatives are every other valid object of
+    both views across all processes. Invalid slots contribute nothing. Returns the mean loss over local
+    anchors and metrics (``valid_objects`` in the global batch, ``positive_top1`` accuracy).
+    """
+    z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+    keys = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # (2G, D)
+    key_valid = torch.cat([gather_with_grad(valid.float()), gather_with_grad(valid.float())]).bool()
+    total = keys.shape[0] // 2
+    offset = dist.get_rank() * z1.shape[0] if dist.is_available() and dist.is_initialized() else 0
+    local = torch.arange(z1.shape[0], device=z1.device) + offset
+    anchors = torch.cat([z1, z2])[torch.cat([valid, valid]).bool()]
+    anchor_index = torch.cat([local, local + total])[torch.cat([valid, valid]).bool()]
+    positive_index = (anchor_index + total) % (2 * total)
+    logits = anchors @ keys.T / temperature
+    excluded = ~key_valid.unsqueeze(0).expand_as(logits).clone()
+    excluded[torch.arange(len(anchors)), anchor_index] = True
+    logits = logits.masked_fill(excluded, float("-inf"))
+    if len(anchors) == 0:
+        loss = (z1.sum() + z2.sum()) * 0.0
+        accuracy = torch.zeros((), device=z1.device)
+    else:
+        loss = F.cross_entropy(logits, positive_index)
+        accuracy = (logits.argmax(-1) == positive_index).float().mean()
+    return loss, {"valid_objects": key_valid.sum().float() / 2, "positive_top1": accuracy.detach()}

@@ -1,0 +1,67 @@
+"""Two mask-consistent augmented views per image, batched on the training device with kornia.
+
+Geometric augmentations (random resized crop, flip) move the image and its soft object maps together;
+photometric ones (colour jitter, grayscale, blur) touch the image only. An object keeping less than
+``min_mass`` of its map mass in either view is invalid in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TwoViews:
+    """Per view: ``pixel_values (B, 3, H, W)`` and ``object_maps (B, M, H, W)``; ``object_valid (B, M)``."""
+
+    pixel_values_1: torch.Tensor
+    pixel_values_2: torch.Tensor
+    object_maps_1: torch.Tensor
+    object_maps_2: torch.Tensor
+    object_valid: torch.Tensor
+
+
+class MaskConsistentViews(nn.Module):
+    """SimCLR-style augmentation applied to images and their object maps alike."""
+
+    def __init__(
+        self,
+        size: int = 64,
+        scale: tuple[float, float] = (0.3, 1.0),
+        min_mass: float = 0.2,
+        jitter: float = 0.4,
+        grayscale: float = 0.2,
+        blur: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.min_mass = min_mass
+        self.geometric = K.AugmentationSequential(
+            K.RandomResizedCrop((size, size), scale=scale),
+            K.RandomHorizontalFlip(),
+            data_keys=["input", "mask"],
+        )
+        kernel = max(3, (size // 10) | 1)
+        self.photometric = nn.Sequential(
+            K.ColorJitter(jitter, jitter, jitter, jitter / 4, p=0.8),
+            K.RandomGrayscale(p=grayscale),
+            K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=blur),
+        )
+
+    def view(self, pixels: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, maps = self.geometric(pixels, maps.float())
+        return self.photometric(image), maps
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor, object_maps: torch.Tensor, object_valid: torch.Tensor) -> TwoViews:
+        """``pixel_values`` in [0, 1]; ``object_maps (B, M, h, w)`` soft maps in [0, 1] (resized to the image)."""
+        maps = F.interpolate(object_maps.float(), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+        mass = maps.sum((-2, -1))
+        (image_1, maps_1), (image_2, maps_2) = self.view(pixel_values, maps), self.view(pixel_values, maps)
+        kept = torch.minimum(maps_1.sum((-2, -1)), maps_2.sum((-2, -1))) / mass.clamp_min(1e-6)
+        valid = object_valid.bool() & (mass > 0) & (kept >= self.min_mass)
+        return TwoViews(image_1, image_2, maps_1, maps_2, valid)

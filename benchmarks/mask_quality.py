@@ -103,8 +103,8 @@ def main() -> None:
     fidelity = float(
         np.mean([objects_present(img, s.colours, s.shapes, classifier) for img, s in zip(images, scenes)])
     )
-
     real = [render_scene(derive_seed(REAL_SEED, i)) for i in range(args.num_images)]
+    judge_ceiling = float(np.mean([objects_present(s.image, s.colours, s.shapes, classifier) for s in real]))
     real_scores = []
     for start in range(0, len(real), args.batch_size):
         part = real[start : start + args.batch_size]
@@ -132,6 +132,7 @@ def main() -> None:
         "selection_miou_table": table,
         "chosen_defaults": defaults.to_dict(),
         "held_out": {"gen_miou": gen_miou, "prompt_fidelity": fidelity},
+        "judge_on_rendered_scenes": judge_ceiling,
         "real": {"miou": real_miou, "timesteps": args.annotate_timesteps, "noise_draws": args.noise_draws},
         "seconds": round(time.time() - started, 1),
     }

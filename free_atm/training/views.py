@@ -40,11 +40,8 @@ class MaskConsistentViews(nn.Module):
     ) -> None:
         super().__init__()
         self.min_mass = min_mass
-        self.geometric = K.AugmentationSequential(
-            K.RandomResizedCrop((size, size), scale=scale),
-            K.RandomHorizontalFlip(),
-            data_keys=["input", "mask"],
-        )
+        # maps ride along as extra channels: one draw of crop and flip, bilinear for image and maps alike
+        self.geometric = nn.Sequential(K.RandomResizedCrop((size, size), scale=scale), K.RandomHorizontalFlip())
         kernel = max(3, (size // 10) | 1)
         self.photometric = nn.Sequential(
             K.ColorJitter(jitter, jitter, jitter, jitter / 4, p=0.8),
@@ -53,8 +50,8 @@ class MaskConsistentViews(nn.Module):
         )
 
     def view(self, pixels: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, maps = self.geometric(pixels, maps.float())
-        return self.photometric(image), maps
+        moved = self.geometric(torch.cat([pixels, maps.to(pixels.dtype)], dim=1))
+        return self.photometric(moved[:, :3]), moved[:, 3:]
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor, object_maps: torch.Tensor, object_valid: torch.Tensor) -> TwoViews:

@@ -1,0 +1,22 @@
+"""Run under torchrun: each process holds half the objects; prints rank, loss and gradient norm as JSON."""
+
+import json
+
+import torch
+import torch.distributed as dist
+
+from free_atm.training.losses import nt_xent
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+z1_all, z2_all = torch.randn(8, 5), torch.randn(8, 5)
+valid_all = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1]).bool()
+part = slice(4 * rank, 4 * rank + 4)
+z1 = z1_all[part].clone().requires_grad_(True)
+loss, metrics = nt_xent(z1, z2_all[part], valid_all[part], 0.3)
+loss.backward()
+print(
+    json.dumps({"rank": rank, "loss": loss.item(), "valid": metrics["valid_objects"].item(), "grad": z1.grad.tolist()})
+)
+dist.destroy_process_group()

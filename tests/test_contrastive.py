@@ -1,0 +1,127 @@
+"""Instance-level contrastive learning: loss, pooling, views, gathering, and training that learns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, ResNetConfig
+
+from free_atm.training import (
+    InstanceContrastiveConfig,
+    InstanceContrastiveModel,
+    MaskConsistentViews,
+    attentive_pool,
+    nt_xent,
+)
+
+
+def loop_nt_xent(z1, z2, temperature):
+    """Eq. 3 written out: every object of either view against every other, positive in the other view."""
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    n, total = len(z1), 0.0
+    for i in range(2 * n):
+        others = torch.stack([z[i] @ z[j] / temperature for j in range(2 * n) if j != i])
+        total += torch.logsumexp(others, 0) - z[i] @ z[(i + n) % (2 * n)] / temperature
+    return total / (2 * n)
+
+
+def test_loss_equals_written_out_equation():
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(5, 8), torch.randn(5, 8)
+    loss, metrics = nt_xent(z1, z2, torch.ones(5, dtype=torch.bool), 0.2)
+    torch.testing.assert_close(loss, loop_nt_xent(z1, z2, 0.2))
+    assert metrics["valid_objects"] == 5
+
+
+def test_invalid_objects_contribute_nothing():
+    torch.manual_seed(1)
+    z1, z2 = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8)
+    valid = torch.tensor([1, 0, 1, 1, 0, 1]).bool()
+    loss, metrics = nt_xent(z1, z2, valid, 0.2)
+    torch.testing.assert_close(loss, loop_nt_xent(z1[valid], z2[valid], 0.2))
+    loss.backward()
+    assert z1.grad[~valid].abs().max() == 0 and metrics["valid_objects"] == 4
+    changed = z1.detach().clone()
+    changed[~valid] = 100.0
+    torch.testing.assert_close(nt_xent(changed, z2, valid, 0.2)[0], loss.detach())
+
+
+def test_attentive_pooling_is_eq_2():
+    features = torch.randn(2, 3, 4, 4)
+    maps = torch.zeros(2, 2, 4, 4)
+    maps[0, 0, :2, :2] = 1.0
+    maps[0, 1, 1, 3] = 0.5
+    pooled = attentive_pool(features, maps)
+    torch.testing.assert_close(pooled[0, 0], features[0, :, :2, :2].mean((-2, -1)))
+    torch.testing.assert_close(pooled[0, 1], features[0, :, 1, 3])
+    assert pooled[1].abs().max() == 0  # empty maps give zero vectors, not NaN
+
+
+def test_views_move_maps_with_the_image():
+    torch.manual_seed(0)
+    views = MaskConsistentViews(size=32, jitter=0.0, grayscale=0.0, blur=0.0)
+    maps = torch.rand(4, 1, 32, 32)
+    pixels = maps.expand(-1, 3, -1, -1).clone()  # the image is its own map
+    out = views(pixels, maps, torch.ones(4, 1, dtype=torch.bool))
+    torch.testing.assert_close(out.pixel_values_1[:, :1], out.object_maps_1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pixel_values_2[:, :1], out.object_maps_2, atol=1e-5, rtol=0)
+    assert not torch.allclose(out.object_maps_1, out.object_maps_2)
+
+
+def test_object_cropped_out_of_either_view_is_invalid_in_both():
+    views = MaskConsistentViews(size=32, scale=(0.05, 0.06), min_mass=0.5)
+    maps = torch.zeros(16, 2, 32, 32)
+    maps[:, 0] = 1.0  # everywhere: always kept
+    maps[:, 1, 0, 0] = 1.0  # one corner pixel: almost always cropped away
+    out = views(torch.rand(16, 3, 32, 32), maps, torch.ones(16, 2, dtype=torch.bool))
+    assert out.object_valid[:, 0].all() and not out.object_valid[:, 1].any()
+
+
+def test_two_processes_gather_negatives_from_both():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("dist_nt_xent.py")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = sorted(
+        (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
+    )
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
+    valid = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1]).bool()
+    global_loss = loop_nt_xent(z1[valid], z2[valid], 0.3)
+    # each process averages over its own anchors; with 3 + 3 valid objects the mean of both is the global loss
+    assert [r["valid"] for r in ranks] == [6, 6]
+    assert abs((ranks[0]["loss"] + ranks[1]["loss"]) / 2 - global_loss.item()) < 1e-5
+    global_loss.backward()
+    # gradients flow back through the gather: the sum of the processes' gradients is the global gradient x 2
+    combined = torch.tensor(ranks[0]["grad"] + ranks[1]["grad"])
+    torch.testing.assert_close(combined, 2 * z1.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_model_saves_whole_and_backbone_for_automodel(tmp_path):
+    config = InstanceContrastiveConfig(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
+        projection_dim=8,
+        hidden_dim=16,
+    )
+    model = InstanceContrastiveModel(config)
+    model.save_pretrained(tmp_path)
+    model.backbone.save_pretrained(tmp_path / "backbone")
+    assert type(AutoModel.from_pretrained(tmp_path)).__name__ == "InstanceContrastiveModel"
+    backbone = AutoModel.from_pretrained(tmp_path / "backbone")
+    assert type(backbone).__name__ == "ResNetModel"
+    torch.testing.assert_close(
+        backbone.embedder.embedder.convolution.weight, model.backbone.embedder.embedder.convolution.weight
+    )

@@ -23,30 +23,17 @@ from dataclasses import asdict
 
 import torch
 
-from free_atm.data.generate import GenerationConfig, PromptSource, generate_dataset, initial_latents
+from free_atm.data.generate import GenerationConfig, PromptSource, generate_dataset, shard_batches
+from free_atm.data.shards import ShardPlan
 from free_atm.diffusion.loading import load_pipeline
-from free_atm.seeds import derive_seed
 
 
 def bare_loop(pipe, config: GenerationConfig) -> None:
-    """The pipeline calls of ``generate`` and nothing else."""
-    prompts = PromptSource(config)
-    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    for shard_start in range(0, config.num_images, config.shard_size):
-        indices = range(shard_start, min(shard_start + config.shard_size, config.num_images))
-        for start in range(0, len(indices), config.batch_size):
-            batch = indices[start : start + config.batch_size]
-            batch_prompts = [prompts(i) for i in batch]
-            pipe(
-                batch_prompts,
-                objects=[p.objects for p in batch_prompts],
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance_scale,
-                height=height,
-                width=width,
-                latents=initial_latents(pipe, [derive_seed(config.seed, i) for i in batch], height, width),
-            )
+    """The pipeline calls of ``generate`` and nothing else (same shards, same batches)."""
+    plan, prompts = ShardPlan(config.num_images, config.shard_size), PromptSource(config)
+    for shard in range(plan.num_shards):
+        for _ in shard_batches(pipe, config, prompts, plan.indices(shard)):
+            pass
 
 
 def main() -> None:

@@ -125,3 +125,52 @@ def test_model_saves_whole_and_backbone_for_automodel(tmp_path):
     torch.testing.assert_close(
         backbone.embedder.embedder.convolution.weight, model.backbone.embedder.embedder.convolution.weight
     )
+
+
+def test_training_lowers_the_loss_and_beats_random_init_on_knn(tmp_path):
+    from transformers import TrainingArguments
+
+    from free_atm.shapes import shapes_dataset
+    from free_atm.training import ContrastiveTrainer, KnnProbeCallback, ObjectMapCollator
+
+    data = shapes_dataset(256, seed=11).select_columns(["image", "attention_maps"])
+    probe = shapes_dataset(160, seed=12).train_test_split(test_size=0.5, seed=0)
+    collator = ObjectMapCollator(image_size=32, max_objects=3)
+    torch.manual_seed(0)
+    model = InstanceContrastiveModel(
+        InstanceContrastiveConfig(
+            ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic"),
+            projection_dim=32,
+            hidden_dim=64,
+            logit_temperature=0.2,
+        )
+    )
+    probe_callback = KnnProbeCallback(probe["train"], probe["test"], collator, k=10)
+    random_init = probe_callback.probe(model.backbone)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=200,
+        per_device_train_batch_size=32,
+        learning_rate=3e-3,
+        logging_steps=20,
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=True,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=collator,
+        views=MaskConsistentViews(32, min_mass=0.2),
+        callbacks=[probe_callback],
+    )
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert sum(losses[-3:]) / 3 < sum(losses[:2]) / 2 - 0.3, losses
+    assert all("positive_top1" in log for log in trainer.state.log_history if "loss" in log)
+    trained = probe_callback.history[-1][1]
+    assert trained > random_init + 0.05, (random_init, trained)

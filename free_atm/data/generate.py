@@ -8,6 +8,7 @@ skipped on a rerun, so a crash costs only the shards that were being generated.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,37 @@ def initial_latents(pipe, seeds: list[int], height: int, width: int) -> torch.Te
     return torch.stack(noise).to(pipe.device, pipe.unet.dtype)
 
 
+def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices: range) -> Iterator[list[dict]]:
+    """Generate the samples ``indices`` in batches; yield each batch's samples (pipeline outputs, unencoded)."""
+    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    for start in range(0, len(indices), config.batch_size):
+        batch = indices[start : start + config.batch_size]
+        batch_prompts = [prompts(i) for i in batch]
+        seeds = [derive_seed(config.seed, i) for i in batch]
+        out = pipe(
+            batch_prompts,
+            objects=[p.objects for p in batch_prompts],
+            num_inference_steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            height=height,
+            width=width,
+            latents=initial_latents(pipe, seeds, height, width),
+        )
+        yield [
+            dict(
+                image=out.images[k],
+                prompt=str(prompt),
+                objects=out.objects[k],
+                masks=out.masks[k],
+                attention_maps=out.attention_maps[k],
+                boxes=out.boxes[k],
+                seed=seed,
+            )
+            for k, (prompt, seed) in enumerate(zip(batch_prompts, seeds))
+        ]
+
+
 def check_config(root: Path, config: GenerationConfig) -> None:
     """Record the config in ``root``, or check that a resumed run uses the recorded one."""
     path = root / CONFIG_FILE
@@ -107,8 +139,6 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
     check_config(root, config)
 
     pipe = pipe or load_pipeline(config.model, state.device)
-    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     prompts = PromptSource(config)
     todo = [
         s for s in plan.shards_of_process(state.process_index, state.num_processes) if not plan.is_complete(root, s)
@@ -124,32 +154,8 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
     try:
         for shard in todo:
             samples = []
-            indices = list(plan.indices(shard))
-            for start in range(0, len(indices), config.batch_size):
-                batch = indices[start : start + config.batch_size]
-                batch_prompts = [prompts(i) for i in batch]
-                seeds = [derive_seed(config.seed, i) for i in batch]
-                out = pipe(
-                    batch_prompts,
-                    objects=[p.objects for p in batch_prompts],
-                    num_inference_steps=config.steps,
-                    guidance_scale=config.guidance_scale,
-                    height=height,
-                    width=width,
-                    latents=initial_latents(pipe, seeds, height, width),
-                )
-                for k, (prompt, seed) in enumerate(zip(batch_prompts, seeds)):
-                    samples.append(
-                        dict(
-                            image=out.images[k],
-                            prompt=str(prompt),
-                            objects=out.objects[k],
-                            masks=out.masks[k],
-                            attention_maps=out.attention_maps[k],
-                            boxes=out.boxes[k],
-                            seed=seed,
-                        )
-                    )
+            for batch in shard_batches(pipe, config, prompts, plan.indices(shard)):
+                samples += batch
                 progress.update(len(batch))
             writer.submit(samples, plan.path(root, shard))
     finally:

@@ -1,0 +1,110 @@
+"""The shipped shapes model: loads offline from the installed package, generates, annotates real scenes;
+and its training script runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from free_atm import CaptureConfig, custom_pipeline_path
+from free_atm.diffusion.loading import load_pipeline
+from free_atm.metrics import mask_iou
+from free_atm.seeds import derive_seed
+from free_atm.shapes import render_scene
+from free_atm.shapes.model import default_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe():
+    return load_pipeline("shapes")
+
+
+def test_default_model_ships_inside_the_package_and_is_small():
+    path = Path(default_model_path())
+    assert path.is_relative_to(Path(__import__("free_atm").__file__).parent)
+    assert (path / "model_index.json").is_file()
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"the default model is {size / 2**20:.1f} MB"
+
+
+def test_generates_at_the_shipped_defaults(shapes_pipe):
+    saved = json.loads((Path(default_model_path()) / "model_index.json").read_text())["capture_config"]
+    assert shapes_pipe.capture_config == CaptureConfig.from_dict(saved)
+    out = shapes_pipe(
+        "a red circle and a blue square on a gray background",
+        objects=["red circle", "blue square"],
+        num_inference_steps=10,
+        output_type="np",
+    )
+    assert out.images.shape == (1, 64, 64, 3)
+    assert out.masks[0].shape == (2, 64, 64) and out.masks[0].any(axis=(1, 2)).all()
+
+
+def test_loads_through_custom_pipeline_offline():
+    import sys as _sys
+
+    _sys.modules.pop("diffusers_modules.local.pipeline", None)
+    pipe = DiffusionPipeline.from_pretrained(
+        default_model_path(), custom_pipeline=custom_pipeline_path(), trust_remote_code=True
+    )
+    assert type(pipe).__name__ == "FreeATMDiffusionPipeline"
+
+
+def test_annotate_puts_each_mask_on_its_object(shapes_pipe):
+    hits = 0
+    scenes = [render_scene(derive_seed(4321, i)) for i in range(6)]
+    out = shapes_pipe.annotate(
+        [Image.fromarray(s.image) for s in scenes],
+        [s.caption for s in scenes],
+        [s.objects for s in scenes],
+        timesteps=(200, 400),
+        noise_draws=2,
+    )
+    total = 0
+    for scene, masks in zip(scenes, out.masks):
+        for m, mask in enumerate(masks):
+            own = mask_iou(mask, scene.masks[m])
+            others = [mask_iou(mask, scene.masks[k]) for k in range(len(scene.masks)) if k != m]
+            hits += own > 0.3 and all(own > o for o in others)
+            total += 1
+    assert hits / total >= 0.8, f"{hits} of {total} masks lie on their own object"
+
+
+def test_training_script_runs_a_few_steps(tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "trainers" / "train_shapes_diffusion.py"),
+        "--output_dir",
+        str(tmp_path),
+        "--num_scenes",
+        "32",
+        "--vae_steps",
+        "4",
+        "--unet_steps",
+        "4",
+        "--batch_size",
+        "4",
+        "--vae_batch_size",
+        "4",
+        "--checkpoint_every",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pipe = load_pipeline(str(tmp_path / "pipeline"))
+    assert pipe.tokenizer.model_max_length == 24 and (tmp_path / "unet.ckpt").is_file()
+    # a rerun resumes from the checkpoints and has nothing left to train
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "saved the pipeline" in again.stdout
+    assert np.isfinite(
+        np.asarray(pipe("a red circle on a gray background", num_inference_steps=2, output_type="np").images)
+    ).all()

@@ -72,7 +72,7 @@ class StoreAllReference:
 
     def _on_step(self, module, args, kwargs):
         self.latent_size = args[0].shape[-2:]
-        self.timestep = float(args[1])
+        self.timestep = float(args[1].flatten()[0]) if torch.is_tensor(args[1]) else float(args[1])
 
     def _wrap(self, processor):
         reference = self

@@ -155,3 +155,29 @@ def test_sdxl_maps_match_reference(sdxl_pipe):
     for i in range(2):
         torch.testing.assert_close(torch.from_numpy(out.attention_maps[i]), expected[i], atol=1e-5, rtol=1e-5)
     assert out.masks[0].shape == (2, 64, 64)
+
+
+def test_annotate_maps_equal_reference_over_its_unet_calls(sd_pipe):
+    """annotate() noises the image to each timestep, runs the UNet with the caption and averages the maps."""
+    from PIL import Image
+
+    from free_atm.shapes import render_scene
+
+    scenes = [render_scene(s) for s in (1, 2)]
+    objects = [s.objects[:2] for s in scenes]  # the reference stacks images: the same object count each
+    reference = reference_for(sd_pipe, [s.caption for s in scenes], objects)
+    out = sd_pipe.annotate(
+        [Image.fromarray(s.image) for s in scenes],
+        [s.caption for s in scenes],
+        objects,
+        timesteps=(100, 700),
+        noise_draws=2,
+        generator=generator(1),
+    )
+    assert sorted({t for t, _, _ in reference.records}) == [100.0, 700.0] and len(reference.records) == 4 * 7
+    expected = normalize(reference.mean((32, 32)))
+    for i in range(2):
+        torch.testing.assert_close(torch.from_numpy(out.attention_maps[i]), expected[i], atol=1e-5, rtol=1e-5)
+        assert out.masks[i].shape == (2, 64, 64) and out.objects[i] == objects[i]
+    with pytest.raises(ValueError, match="one prompt and one object list per image"):
+        sd_pipe.annotate([Image.fromarray(scenes[0].image)], [scenes[0].caption] * 2, objects)

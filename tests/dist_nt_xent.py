@@ -1,4 +1,5 @@
-"""Run under torchrun: each process holds half the objects; prints rank, loss and gradient norm as JSON."""
+"""Run under torchrun with an output folder: each process holds half the objects and writes its loss,
+the global valid count and its gradient to rank<N>.json there."""
 
 import json
 

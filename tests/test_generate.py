@@ -32,6 +32,7 @@ def command(out: Path, *extra: str, processes: int = 1) -> list[str]:
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",
             "--nproc_per_node",
             str(processes),
             "-m",

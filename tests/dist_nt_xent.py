@@ -1,7 +1,9 @@
 """Run under torchrun with an output folder: each process holds half the objects and writes its loss,
-the global valid count and its gradient to rank<N>.json there."""
+the global count of valid objects and its gradient to rank<N>.json there."""
 
 import json
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -17,7 +19,6 @@ part = slice(4 * rank, 4 * rank + 4)
 z1 = z1_all[part].clone().requires_grad_(True)
 loss, metrics = nt_xent(z1, z2_all[part], valid_all[part], 0.3)
 loss.backward()
-print(
-    json.dumps({"rank": rank, "loss": loss.item(), "valid": metrics["valid_objects"].item(), "grad": z1.grad.tolist()})
-)
+record = {"rank": rank, "loss": loss.item(), "valid": metrics["valid_objects"].item(), "grad": z1.grad.tolist()}
+(Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(record))
 dist.destroy_process_group()

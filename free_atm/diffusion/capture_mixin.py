@@ -14,7 +14,7 @@ from ..masks import maps_to_masks
 from ..tokens import object_token_weights
 
 
-def _as_list(prompt: str | Sequence[str] | None) -> list[str] | None:
+def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str] | None:
     if prompt is None:
         return None
     return [prompt] if isinstance(prompt, str) else list(prompt)
@@ -84,7 +84,7 @@ class AttentionCaptureMixin:
         arguments = inspect.signature(parent_call).bind(*args, **kwargs).arguments
         arguments.update(arguments.pop("kwargs", {}))
         return_dict = arguments.pop("return_dict", True)
-        prompts = _as_list(arguments.get("prompt"))
+        prompts = as_prompt_list(arguments.get("prompt"))
         per_prompt = _per_prompt_objects(objects, prompts)
         config = self.capture_config.updated(capture_config)
         if per_prompt is None:

@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from ..attention import CaptureConfig
-from .capture_mixin import AttentionCaptureMixin, _as_list, capture_call_docstring, capture_call_signature
+from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
 from .output import FreeATMStableDiffusionXLPipelineOutput
 
 
@@ -58,7 +58,7 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
         self._register_capture_config(capture_config)
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[tuple[Any, list[str]]]:
-        second = _as_list(arguments.get("prompt_2")) or prompts
+        second = as_prompt_list(arguments.get("prompt_2")) or prompts
         pairs = [(self.tokenizer, prompts), (self.tokenizer_2, second)]
         return [(tokenizer, texts) for tokenizer, texts in pairs if tokenizer is not None]
 

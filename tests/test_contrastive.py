@@ -182,3 +182,21 @@ def test_training_lowers_the_loss_and_learns_to_match_views(tmp_path):
     # the probe ran at the end of training and logged its accuracy
     assert probe_callback.history[-1][0] == 200 and 0.0 <= probe_callback.history[-1][1] <= 1.0
     assert any("knn_accuracy" in log for log in trainer.state.log_history)
+
+
+def test_mix_draws_the_requested_share_from_each_source():
+    import pytest
+
+    from free_atm.shapes import shapes_dataset
+    from free_atm.training.sources import load_source, mix_sources
+
+    generated, real = shapes_dataset(40, seed=21), shapes_dataset(40, seed=22)
+    real_images = {r["image"].tobytes() for r in real}
+    mixed = mix_sources(generated, real, ratio=0.25, seed=0)
+    assert mixed.column_names == ["image", "attention_maps"]
+    from_real = sum(r["image"].tobytes() in real_images for r in mixed)
+    assert 0.15 < from_real / len(mixed) < 0.45 and len(mixed) > 40
+    assert len(mix_sources(generated, real, ratio=0.0)) == 40
+    assert len(load_source("shapes:5")) == 5
+    with pytest.raises(ValueError, match="the mix ratio must lie in \\[0, 1\\), got 1.5"):
+        mix_sources(generated, real, ratio=1.5)

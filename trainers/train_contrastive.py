@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datasets import Dataset, interleave_datasets, load_dataset
+from datasets import Dataset
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import HfArgumentParser, ResNetConfig, TrainingArguments
 
@@ -27,6 +27,7 @@ from free_atm.training import (
     MaskConsistentViews,
     ObjectMapCollator,
 )
+from free_atm.training.sources import load_source, mix_sources
 
 
 @dataclass
@@ -47,24 +48,9 @@ class ContrastiveArguments:
     probe_scenes: int = field(default=0, metadata={"help": "rendered scenes for a kNN probe (0: none)"})
 
 
-def load_source(name: str) -> Dataset:
-    if name.startswith("shapes:"):
-        return shapes_dataset(int(name.split(":", 1)[1]), seed=1)
-    return load_dataset(name, split="train")
-
-
 def training_data(args: ContrastiveArguments) -> Dataset:
-    columns = ["image", "attention_maps"]
-    data = load_source(args.dataset_name).select_columns(columns)
-    if args.real_dataset_name and args.real_ratio > 0:
-        real = load_source(args.real_dataset_name).select_columns(columns).cast(data.features)
-        data = interleave_datasets(
-            [data, real],
-            probabilities=[1 - args.real_ratio, args.real_ratio],
-            seed=0,
-            stopping_strategy="all_exhausted",
-        )
-    return data
+    secondary = load_source(args.real_dataset_name) if args.real_dataset_name else None
+    return mix_sources(load_source(args.dataset_name), secondary, args.real_ratio)
 
 
 def main() -> None:

@@ -200,3 +200,52 @@ def test_mix_draws_the_requested_share_from_each_source():
     assert len(load_source("shapes:5")) == 5
     with pytest.raises(ValueError, match="the mix ratio must lie in \\[0, 1\\), got 1.5"):
         mix_sources(generated, real, ratio=1.5)
+
+
+def test_moco_queue_momentum_and_loss():
+    from free_atm.training.losses import moco_infonce
+
+    torch.manual_seed(0)
+    q, k, queue = torch.randn(3, 4), torch.randn(3, 4), F.normalize(torch.randn(5, 4), dim=-1)
+    loss, _ = moco_infonce(q, k, queue, 0.2)
+    qn, kn = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    expected = (
+        sum(
+            torch.logsumexp(torch.cat([(qn[i] @ kn[i]).view(1), queue @ qn[i]]) / 0.2, 0) - qn[i] @ kn[i] / 0.2
+            for i in range(3)
+        )
+        / 3
+    )
+    torch.testing.assert_close(loss, expected)
+
+    config = InstanceContrastiveConfig(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
+        projection_dim=8,
+        hidden_dim=16,
+        method="moco",
+        momentum=0.9,
+        queue_size=6,
+    )
+    model = InstanceContrastiveModel(config).train()
+    key_weight = model.key_projection[0].weight
+    torch.testing.assert_close(key_weight, model.projection[0].weight)  # the key encoder starts as a copy
+    assert not key_weight.requires_grad
+    with torch.no_grad():
+        model.projection[0].weight.add_(1.0)
+    before = key_weight.clone()
+    valid = torch.tensor([[True, False], [True, True]])
+    out = model(
+        torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 2, 32, 32), torch.rand(2, 2, 32, 32), valid
+    )
+    torch.testing.assert_close(key_weight, 0.9 * before + 0.1 * model.projection[0].weight)
+    assert out.valid_objects == 3 and int(model.queue_ptr) == 3  # only valid keys are queued
+    out.loss.backward()
+    assert model.key_backbone.embedder.embedder.convolution.weight.grad is None
+    model(
+        torch.rand(2, 3, 32, 32),
+        torch.rand(2, 3, 32, 32),
+        torch.rand(2, 2, 32, 32),
+        torch.rand(2, 2, 32, 32),
+        torch.ones(2, 2, dtype=torch.bool),
+    )
+    assert int(model.queue_ptr) == (3 + 4) % 6  # the ring wraps

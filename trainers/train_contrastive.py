@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from datasets import Dataset
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import HfArgumentParser, ResNetConfig, TrainingArguments
@@ -33,7 +34,9 @@ from free_atm.training.sources import load_source, mix_sources
 @dataclass
 class ContrastiveArguments:
     dataset_name: str = field(metadata={"help": "dataset folder, Hub id, or shapes:N"})
-    method: str = field(default="simclr", metadata={"help": "simclr"})
+    method: str = field(default="simclr", metadata={"help": "simclr or moco (MoCo-v2)"})
+    momentum: float = field(default=0.99, metadata={"help": "MoCo key-encoder momentum"})
+    queue_size: int = field(default=4096, metadata={"help": "MoCo queue of object keys"})
     level: str = field(default="instance", metadata={"help": "instance (attentive pooling) or image (SimCLR)"})
     real_dataset_name: str | None = field(default=None, metadata={"help": "second source for the mix"})
     real_ratio: float = field(default=0.0, metadata={"help": "share of samples drawn from the second source"})
@@ -55,8 +58,6 @@ def training_data(args: ContrastiveArguments) -> Dataset:
 
 def main() -> None:
     args, training_args = HfArgumentParser((ContrastiveArguments, TrainingArguments)).parse_args_into_dataclasses()
-    if args.method != "simclr":
-        raise SystemExit(f"--method {args.method!r} is not available yet; use simclr")
     training_args.remove_unused_columns = False
     backbone = ResNetConfig(
         embedding_size=args.backbone_widths[0],
@@ -66,9 +67,17 @@ def main() -> None:
     )
     model = InstanceContrastiveModel(
         InstanceContrastiveConfig(
-            backbone, level=args.level, projection_dim=args.projection_dim, logit_temperature=args.logit_temperature
+            backbone,
+            level=args.level,
+            projection_dim=args.projection_dim,
+            logit_temperature=args.logit_temperature,
+            method=args.method,
+            momentum=args.momentum,
+            queue_size=args.queue_size,
         )
     )
+    if training_args.world_size > 1:  # BatchNorm statistics must not leak the batch into MoCo's keys
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     collator = ObjectMapCollator(args.image_size, args.max_objects)
     callbacks = []
     if args.probe_scenes:
@@ -95,10 +104,11 @@ def main() -> None:
 
 
 def write_model_card(args: ContrastiveArguments, training_args: TrainingArguments, metrics: dict) -> None:
+    name = {"simclr": "SimCLR", "moco": "MoCo-v2"}[args.method]
     descriptions = {
-        "instance": "instance-level SimCLR: features attentively pooled per object mask, positives are "
+        "instance": f"instance-level {name}: features attentively pooled per object mask, positives are "
         "the same object in two crops",
-        "image": "image-level SimCLR (the baseline)",
+        "image": f"image-level {name} (the baseline)",
     }
     datasets = [args.dataset_name] + (
         [f"{args.real_dataset_name} ({args.real_ratio:.0%})"] if args.real_dataset_name and args.real_ratio else []

@@ -3,6 +3,7 @@ the final feature map per object (eq. 2), a projection MLP, and NT-Xent over obj
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -11,15 +12,17 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig
 from transformers.utils import ModelOutput
 
-from .losses import nt_xent
+from .losses import gather_with_grad, moco_infonce, nt_xent
 
 LEVELS = ("instance", "image")
+METHODS = ("simclr", "moco")
 
 
 class InstanceContrastiveConfig(PretrainedConfig):
     """``backbone_config``: any vision backbone config whose ``AutoModel`` returns ``last_hidden_state``
     ``(B, C, h, w)`` (ResNet by default); ``level``: ``"instance"`` (attentive pooling per object) or
-    ``"image"`` (global average pooling, the published SimCLR)."""
+    ``"image"`` (global average pooling, the published SimCLR); ``method``: ``"simclr"`` (NT-Xent over the
+    global batch) or ``"moco"`` (MoCo-v2: momentum key encoder and a queue of ``queue_size`` object keys)."""
 
     model_type = "free_atm_contrastive"
 
@@ -30,10 +33,16 @@ class InstanceContrastiveConfig(PretrainedConfig):
         projection_dim: int = 128,
         hidden_dim: int = 512,
         logit_temperature: float = 0.2,
+        method: str = "simclr",
+        momentum: float = 0.99,
+        queue_size: int = 4096,
         **kwargs,
     ):
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.method, self.momentum, self.queue_size = method, momentum, queue_size
         if backbone_config is None:
             backbone_config = ResNetConfig()
         if isinstance(backbone_config, dict):
@@ -83,33 +92,75 @@ class InstanceContrastiveModel(PreTrainedModel):
             nn.ReLU(inplace=True),
             nn.Linear(config.hidden_dim, config.projection_dim),
         )
+        if config.method == "moco":
+            self.key_backbone = AutoModel.from_config(config.backbone_config)
+            self.key_projection = copy.deepcopy(self.projection)
+            self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.projection_dim), dim=-1))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.post_init()
+        if config.method == "moco":  # the key encoder starts as a copy and only follows by momentum
+            self.key_backbone.load_state_dict(self.backbone.state_dict())
+            self.key_projection.load_state_dict(self.projection.state_dict())
+            for parameter in [*self.key_backbone.parameters(), *self.key_projection.parameters()]:
+                parameter.requires_grad_(False)
 
     @staticmethod
     def _feature_width(backbone_config: PretrainedConfig) -> int:
         sizes = getattr(backbone_config, "hidden_sizes", None)
         return sizes[-1] if sizes else backbone_config.hidden_size
 
-    def embed(self, pixel_values: torch.Tensor, object_maps: torch.Tensor) -> torch.Tensor:
-        """Projected embeddings ``(B * M, D)`` of every object slot (image level: the image, repeated)."""
-        features = self.backbone(pixel_values).last_hidden_state
+    def embed(self, pixel_values: torch.Tensor, object_maps: torch.Tensor, key: bool = False) -> torch.Tensor:
+        """Projected embeddings ``(B * M, D)`` of every object slot (image level: the image, repeated);
+        ``key=True`` uses MoCo's momentum encoder."""
+        backbone, projection = (self.key_backbone, self.key_projection) if key else (self.backbone, self.projection)
+        features = backbone(pixel_values).last_hidden_state
         if self.config.level == "instance":
             pooled = attentive_pool(features, object_maps)
         else:
             pooled = features.mean((-2, -1)).unsqueeze(1).expand(-1, object_maps.shape[1], -1)
-        return self.projection(pooled.flatten(0, 1))
+        return projection(pooled.flatten(0, 1))
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key = m * key + (1 - m) * query, for the backbone and the projection."""
+        m = self.config.momentum
+        for key, query in zip(
+            [*self.key_backbone.parameters(), *self.key_projection.parameters()],
+            [*self.backbone.parameters(), *self.projection.parameters()],
+        ):
+            key.mul_(m).add_(query.detach(), alpha=1 - m)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write ``keys`` into the ring buffer of negatives, oldest first out."""
+        keys = F.normalize(keys.float(), dim=-1)[-self.config.queue_size :]
+        index = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % self.config.queue_size
+        self.queue[index] = keys.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % self.config.queue_size)
 
     def forward(
         self, pixel_values_1, pixel_values_2, object_maps_1, object_maps_2, object_valid, **kwargs
     ) -> ContrastiveOutput:
-        z1, z2 = self.embed(pixel_values_1, object_maps_1), self.embed(pixel_values_2, object_maps_2)
         valid = object_valid.flatten()
         if self.config.level == "image":  # one pair per image: its first valid slot stands for it
             first = torch.zeros_like(object_valid)
             first[:, 0] = True
             valid = first.flatten()
-        loss, metrics = nt_xent(z1, z2, valid, self.config.logit_temperature)
-        return ContrastiveOutput(loss=loss, **metrics)
+        z1 = self.embed(pixel_values_1, object_maps_1)
+        if self.config.method == "simclr":
+            loss, metrics = nt_xent(
+                z1, self.embed(pixel_values_2, object_maps_2), valid, self.config.logit_temperature
+            )
+            return ContrastiveOutput(loss=loss, **metrics)
+        with torch.no_grad():
+            if self.training:
+                self.momentum_update()
+            keys = self.embed(pixel_values_2, object_maps_2, key=True)
+        loss, metrics = moco_infonce(z1[valid], keys[valid], self.queue.clone(), self.config.logit_temperature)
+        all_keys, all_valid = gather_with_grad(keys), gather_with_grad(valid.float()).bool()  # fixed M: same shapes
+        if self.training:
+            self.enqueue(all_keys[all_valid])
+        return ContrastiveOutput(loss=loss, valid_objects=all_valid.sum().float(), **metrics)
 
 
 AutoConfig.register(InstanceContrastiveConfig.model_type, InstanceContrastiveConfig)

@@ -45,3 +45,16 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, valid: torch.Tensor, temperature
         loss = F.cross_entropy(logits, positive_index)
         accuracy = (logits.argmax(-1) == positive_index).float().mean()
     return loss, {"valid_objects": key_valid.sum().float() / 2, "positive_top1": accuracy.detach()}
+
+
+def moco_infonce(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, dict]:
+    """MoCo's InfoNCE: each query's positive is its key (the same object in the other view, from the
+    momentum encoder); the negatives are the queued keys of earlier batches. Logits in float32."""
+    q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+    logits = torch.cat([(q * k).sum(-1, keepdim=True), q @ queue.float().T], dim=1) / temperature
+    target = torch.zeros(len(q), dtype=torch.long, device=q.device)
+    if len(q) == 0:
+        return q.sum() * 0.0, {"positive_top1": torch.zeros((), device=q.device)}
+    return F.cross_entropy(logits, target), {"positive_top1": (logits.argmax(-1) == 0).float().mean().detach()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
+@lru_cache(maxsize=64)
 def layer_grid(num_queries: int, latent_size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
     """The downsampling factor and ``(h, w)`` grid of a layer with ``num_queries`` spatial positions.
 
@@ -88,7 +90,9 @@ class AttentionAggregator:
     def add(self, probs: torch.Tensor) -> None:
         """Add one layer's probabilities ``(num_images, heads, queries, keys)`` (full softmax over keys)."""
         batch, _, num_queries, num_keys = probs.shape
-        weights = self.token_weights.to(probs.device)
+        if self.token_weights.device != probs.device:  # once: the weights then live where the UNet runs
+            self.token_weights = self.token_weights.to(probs.device)
+        weights = self.token_weights
         if weights.shape[1] != num_keys:
             raise RuntimeError(
                 f"the text encoder gives {num_keys} keys but the object tokens were mapped for {weights.shape[1]}"

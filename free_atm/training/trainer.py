@@ -20,7 +20,7 @@ class ContrastiveTrainer(Trainer):
     def __init__(self, *args, views: MaskConsistentViews, **kwargs):
         super().__init__(*args, **kwargs)
         self.views = views
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -28,13 +28,14 @@ class ContrastiveTrainer(Trainer):
         outputs = model(**asdict(views))
         if model.training:
             for key in ("valid_objects", "positive_top1"):
-                self._sums[key] = self._sums.get(key, 0.0) + float(getattr(outputs, key))
+                # kept on the device: reading a value each step would synchronise it
+                self._sums[key] = self._sums.get(key, 0.0) + getattr(outputs, key).detach()
             self._count += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._count and "loss" in logs:
-            logs.update({k: round(v / self._count, 4) for k, v in self._sums.items()})
+            logs.update({k: round(float(v) / self._count, 4) for k, v in self._sums.items()})
             self._sums, self._count = {}, 0
         super().log(logs, *args, **kwargs)
 

@@ -77,3 +77,14 @@ def test_tokenizer_without_offsets_is_a_type_error(clip_tokenizer, monkeypatch):
     monkeypatch.setattr(type(clip_tokenizer), "is_fast", property(lambda self: False))
     with pytest.raises(TypeError, match="CLIPTokenizer gives no character offsets"):
         object_token_indices(clip_tokenizer, "a hippopotamus", "hippopotamus")
+
+
+def test_tokenizer_from_words_spells_each_word_as_one_token():
+    # "green" after "red" and "triangle" after "an": earlier words' merges ("re", "an") must not split them
+    words = ["a", "an", "and", "red", "green", "triangle", "tree", "street"]
+    tokenizer = clip_tokenizer_from_words(words)
+    for word in words:
+        assert tokenizer.convert_ids_to_tokens(tokenizer(word, add_special_tokens=False).input_ids) == [f"{word}</w>"]
+    # unknown words still tokenize, into pieces that spell them
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer("orange", add_special_tokens=False).input_ids)
+    assert "".join(pieces).replace("</w>", "") == "orange" and len(pieces) > 1

@@ -34,24 +34,35 @@ def _build(merges: list[tuple[str, str]], model_max_length: int) -> CLIPTokenize
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
-def clip_tokenizer_from_words(words: Iterable[str], model_max_length: int = 77) -> CLIPTokenizer:
-    """A CLIP-format tokenizer whose merges spell each of ``words`` (lower case) left to right.
+def _segment(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: merge the adjacent pair of lowest rank until none applies."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        symbols = [*symbols[:i], symbols[i] + symbols[i + 1], *symbols[i + 2 :]]
+    return symbols
 
-    Every text still tokenizes (unknown words fall back to smaller pieces, down to single bytes), so it
-    serves small models trained from scratch and tests that need a real BPE tokenizer offline.
+
+def clip_tokenizer_from_words(words: Iterable[str], model_max_length: int = 77) -> CLIPTokenizer:
+    """A CLIP-format tokenizer in which each of ``words`` (lower case) is a single token.
+
+    Merges are added word by word: the word is encoded with the merges so far (earlier words' merges win,
+    as in any BPE), and the pieces that come out are joined left to right by new merges. Every text still
+    tokenizes (unknown words fall back to smaller pieces, down to single bytes), so it serves small models
+    trained from scratch and tests that need a real BPE tokenizer offline.
     """
     encoder = bytes_to_unicode()
-    merges: dict[tuple[str, str], None] = {}
+    ranks: dict[tuple[str, str], int] = {}
     for word in dict.fromkeys(w.lower() for w in words):
         symbols = [encoder[b] for b in word.encode("utf-8")]
         if not symbols:
             continue
         symbols[-1] += "</w>"
-        piece = symbols[0]
-        for symbol in symbols[1:]:
-            merges[(piece, symbol)] = None
-            piece += symbol
-    return _build(list(merges), model_max_length)
+        while len(pieces := _segment(symbols, ranks)) > 1:
+            ranks.setdefault((pieces[0], pieces[1]), len(ranks))
+    return _build(list(ranks), model_max_length)
 
 
 def clip_tokenizer_from_bpe_file(path: str | Path, model_max_length: int = 77) -> CLIPTokenizer:

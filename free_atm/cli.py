@@ -37,6 +37,26 @@ def show(args: argparse.Namespace) -> None:
     print(f"wrote {len(rows)} samples to {args.out}")
 
 
+def probe(args: argparse.Namespace) -> None:
+    """Object-level kNN and linear-probe accuracy of a backbone on rendered shapes-world scenes (JSON)."""
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    from .training import ObjectMapCollator, probe_backbone, shapes_probe_splits
+
+    splits, collator = shapes_probe_splits(args.scenes, seed=args.seed), ObjectMapCollator(args.image_size)
+    model = AutoModel.from_pretrained(args.backbone)
+    backbone = getattr(model, "backbone", model)  # a whole contrastive model folder, or its backbone/
+    result = {"backbone": args.backbone, **probe_backbone(backbone, splits["train"], splits["test"], collator)}
+    if args.random_init:
+        torch.manual_seed(args.seed)
+        initial = AutoModel.from_config(backbone.config)
+        result["random_init"] = probe_backbone(initial, splits["train"], splits["test"], collator)
+    print(json.dumps(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerationConfig
 
@@ -57,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--columns", type=int, default=4)
     view.add_argument("--scale", type=int, default=2)
     view.set_defaults(run=show)
+    check = commands.add_parser("probe", help="kNN and linear probes of a pretrained backbone on the shapes world")
+    check.add_argument("backbone", help="a backbone folder or Hub id (or a whole contrastive model)")
+    check.add_argument("--scenes", type=int, default=1000, help="rendered scenes, half to fit and half to test")
+    check.add_argument("--image-size", type=int, default=64)
+    check.add_argument("--seed", type=int, default=2)
+    check.add_argument("--random-init", action="store_true", help="also probe the same architecture untrained")
+    check.set_defaults(run=probe)
     return parser
 
 

@@ -20,6 +20,8 @@ from free_atm.training import (
     nt_xent,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def loop_nt_xent(z1, z2, temperature):
     """Eq. 3 written out: every object of either view against every other, positive in the other view."""
@@ -65,7 +67,7 @@ def test_attentive_pooling_is_eq_2():
 
 def test_views_move_maps_with_the_image():
     torch.manual_seed(0)
-    views = MaskConsistentViews(size=32, jitter=0.0, grayscale=0.0, blur=0.0)
+    views = MaskConsistentViews(size=32, color_strength=0.0, grayscale=0.0, blur=0.0)
     maps = torch.rand(4, 1, 32, 32)
     pixels = maps.expand(-1, 3, -1, -1).clone()  # the image is its own map
     out = views(pixels, maps, torch.ones(4, 1, dtype=torch.bool))
@@ -83,26 +85,15 @@ def test_object_cropped_out_of_either_view_is_invalid_in_both():
     assert out.object_valid[:, 0].all() and not out.object_valid[:, 1].any()
 
 
-def test_two_processes_gather_negatives_from_both(tmp_path):
+def run_two_processes(script: Path, *args: str) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = Path(__file__).with_name("dist_nt_xent.py")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(tmp_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_processes_gather_negatives_from_both(tmp_path):
+    run_two_processes(Path(__file__).with_name("dist_nt_xent.py"), str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     torch.manual_seed(0)
     z1, z2 = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
@@ -134,54 +125,64 @@ def test_model_saves_whole_and_backbone_for_automodel(tmp_path):
     )
 
 
-def test_training_lowers_the_loss_and_learns_to_match_views(tmp_path):
+def test_a_few_hundred_steps_lower_the_loss_and_beat_random_init_on_the_knn_probe(tmp_path):
     from transformers import TrainingArguments
 
-    from free_atm.shapes import shapes_dataset
-    from free_atm.training import ContrastiveTrainer, KnnProbeCallback, ObjectMapCollator
-
-    data = shapes_dataset(256, seed=11).select_columns(["image", "attention_maps"])
-    probe = shapes_dataset(160, seed=12).train_test_split(test_size=0.5, seed=0)
-    collator = ObjectMapCollator(image_size=32, max_objects=3)
-    torch.manual_seed(0)
-    model = InstanceContrastiveModel(
-        InstanceContrastiveConfig(
-            ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic"),
-            projection_dim=32,
-            hidden_dim=64,
-            logit_temperature=0.2,
-        )
+    from free_atm.training import (
+        ContrastiveArguments,
+        ObjectMapCollator,
+        ProbeCallback,
+        contrastive_trainer,
+        probe_backbone,
+        shapes_probe_splits,
     )
-    probe_callback = KnnProbeCallback(probe["train"], probe["test"], collator, k=10)
-    args = TrainingArguments(
+
+    args = ContrastiveArguments(
+        dataset_name="shapes:2000",
+        image_size=64,
+        hue=0.5,  # the probe asks for shape kinds: colour must not solve the instance task
+        grayscale=0.5,
+        backbone_depths=[1, 1],
+        backbone_widths=[32, 64],
+        projection_dim=64,
+        hidden_dim=256,
+        probe_scenes=400,
+    )
+    training_args = TrainingArguments(
         output_dir=str(tmp_path),
-        max_steps=200,
-        per_device_train_batch_size=32,
+        max_steps=400,
+        per_device_train_batch_size=64,
         learning_rate=3e-3,
-        logging_steps=20,
+        warmup_steps=40,
+        weight_decay=1e-4,
+        logging_steps=40,
         report_to=[],
-        remove_unused_columns=False,
         use_cpu=True,
         save_strategy="no",
         dataloader_num_workers=0,
         seed=0,
+        disable_tqdm=True,
     )
-    trainer = ContrastiveTrainer(
-        model=model,
-        args=args,
-        train_dataset=data,
-        data_collator=collator,
-        views=MaskConsistentViews(32, min_mass=0.2),
-        callbacks=[probe_callback],
-    )
-    trainer.train()
-    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    assert sum(losses[-3:]) / 3 < sum(losses[:2]) / 2 - 0.3, losses
-    top1 = [log["positive_top1"] for log in trainer.state.log_history if "loss" in log]
-    assert top1[-1] > top1[0] + 0.1, top1
-    # the probe ran at the end of training and logged its accuracy
-    assert probe_callback.history[-1][0] == 200 and 0.0 <= probe_callback.history[-1][1] <= 1.0
-    assert any("knn_accuracy" in log for log in trainer.state.log_history)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same float sums, hence the same run, on any machine
+    try:
+        torch.manual_seed(training_args.seed)  # the trainer's model starts from these weights too
+        initial = InstanceContrastiveModel(args.model_config()).backbone
+        splits = shapes_probe_splits(args.probe_scenes)
+        random_init = probe_backbone(initial, splits["train"], splits["test"], ObjectMapCollator(args.image_size))
+        trainer = contrastive_trainer(args, training_args)
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    probe = next(c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback))
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    losses, top1 = [log["loss"] for log in logs], [log["positive_top1"] for log in logs]
+    assert sum(losses[-3:]) / 3 < sum(losses[:2]) / 2 - 0.5, losses
+    assert top1[-1] > top1[0] + 0.05, top1
+    trained = probe.history[-1]
+    assert trained["step"] == 400 and any("knn_accuracy" in log for log in trainer.state.log_history)
+    assert trained["knn_accuracy"] > random_init["knn_accuracy"], (trained, random_init)
+    assert trained["linear_accuracy"] > random_init["linear_accuracy"] + 0.03, (trained, random_init)
 
 
 def test_mix_draws_the_requested_share_from_each_source():
@@ -249,3 +250,70 @@ def test_moco_queue_momentum_and_loss():
         torch.ones(2, 2, dtype=torch.bool),
     )
     assert int(model.queue_ptr) == (3 + 4) % 6  # the ring wraps
+
+
+def test_moco_under_two_processes_shuffles_bn_and_queues_both_processes_keys(tmp_path):
+    run_two_processes(Path(__file__).with_name("dist_moco.py"), str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # shuffling across processes and putting back is exact: in eval mode each key is its local key
+    assert max(r["key_difference"] for r in ranks) < 1e-5
+    # both processes enqueue the 5 + 5 valid keys of the global batch, in the same order
+    assert [r["valid_objects"] for r in ranks] == [10, 10] and [r["queue_ptr"] for r in ranks] == [10, 10]
+    assert ranks[0]["queue"] == ranks[1]["queue"]
+
+
+def test_training_script_runs_moco_on_two_processes_and_the_backbone_probes(tmp_path, capsys):
+    from free_atm.cli import main
+    from free_atm.training import ObjectMapCollator, probe_backbone, shapes_probe_splits
+
+    run_two_processes(
+        ROOT / "trainers" / "train_contrastive.py",
+        *("--dataset_name", "shapes:16", "--method", "moco", "--queue_size", "32", "--image_size", "32"),
+        *("--backbone_depths", "1", "1", "--backbone_widths", "8", "16", "--projection_dim", "8"),
+        *("--output_dir", str(tmp_path), "--max_steps", "3", "--per_device_train_batch_size", "4"),
+        *("--use_cpu", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"),
+    )
+    model = InstanceContrastiveModel.from_pretrained(tmp_path)
+    assert model.config.method == "moco" and int(model.queue_ptr) > 0
+    assert type(AutoModel.from_pretrained(tmp_path / "backbone")).__name__ == "ResNetModel"
+    main(["probe", str(tmp_path / "backbone"), "--scenes", "24", "--image-size", "32", "--random-init"])
+    printed = json.loads(capsys.readouterr().out)
+    splits = shapes_probe_splits(24)
+    expected = probe_backbone(model.backbone, splits["train"], splits["test"], ObjectMapCollator(32))
+    assert printed["knn_accuracy"] == expected["knn_accuracy"]
+    assert set(printed["random_init"]) == {"knn_accuracy", "linear_accuracy"}
+
+
+TINY_RUN = (
+    *("--dataset_name", "shapes:16", "--image_size", "32", "--backbone_depths", "1", "1"),
+    *("--backbone_widths", "8", "16", "--projection_dim", "8", "--hidden_dim", "16", "--max_steps", "2"),
+    *("--per_device_train_batch_size", "4", "--use_cpu", "--report_to", "none", "--save_strategy", "no"),
+)
+
+
+def test_accelerate_launch_writes_model_backbone_and_card(tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]
+    script = [str(ROOT / "trainers" / "train_contrastive.py"), *TINY_RUN, "--probe_scenes", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*command, *script, "--output_dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert type(AutoModel.from_pretrained(tmp_path / "backbone")).__name__ == "ResNetModel"
+    card = (tmp_path / "README.md").read_text()
+    assert "instance-level SimCLR" in card and "shapes:16" in card
+    assert "knn_accuracy (shapes world, object level)" in card and "linear_accuracy" in card
+
+
+def test_push_to_hub_uploads_model_backbone_and_card(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "trainers"))
+    from hub_fake import fake_hub
+    from train_contrastive import main
+
+    argv = ["train_contrastive.py", *TINY_RUN, "--output_dir", str(tmp_path), "--level", "image"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--push_to_hub", "--hub_model_id", "me/simclr-image"])
+    with fake_hub(monkeypatch) as hub:
+        main()
+    assert {"name": "simclr-image", "organization": "me"}.items() <= hub.created[0].items()
+    assert {"README.md", "config.json", "model.safetensors", "backbone/config.json"} <= set(hub.uploaded)
+    assert "image-level SimCLR (the baseline)" in hub.uploaded["README.md"].decode()

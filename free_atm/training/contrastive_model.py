@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig
 from transformers.utils import ModelOutput
 
-from .losses import gather_with_grad, moco_infonce, nt_xent
+from .losses import gather_with_grad, moco_infonce, nt_xent, world_size_and_rank
 
 LEVELS = ("instance", "image")
 METHODS = ("simclr", "moco")
@@ -121,6 +121,27 @@ class InstanceContrastiveModel(PreTrainedModel):
         return projection(pooled.flatten(0, 1))
 
     @torch.no_grad()
+    def momentum_keys(self, pixel_values: torch.Tensor, object_maps: torch.Tensor) -> torch.Tensor:
+        """MoCo's keys ``(B * M, D)`` from the momentum encoder, with shuffled BatchNorm across processes.
+
+        Under DDP the images of all processes are gathered, dealt out again in one random order shared by
+        every process, encoded, and put back in place, so that the BatchNorm statistics a key sees do not
+        come from the batch its query is in (MoCo's ShuffleBN; the query encoder keeps per-process BN).
+        Every process must hold the same number of images, as ``DistributedSampler`` ensures.
+        """
+        world_size, rank = world_size_and_rank()
+        if world_size == 1:
+            return self.embed(pixel_values, object_maps, key=True)
+        all_pixels, all_maps = gather_with_grad(pixel_values), gather_with_grad(object_maps)
+        order = torch.randperm(len(all_pixels), device=all_pixels.device)
+        torch.distributed.broadcast(order, src=0)
+        mine = order.view(world_size, -1)[rank]
+        keys = self.embed(all_pixels[mine], all_maps[mine], key=True).view(len(mine), object_maps.shape[1], -1)
+        restored = torch.empty_like(all_keys := gather_with_grad(keys))
+        restored[order] = all_keys
+        return restored.view(world_size, len(mine), *keys.shape[1:])[rank].flatten(0, 1)
+
+    @torch.no_grad()
     def momentum_update(self) -> None:
         """key = m * key + (1 - m) * query, for the backbone and the projection."""
         m = self.config.momentum
@@ -155,7 +176,7 @@ class InstanceContrastiveModel(PreTrainedModel):
         with torch.no_grad():
             if self.training:
                 self.momentum_update()
-            keys = self.embed(pixel_values_2, object_maps_2, key=True)
+            keys = self.momentum_keys(pixel_values_2, object_maps_2)
         loss, metrics = moco_infonce(z1[valid], keys[valid], self.queue.clone(), self.config.logit_temperature)
         all_keys, all_valid = gather_with_grad(keys), gather_with_grad(valid.float()).bool()  # fixed M: same shapes
         if self.training:

@@ -7,9 +7,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
+def world_size_and_rank() -> tuple[int, int]:
+    """The default process group's size and this process's rank; ``(1, 0)`` outside distributed runs."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """All processes' ``tensor`` concatenated along dim 0, gradients flowing back to each process's part."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size_and_rank()[0] == 1:
         return tensor
     from torch.distributed.nn.functional import all_gather
 
@@ -29,7 +36,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, valid: torch.Tensor, temperature
     keys = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # (2G, D)
     key_valid = torch.cat([gather_with_grad(valid.float()), gather_with_grad(valid.float())]).bool()
     total = keys.shape[0] // 2
-    offset = dist.get_rank() * z1.shape[0] if dist.is_available() and dist.is_initialized() else 0
+    offset = world_size_and_rank()[1] * z1.shape[0]
     local = torch.arange(z1.shape[0], device=z1.device) + offset
     anchors = torch.cat([z1, z2])[torch.cat([valid, valid]).bool()]
     anchor_index = torch.cat([local, local + total])[torch.cat([valid, valid]).bool()]

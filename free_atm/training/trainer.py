@@ -4,12 +4,13 @@ logs the contrastive sub-metrics."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
 
 from .collate import ObjectMapCollator
-from .probes import knn_accuracy, object_features
+from .probes import probe_backbone
 from .views import MaskConsistentViews
 
 
@@ -40,27 +41,32 @@ class ContrastiveTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-class KnnProbeCallback(TrainerCallback):
-    """Object-level kNN accuracy of the backbone on a labelled dataset, at every evaluation and at the end."""
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Keeps a card already in ``output_dir`` (the one ``trainers/train_contrastive.py`` writes from
+        ``hub_cards/``, which ``push_to_hub`` would otherwise overwrite); else the Trainer's own."""
+        if not (Path(self.args.output_dir) / "README.md").is_file():
+            super().create_model_card(*args, **kwargs)
+
+
+class ProbeCallback(TrainerCallback):
+    """Object-level kNN and linear-probe accuracy of the backbone on a labelled dataset, at every evaluation
+    and at the end of training; each result goes into the log history."""
 
     def __init__(self, train_dataset, test_dataset, collator: ObjectMapCollator, k: int = 20):
         self.train_dataset, self.test_dataset, self.collator, self.k = train_dataset, test_dataset, collator, k
-        self.history: list[tuple[int, float]] = []
-
-    def probe(self, backbone) -> float:
-        bank = object_features(backbone, self.train_dataset, self.collator)
-        queries = object_features(backbone, self.test_dataset, self.collator)
-        return knn_accuracy(*bank, *queries, k=self.k)
+        self.history: list[dict] = []
 
     def _run(self, state, model):
-        accuracy = self.probe(model.backbone)
+        result = {
+            "step": state.global_step,
+            **probe_backbone(model.backbone, self.train_dataset, self.test_dataset, self.collator, self.k),
+        }
         model.train()
-        self.history.append((state.global_step, accuracy))
-        state.log_history.append({"step": state.global_step, "knn_accuracy": accuracy})
+        self.history.append(result)
+        state.log_history.append(result)
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         self._run(state, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        with torch.no_grad():
-            self._run(state, model)
+        self._run(state, model)

@@ -27,14 +27,17 @@ class TwoViews:
 
 
 class MaskConsistentViews(nn.Module):
-    """SimCLR-style augmentation applied to images and their object maps alike."""
+    """SimCLR's augmentation applied to images and their object maps alike; ``color_strength`` is SimCLR's
+    colour-distortion strength s (jitter of brightness, contrast and saturation 0.8 s, of hue 0.2 s unless
+    ``hue`` is given; 0.5 turns the hue circle all the way)."""
 
     def __init__(
         self,
         size: int = 64,
         scale: tuple[float, float] = (0.3, 1.0),
         min_mass: float = 0.2,
-        jitter: float = 0.4,
+        color_strength: float = 1.0,
+        hue: float | None = None,
         grayscale: float = 0.2,
         blur: float = 0.5,
     ) -> None:
@@ -44,7 +47,9 @@ class MaskConsistentViews(nn.Module):
         self.geometric = nn.Sequential(K.RandomResizedCrop((size, size), scale=scale), K.RandomHorizontalFlip())
         kernel = max(3, (size // 10) | 1)
         self.photometric = nn.Sequential(
-            K.ColorJitter(jitter, jitter, jitter, jitter / 4, p=0.8),
+            K.ColorJitter(
+                0.8 * color_strength, 0.8 * color_strength, 0.8 * color_strength, 0.2 * color_strength, p=0.8
+            ),
             K.RandomGrayscale(p=grayscale),
             K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=blur),
         )

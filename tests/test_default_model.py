@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from diffusers import DiffusionPipeline
 
 from free_atm import CaptureConfig, custom_pipeline_path
@@ -85,3 +86,26 @@ def test_training_script_runs_a_few_steps(tmp_path):
     assert np.isfinite(
         np.asarray(pipe("a red circle on a gray background", num_inference_steps=2, output_type="np").images)
     ).all()
+
+
+def test_annotate_puts_each_mask_on_its_object(shapes_pipe):
+    from PIL import Image
+
+    from free_atm.metrics.iou import mask_iou
+    from free_atm.seeds import derive_seed
+    from free_atm.shapes import render_scene
+
+    scenes = [render_scene(derive_seed(31, i)) for i in range(6)]
+    out = shapes_pipe.annotate(
+        [Image.fromarray(s.image) for s in scenes],
+        [s.caption for s in scenes],
+        [s.objects for s in scenes],
+        timesteps=(200, 400),
+        noise_draws=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    for masks, scene in zip(out.masks, scenes):
+        ious = np.array([[mask_iou(predicted, truth) for truth in scene.masks] for predicted in masks])
+        # each object's mask lies on that object more than on any other, and covers it well
+        assert (ious.argmax(1) == np.arange(len(scene.objects))).all(), (scene.caption, ious.round(2))
+        assert ious.diagonal().min() >= 0.4, (scene.caption, ious.round(2))

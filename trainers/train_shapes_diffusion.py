@@ -5,7 +5,9 @@
 
 Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by rerunning the command:
 an ``AutoencoderKL`` (64 px to 16 x 16 x 4), then the ``UNet2DConditionModel`` and the ``CLIPTextModel``
-together on cached latents, with caption dropout for classifier-free guidance and an EMA of the UNet.
+together on cached latents, with caption dropout for classifier-free guidance, an EMA of the UNet, and
+a token grounding loss on the scenes' exact masks (``--grounding_weight``, see
+:mod:`free_atm.shapes.grounding`).
 ``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later.
 """
 
@@ -20,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.training_utils import EMAModel
 from transformers import HfArgumentParser
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
 from free_atm.seeds import derive_seed
 from free_atm.shapes import render_scene
+from free_atm.shapes.grounding import GroundingAttnProcessor, grounding_loss
 from free_atm.shapes.model import (
     inference_scheduler,
     shapes_text_encoder,
@@ -34,6 +38,7 @@ from free_atm.shapes.model import (
     shapes_vae,
     training_scheduler,
 )
+from free_atm.tokens import object_token_weights
 
 
 @dataclass
@@ -45,12 +50,15 @@ class ShapesTrainingArguments:
     vae_steps: int = 1000
     vae_batch_size: int = 16
     vae_learning_rate: float = 1e-3
-    unet_steps: int = 6000
+    unet_steps: int = 5000
     batch_size: int = 32
     learning_rate: float = 5e-4
     warmup_steps: int = 200
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
+    grounding_weight: float = field(
+        default=0.05, metadata={"help": "weight of the token grounding loss on the exact masks (0: plain diffusion)"}
+    )
     checkpoint_every: int = 500
     max_minutes: float = math.inf
     export_dtype: str = field(default="float32", metadata={"help": "dtype of the exported weights"})
@@ -66,6 +74,24 @@ def scenes(args: ShapesTrainingArguments, cache: Path) -> tuple[np.ndarray, list
     captions = [s.caption for s in rendered]
     np.savez(cache, images=images, captions=np.array(captions))
     return images, captions
+
+
+def grounding_targets(args: ShapesTrainingArguments, captions: list[str], tokenizer, cache: Path):
+    """Per scene: object masks area-resized to the 16 x 16 latent ``(N, 3, 16, 16)``, the token weights of
+    each object phrase ``(N, L, 3)`` and which of the 3 slots hold an object; rendered once and cached."""
+    if cache.exists():
+        return torch.load(cache)
+    masks = torch.zeros(len(captions), 3, 16, 16)
+    objects = []
+    for i in range(len(captions)):
+        scene = render_scene(derive_seed(args.seed, i))
+        assert scene.caption == captions[i], "the scene cache was rendered with other settings"
+        masks[i, : len(scene.objects)] = F.adaptive_avg_pool2d(torch.from_numpy(scene.masks).float(), 16)
+        objects.append(scene.objects)
+    weights = object_token_weights([(tokenizer, captions)], objects, tokenizer.model_max_length)
+    targets = {"masks": masks.half(), "token_weights": weights.half(), "valid": weights.sum(1) > 0}
+    torch.save(targets, cache)
+    return targets
 
 
 def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -132,6 +158,10 @@ def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
 def train_unet(args, latents, captions, device, out: Path, deadline: float):
     tokenizer = shapes_tokenizer()
     unet, text_encoder = shapes_unet().to(device), shapes_text_encoder(tokenizer).to(device)
+    attention: list[torch.Tensor] = []
+    if args.grounding_weight:
+        targets = grounding_targets(args, captions, tokenizer, out / "grounding.pt")
+        unet.set_attn_processor(GroundingAttnProcessor(attention))
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-2)
@@ -160,12 +190,23 @@ def train_unet(args, latents, captions, device, out: Path, deadline: float):
         index = torch.from_numpy(rng.integers(0, len(latents), args.batch_size))
         clean = latents[index].to(device) * scaling
         tokens = ids[index].clone()
-        tokens[torch.from_numpy(rng.random(args.batch_size) < args.caption_dropout)] = empty.input_ids[0]
+        dropped = torch.from_numpy(rng.random(args.batch_size) < args.caption_dropout)
+        tokens[dropped] = empty.input_ids[0]
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         states = text_encoder(tokens.to(device)).last_hidden_state
-        loss = F.mse_loss(unet(noisy, timesteps, states).sample, noise)
+        attention.clear()
+        denoising = F.mse_loss(unet(noisy, timesteps, states).sample, noise)
+        grounding = torch.zeros((), device=device)
+        if args.grounding_weight:
+            grounding = grounding_loss(
+                attention,
+                targets["token_weights"][index].to(device).float(),
+                targets["masks"][index].to(device).float(),
+                (targets["valid"][index] & ~dropped[:, None]).to(device),
+            )
+        loss = denoising + args.grounding_weight * grounding
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -176,7 +217,13 @@ def train_unet(args, latents, captions, device, out: Path, deadline: float):
         if step % 100 == 0:
             print(
                 json.dumps(
-                    {"stage": "unet", "step": step, "loss": round(loss.item(), 5), "lr": schedule.get_last_lr()[0]}
+                    {
+                        "stage": "unet",
+                        "step": step,
+                        "loss": round(denoising.item(), 5),
+                        "grounding": round(grounding.item(), 4),
+                        "lr": schedule.get_last_lr()[0],
+                    }
                 ),
                 flush=True,
             )
@@ -184,6 +231,7 @@ def train_unet(args, latents, captions, device, out: Path, deadline: float):
             checkpoint.save(step)
     checkpoint.save(step)
     ema.copy_to(unet.parameters())
+    unet.set_attn_processor(AttnProcessor2_0())
     return unet.eval(), text_encoder.eval(), tokenizer, scaling, step >= args.unet_steps
 
 

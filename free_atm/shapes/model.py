@@ -35,12 +35,20 @@ def shapes_tokenizer() -> CLIPTokenizer:
 
 
 def shapes_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """A ``CLIPTextModel`` without transformer layers: word plus position embedding, then layer norm.
+
+    Each token's hidden state then names only its own word, so the UNet can learn what "red" or "circle"
+    looks like only by attending to that token from the pixels that show it: the cross-attention map of a
+    word is the one route its meaning takes into the image, which is what makes the maps masks. (With
+    causal layers every later token, padding included, carries the whole caption, and a small model
+    learns to read everything from those instead.)
+    """
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
             hidden_size=64,
             intermediate_size=256,
-            num_hidden_layers=2,
+            num_hidden_layers=0,
             num_attention_heads=4,
             max_position_embeddings=tokenizer.model_max_length,
             bos_token_id=tokenizer.bos_token_id,

@@ -1,0 +1,58 @@
+"""Token grounding for training the shapes model: a loss that moves each object's cross-attention mass into
+that object's exact mask (the token loss of TokenCompose, Wang et al., CVPR 2024).
+
+A small model trained for an hour on a CPU learns to read the caption through cross-attention as a bag
+of words (every pixel attends almost uniformly to every token) and leaves the layout to its convolutions,
+so its maps do not localise. The shapes world knows every object's mask, so training can ask for what
+large models learn from scale: the share of an object's attention that falls inside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class GroundingAttnProcessor:
+    """Plain attention that appends each cross-attention layer's probabilities ``(B * heads, N, L)`` to
+    ``store``, with gradients, for :func:`grounding_loss`. For training only: inference uses the capture
+    processors of :mod:`free_atm.attention`."""
+
+    def __init__(self, store: list[torch.Tensor]) -> None:
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        cross = encoder_hidden_states is not None
+        context = encoder_hidden_states if cross else hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key, value = attn.head_to_batch_dim(attn.to_k(context)), attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, None)
+        if cross:
+            self.store.append(probs)
+        return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
+
+
+def grounding_loss(
+    probabilities: list[torch.Tensor], token_weights: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Mean over layers and valid objects of ``(1 - share)^2``, ``share`` being the part of the object's
+    head-averaged attention map that lies inside its mask.
+
+    Args:
+        probabilities: per cross-attention layer, ``(B * heads, N, L)`` over a square grid of N positions.
+        token_weights: ``(B, L, M)``, column m averaging object m's tokens
+            (:func:`free_atm.tokens.object_token_weights`).
+        masks: ``(B, M, H, W)`` object masks in [0, 1], area-resized to each layer's grid.
+        valid: ``(B, M)``, objects that count (real objects of captions that were not dropped).
+    """
+    batch = token_weights.shape[0]
+    losses = []
+    for probs in probabilities:
+        maps = probs.view(batch, -1, *probs.shape[1:]).mean(1) @ token_weights  # (B, N, M)
+        side = math.isqrt(maps.shape[1])
+        inside = F.adaptive_avg_pool2d(masks, side).flatten(2).transpose(1, 2)  # (B, N, M)
+        share = (maps * inside).sum(1) / maps.sum(1).clamp_min(1e-8)
+        losses.append((1 - share)[valid].square().mean())
+    return torch.stack(losses).mean()

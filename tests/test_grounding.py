@@ -1,0 +1,46 @@
+"""The grounding loss used to train the shapes model, against a hand computation, and its processor
+against diffusers' own attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from free_atm.diffusion.random_components import tiny_sd_components
+from free_atm.shapes.grounding import GroundingAttnProcessor, grounding_loss
+
+
+def test_loss_is_the_squared_share_outside_the_mask():
+    # one image, two heads, a 2 x 2 grid, 3 tokens; object 0 is token 1, object 1 is absent
+    probs = torch.tensor(
+        [
+            [[0.2, 0.6, 0.2], [0.5, 0.2, 0.3], [0.4, 0.4, 0.2], [0.8, 0.1, 0.1]],
+            [[0.2, 0.4, 0.4], [0.5, 0.4, 0.1], [0.6, 0.2, 0.2], [0.8, 0.1, 0.1]],
+        ]
+    )
+    weights = torch.zeros(1, 3, 2)
+    weights[0, 1, 0] = 1.0
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 0, 0, 0] = 1.0  # the top-left cell, position 0
+    # head-averaged column of token 1: [0.5, 0.3, 0.3, 0.1]; inside share 0.5 / 1.2
+    expected = (1 - 0.5 / 1.2) ** 2
+    loss = grounding_loss([probs], weights, masks, torch.tensor([[True, False]]))
+    assert loss.item() == pytest.approx(expected)
+    # two layers average; a mask covering everything leaves nothing to move
+    assert grounding_loss([probs, probs], weights, torch.ones(1, 2, 2, 2), torch.tensor([[True, False]])) == 0
+
+
+def test_processor_matches_diffusers_attention_and_records_cross_attention_only():
+    unet = tiny_sd_components()["unet"]
+    latents, states = torch.randn(1, 4, 32, 32), torch.randn(1, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        reference = unet(latents, 10, states).sample
+        store: list[torch.Tensor] = []
+        unet.set_attn_processor(GroundingAttnProcessor(store))
+        grounded = unet(latents, 10, states).sample
+        unet.set_attn_processor(AttnProcessor2_0())
+    torch.testing.assert_close(grounded, reference, atol=1e-5, rtol=1e-4)
+    cross_layers = sum(name.endswith("attn2.processor") for name in unet.attn_processors)
+    assert len(store) == cross_layers and all(p.shape[-1] == 77 for p in store)
+    torch.testing.assert_close(store[0].sum(-1), torch.ones(store[0].shape[:2]))

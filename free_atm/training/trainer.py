@@ -40,7 +40,6 @@ class ContrastiveTrainer(Trainer):
             self._sums, self._count = {}, 0
         super().log(logs, *args, **kwargs)
 
-
     def create_model_card(self, *args, **kwargs) -> None:
         """Keeps a card already in ``output_dir`` (the one ``trainers/train_contrastive.py`` writes from
         ``hub_cards/``, which ``push_to_hub`` would otherwise overwrite); else the Trainer's own."""

@@ -37,11 +37,10 @@ def shapes_tokenizer() -> CLIPTokenizer:
 def shapes_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     """A ``CLIPTextModel`` without transformer layers: word plus position embedding, then layer norm.
 
-    Each token's hidden state then names only its own word, so the UNet can learn what "red" or "circle"
-    looks like only by attending to that token from the pixels that show it: the cross-attention map of a
-    word is the one route its meaning takes into the image, which is what makes the maps masks. (With
-    causal layers every later token, padding included, carries the whole caption, and a small model
-    learns to read everything from those instead.)
+    Each token's hidden state then names only its own word, so a word's meaning reaches the image only
+    through its own cross-attention column. (With causal layers every later token, padding included,
+    carries the whole caption.) On its own this is not enough for a small model to localise; the
+    training script adds a grounding loss (:mod:`free_atm.shapes.grounding`).
     """
     return CLIPTextModel(
         CLIPTextConfig(

@@ -85,7 +85,11 @@ def grounding_targets(args: ShapesTrainingArguments, captions: list[str], tokeni
     objects = []
     for i in range(len(captions)):
         scene = render_scene(derive_seed(args.seed, i))
-        assert scene.caption == captions[i], "the scene cache was rendered with other settings"
+        if scene.caption != captions[i]:
+            raise RuntimeError(
+                f"scene {i} of the cache ({captions[i]!r}) is not what the renderer draws now "
+                f"({scene.caption!r}): delete {cache.parent / 'scenes.npz'} and its latents.pt"
+            )
         masks[i, : len(scene.objects)] = F.adaptive_avg_pool2d(torch.from_numpy(scene.masks).float(), 16)
         objects.append(scene.objects)
     weights = object_token_weights([(tokenizer, captions)], objects, tokenizer.model_max_length)

@@ -64,38 +64,40 @@ class ShapesTrainingArguments:
     export_dtype: str = field(default="float32", metadata={"help": "dtype of the exported weights"})
 
 
-def scenes(args: ShapesTrainingArguments, cache: Path) -> tuple[np.ndarray, list[str]]:
-    """The training scenes' images ``(N, 64, 64, 3)`` and captions, rendered once and cached."""
+@dataclass
+class TrainingScenes:
+    """The rendered training set: images ``(N, 64, 64, 3)``, captions, object phrases, and each object's
+    visible area per latent cell ``(N, 3, 16, 16)`` (the targets of the grounding loss)."""
+
+    images: np.ndarray
+    captions: list[str]
+    objects: list[list[str]]
+    masks: np.ndarray
+
+
+def scenes(args: ShapesTrainingArguments, cache: Path) -> TrainingScenes:
+    """The training scenes, rendered once and cached."""
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
-        return data["images"], [str(c) for c in data["captions"]]
+        objects = [str(o).split("|") for o in data["objects"]]
+        return TrainingScenes(data["images"], [str(c) for c in data["captions"]], objects, data["masks"])
     rendered = [render_scene(derive_seed(args.seed, i)) for i in range(args.num_scenes)]
-    images = np.stack([s.image for s in rendered])
-    captions = [s.caption for s in rendered]
-    np.savez(cache, images=images, captions=np.array(captions))
-    return images, captions
+    masks = np.zeros((len(rendered), 3, 16, 16), np.float16)
+    for i, scene in enumerate(rendered):  # 64 px to 16 x 16 cells of 4 x 4 pixels
+        masks[i, : len(scene.objects)] = scene.masks.reshape(-1, 16, 4, 16, 4).mean((2, 4))
+    training = TrainingScenes(
+        np.stack([s.image for s in rendered]), [s.caption for s in rendered], [s.objects for s in rendered], masks
+    )
+    objects = np.array(["|".join(o) for o in training.objects])
+    np.savez(cache, images=training.images, captions=np.array(training.captions), objects=objects, masks=masks)
+    return training
 
 
-def grounding_targets(args: ShapesTrainingArguments, captions: list[str], tokenizer, cache: Path):
-    """Per scene: object masks area-resized to the 16 x 16 latent ``(N, 3, 16, 16)``, the token weights of
-    each object phrase ``(N, L, 3)`` and which of the 3 slots hold an object; rendered once and cached."""
-    if cache.exists():
-        return torch.load(cache)
-    masks = torch.zeros(len(captions), 3, 16, 16)
-    objects = []
-    for i in range(len(captions)):
-        scene = render_scene(derive_seed(args.seed, i))
-        if scene.caption != captions[i]:
-            raise RuntimeError(
-                f"scene {i} of the cache ({captions[i]!r}) is not what the renderer draws now "
-                f"({scene.caption!r}): delete {cache.parent / 'scenes.npz'} and its latents.pt"
-            )
-        masks[i, : len(scene.objects)] = F.adaptive_avg_pool2d(torch.from_numpy(scene.masks).float(), 16)
-        objects.append(scene.objects)
-    weights = object_token_weights([(tokenizer, captions)], objects, tokenizer.model_max_length)
-    targets = {"masks": masks.half(), "token_weights": weights.half(), "valid": weights.sum(1) > 0}
-    torch.save(targets, cache)
-    return targets
+def grounding_targets(training: TrainingScenes, tokenizer) -> dict[str, torch.Tensor]:
+    """The grounding loss's inputs per scene: ``masks``, the token weights of each object phrase
+    ``(N, L, 3)``, and which of the 3 slots hold an object."""
+    weights = object_token_weights([(tokenizer, training.captions)], training.objects, tokenizer.model_max_length)
+    return {"masks": torch.from_numpy(training.masks), "token_weights": weights.half(), "valid": weights.sum(1) > 0}
 
 
 def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -159,12 +161,12 @@ def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
     return latents
 
 
-def train_unet(args, latents, captions, device, out: Path, deadline: float):
+def train_unet(args, latents, training: TrainingScenes, device, out: Path, deadline: float):
     tokenizer = shapes_tokenizer()
     unet, text_encoder = shapes_unet().to(device), shapes_text_encoder(tokenizer).to(device)
     attention: list[torch.Tensor] = []
     if args.grounding_weight:
-        targets = grounding_targets(args, captions, tokenizer, out / "grounding.pt")
+        targets = grounding_targets(training, tokenizer)
         unet.set_attn_processor(GroundingAttnProcessor(attention))
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -184,7 +186,11 @@ def train_unet(args, latents, captions, device, out: Path, deadline: float):
     noise_scheduler = training_scheduler()
     empty = tokenizer([""] * 1, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     ids = tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        training.captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
     ).input_ids
     scaling = 1.0 / latents.std().item()
     rng = np.random.default_rng(args.seed + 10_000 + step)
@@ -265,13 +271,13 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     deadline = time.time() + 60 * args.max_minutes
     torch.manual_seed(args.seed)
-    images, captions = scenes(args, out / "scenes.npz")
-    vae, vae_done = train_vae(args, images, device, out, deadline)
+    training = scenes(args, out / "scenes.npz")
+    vae, vae_done = train_vae(args, training.images, device, out, deadline)
     if not vae_done:
         print("stopped during the VAE stage; rerun to resume")
         return
-    latents = encode_latents(vae, images, device, out / "latents.pt")
-    unet, text_encoder, tokenizer, scaling, done = train_unet(args, latents, captions, device, out, deadline)
+    latents = encode_latents(vae, training.images, device, out / "latents.pt")
+    unet, text_encoder, tokenizer, scaling, done = train_unet(args, latents, training, device, out, deadline)
     if not done:
         print("stopped during the UNet stage; rerun to resume")
         return

@@ -21,17 +21,14 @@ from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_t
 def main() -> None:
     args, training_args = HfArgumentParser((ContrastiveArguments, TrainingArguments)).parse_args_into_dataclasses()
     trainer = contrastive_trainer(args, training_args)
-    model = trainer.model
-    callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback)]
     result = trainer.train()
-    metrics = {"train_loss": round(result.training_loss, 4)}
-    if callbacks:
-        probed = callbacks[0].history[-1]
-        for name in ("knn_accuracy", "linear_accuracy"):
-            metrics[f"{name} (shapes world, object level)"] = round(probed[name], 4)
     trainer.save_model()
     if trainer.is_world_process_zero():
-        model.backbone.save_pretrained(f"{training_args.output_dir}/backbone")
+        metrics = {"train_loss": round(result.training_loss, 4)}
+        for probe in (c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback)):
+            for name in ("knn_accuracy", "linear_accuracy"):
+                metrics[f"{name} (shapes world, object level)"] = round(probe.history[-1][name], 4)
+        trainer.model.backbone.save_pretrained(f"{training_args.output_dir}/backbone")
         write_model_card(args, training_args, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm contrastive pretraining")

@@ -133,10 +133,11 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
     state = PartialState(cpu=not torch.cuda.is_available())
     root = Path(config.out)
     plan = ShardPlan(config.num_images, config.shard_size)
-    if state.is_main_process:
+    if state.is_main_process:  # records the config, or refuses a changed one, before anyone generates
         check_config(root, config)
     state.wait_for_everyone()
-    check_config(root, config)
+    if not state.is_main_process:
+        check_config(root, config)
 
     pipe = pipe or load_pipeline(config.model, state.device)
     prompts = PromptSource(config)
@@ -191,7 +192,7 @@ def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, featur
     }
     first_rows = pq.read_table(shards[0]).slice(0, 8).to_pylist()
     dataset_grid([features.decode_example(row) for row in first_rows]).save(root / "sample_grid.png")
-    card = render_dataset_card(root, features, {**config.resumable_fields()}, counts, repo_or_path=config.push_to_hub)
+    card = render_dataset_card(root, features, config.resumable_fields(), counts, repo_or_path=config.push_to_hub)
     card.save(root / "README.md")
     if config.push_to_hub:
         from .hub import push_dataset

@@ -17,19 +17,25 @@ from .render import BACKGROUNDS, COLOURS, SHAPES, render_scene
 SILHOUETTE = 24  # side of the square a region's silhouette is resized to
 
 
-def colour_regions(image: np.ndarray, max_distance: float = 90.0) -> dict[str, np.ndarray]:
-    """Per object colour, the pixels whose nearest palette colour (objects, backgrounds and their texture
-    shades) is that colour, within ``max_distance`` in RGB."""
+def _palette() -> tuple[list[str], np.ndarray]:
+    """Object colours, then background colours with their texture shades: names and RGB ``(K, 3)``."""
     palette = {**COLOURS}
     for name, rgb in BACKGROUNDS.items():
         for shade in (-18, 0, 18):
             palette[f"{name}{shade}"] = tuple(int(np.clip(c + shade, 0, 255)) for c in rgb)
-    names = list(palette)
-    colours = np.array([palette[n] for n in names], dtype=np.float32)
-    distance = np.linalg.norm(image.astype(np.float32)[..., None, :] - colours, axis=-1)
+    return list(palette), np.array(list(palette.values()), dtype=np.float32)
+
+
+PALETTE_NAMES, PALETTE = _palette()
+
+
+def colour_regions(image: np.ndarray, max_distance: float = 90.0) -> dict[str, np.ndarray]:
+    """Per object colour, the pixels whose nearest palette colour (objects, backgrounds and their texture
+    shades) is that colour, within ``max_distance`` in RGB."""
+    distance = np.linalg.norm(image.astype(np.float32)[..., None, :] - PALETTE, axis=-1)
     nearest = distance.argmin(-1)
     close = distance.min(-1) <= max_distance
-    return {name: (nearest == names.index(name)) & close for name in COLOURS}
+    return {name: (nearest == PALETTE_NAMES.index(name)) & close for name in COLOURS}
 
 
 def silhouettes(masks: np.ndarray) -> torch.Tensor:

@@ -49,13 +49,15 @@ class ContrastiveTrainer(Trainer):
 
 class ProbeCallback(TrainerCallback):
     """Object-level kNN and linear-probe accuracy of the backbone on a labelled dataset, at every evaluation
-    and at the end of training; each result goes into the log history."""
+    and at the end of training, on the main process only; each result goes into the log history."""
 
     def __init__(self, train_dataset, test_dataset, collator: ObjectMapCollator, k: int = 20):
         self.train_dataset, self.test_dataset, self.collator, self.k = train_dataset, test_dataset, collator, k
         self.history: list[dict] = []
 
     def _run(self, state, model):
+        if not state.is_world_process_zero:  # every process holds the same weights
+            return
         result = {
             "step": state.global_step,
             **probe_backbone(model.backbone, self.train_dataset, self.test_dataset, self.collator, self.k),

@@ -76,6 +76,21 @@ def test_views_move_maps_with_the_image():
     assert not torch.allclose(out.object_maps_1, out.object_maps_2)
 
 
+def test_hue_jitter_is_its_own_setting():
+    torch.manual_seed(0)
+    pixels = torch.rand(8, 3, 16, 16)
+    maps, valid = torch.ones(8, 1, 16, 16), torch.ones(8, 1, dtype=torch.bool)
+    still = MaskConsistentViews(16, scale=(1.0, 1.0), color_strength=0.0, grayscale=0.0, blur=0.0)
+    turned = MaskConsistentViews(16, scale=(1.0, 1.0), color_strength=0.0, hue=0.5, grayscale=0.0, blur=0.0)
+
+    def distance(views):  # per image, to the image or its mirror (a view may be flipped)
+        out = views(pixels, maps, valid).pixel_values_1
+        return torch.minimum((out - pixels).abs().amax((1, 2, 3)), (out - pixels.flip(-1)).abs().amax((1, 2, 3)))
+
+    assert distance(still).max() < 1e-5  # without colour jitter the colours are the image's
+    assert (distance(turned) > 0.05).sum() >= 4  # hue jitter moves them (p = 0.8 per image)
+
+
 def test_object_cropped_out_of_either_view_is_invalid_in_both():
     views = MaskConsistentViews(size=32, scale=(0.05, 0.06), min_mass=0.5)
     maps = torch.zeros(16, 2, 32, 32)

@@ -47,9 +47,7 @@ class MaskConsistentViews(nn.Module):
         self.geometric = nn.Sequential(K.RandomResizedCrop((size, size), scale=scale), K.RandomHorizontalFlip())
         kernel = max(3, (size // 10) | 1)
         self.photometric = nn.Sequential(
-            K.ColorJitter(
-                0.8 * color_strength, 0.8 * color_strength, 0.8 * color_strength, 0.2 * color_strength, p=0.8
-            ),
+            K.ColorJitter(*(0.8 * color_strength,) * 3, 0.2 * color_strength if hue is None else hue, p=0.8),
             K.RandomGrayscale(p=grayscale),
             K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=blur),
         )

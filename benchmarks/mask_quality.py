@@ -4,12 +4,14 @@
   the pipeline's masks per threshold method and per aggregation setting. The shipped defaults are
   chosen on a selection split and the figures reported on a separate held-out split.
 * prompt fidelity: the share of generated images showing every named object (its colour as a region,
-  its kind as judged by a classifier trained on rendered scenes).
+  its kind as judged by a classifier trained on rendered scenes), broken down by number of objects,
+  colour, kind and binding (:mod:`free_atm.shapes.fidelity`); the same judge on rendered scenes and on
+  their VAE reconstructions gives the ceilings of the judge and of the generator's decoder.
 * real images: ``pipe.annotate`` on rendered scenes, mean IoU against their exact masks.
 
     python benchmarks/mask_quality.py [--num-images 96] [--save-defaults]
 
-Prints JSON, then ``gen_miou=<x> real_miou=<y> prompt_fidelity=<z>``.
+Prints JSON, then ``gen_miou=... real_miou=... prompt_fidelity=... one_object_fidelity=... found_object_miou=...``.
 """
 
 from __future__ import annotations
@@ -23,13 +25,11 @@ import torch
 from PIL import Image
 
 from free_atm import CaptureConfig
-from free_atm.data.generate import initial_latents
 from free_atm.diffusion.loading import load_pipeline
 from free_atm.masks import maps_to_masks
 from free_atm.metrics import object_scores
-from free_atm.seeds import derive_seed
-from free_atm.shapes import render_scene
-from free_atm.shapes.judge import colour_regions, objects_present, train_shape_classifier
+from free_atm.shapes.fidelity import draw_scenes, fidelity_breakdown, scenes_split
+from free_atm.shapes.judge import colour_regions, shape_classifier
 from free_atm.shapes.model import default_model_path
 
 AGGREGATIONS = {
@@ -46,26 +46,22 @@ SELECTION_SEED, HELD_OUT_SEED, REAL_SEED = 5_000, 6_000, 7_000
 
 
 def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, batch: int):
-    """Scenes' captions generated once per aggregation: images, truths and maps per aggregation."""
-    scenes = [render_scene(derive_seed(seed, i)) for i in range(count)]
-    images, maps = [], {name: [] for name in AGGREGATIONS}
-    for start in range(0, count, batch):
-        part = scenes[start : start + batch]
-        latents = initial_latents(pipe, [s.seed for s in part], 64, 64)
-        for name, overrides in AGGREGATIONS.items():
-            out = pipe(
-                [s.caption for s in part],
-                objects=[s.objects for s in part],
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                latents=latents,
-                output_type="np",
-                capture_config=CaptureConfig(**overrides),
-            )
-            maps[name] += [torch.from_numpy(m) for m in out.attention_maps]
-        images += [np.rint(image * 255).astype(np.uint8) for image in out.images]
+    """A split's scenes, generated images, colour-region truths and, per aggregation, maps and masks."""
+    scenes = scenes_split(seed, count)
+    configs = {name: CaptureConfig(**overrides) for name, overrides in AGGREGATIONS.items()}
+    images, captured = draw_scenes(pipe, scenes, configs, steps, guidance, batch)
+    maps = {name: [torch.from_numpy(m) for m, _ in outputs] for name, outputs in captured.items()}
     truths = [np.stack([colour_regions(img)[c] for c in s.colours]) for img, s in zip(images, scenes)]
     return scenes, images, truths, maps
+
+
+@torch.no_grad()
+def reconstructions(pipe, scenes) -> list[np.ndarray]:
+    """Rendered scenes through the VAE and back: the best images the generator can draw."""
+    pixels = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    pixels = pixels.to(pipe.device, pipe.vae.dtype)
+    decoded = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mode()).sample.float().clamp(-1, 1)
+    return list(((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
 def mean_iou(maps, truths, method: str, threshold: float) -> float:
@@ -99,12 +95,12 @@ def main() -> None:
 
     scenes, images, truths, maps = generated_split(pipe, HELD_OUT_SEED, **split)
     gen_miou = mean_iou(maps[best_agg], truths, method, threshold)
-    classifier = train_shape_classifier()
-    fidelity = float(
-        np.mean([objects_present(img, s.colours, s.shapes, classifier) for img, s in zip(images, scenes)])
-    )
-    real = [render_scene(derive_seed(REAL_SEED, i)) for i in range(args.num_images)]
-    judge_ceiling = float(np.mean([objects_present(s.image, s.colours, s.shapes, classifier) for s in real]))
+    held_out_masks = [maps_to_masks(m, t.shape[-2:], method, threshold)[1] for m, t in zip(maps[best_agg], truths)]
+    classifier = shape_classifier()
+    breakdown = fidelity_breakdown(images, scenes, classifier, held_out_masks)
+    real = scenes_split(REAL_SEED, args.num_images)
+    judge_on_real = fidelity_breakdown([s.image for s in real], real, classifier)
+    judge_on_vae = fidelity_breakdown(reconstructions(pipe, real), real, classifier)
     real_scores = []
     for start in range(0, len(real), args.batch_size):
         part = real[start : start + args.batch_size]
@@ -131,13 +127,18 @@ def main() -> None:
         "guidance_scale": args.guidance_scale,
         "selection_miou_table": table,
         "chosen_defaults": defaults.to_dict(),
-        "held_out": {"gen_miou": gen_miou, "prompt_fidelity": fidelity},
-        "judge_on_rendered_scenes": judge_ceiling,
+        "held_out": {"gen_miou": gen_miou, **breakdown},
+        "judge_on_rendered_scenes": judge_on_real,
+        "judge_on_vae_reconstructions": judge_on_vae,
         "real": {"miou": real_miou, "timesteps": args.annotate_timesteps, "noise_draws": args.noise_draws},
         "seconds": round(time.time() - started, 1),
     }
     print(json.dumps(result, indent=2))
-    print(f"gen_miou={gen_miou:.3f} real_miou={real_miou:.3f} prompt_fidelity={fidelity:.3f}")
+    print(
+        f"gen_miou={gen_miou:.3f} real_miou={real_miou:.3f} prompt_fidelity={breakdown['prompt_fidelity']:.3f} "
+        f"one_object_fidelity={breakdown['prompt_fidelity_by_count'].get(1, float('nan')):.3f} "
+        f"found_object_miou={breakdown['found_object_miou'] or float('nan'):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def show(args: argparse.Namespace) -> None:
 
     dataset = load_dataset(str(args.dataset), split="train")
     rows = dataset.select(range(min(args.num_samples, len(dataset))))
-    dataset_grid(rows, columns=args.columns, scale=args.scale).save(args.out)
+    dataset_grid(rows, columns=args.columns, cell=args.cell).save(args.out)
     print(f"wrote {len(rows)} samples to {args.out}")
 
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--out", default="grid.png")
     view.add_argument("--num-samples", type=int, default=8)
     view.add_argument("--columns", type=int, default=4)
-    view.add_argument("--scale", type=int, default=2)
+    view.add_argument("--cell", type=int, default=256, help="pixels of each image's longer side (at least 64)")
     view.set_defaults(run=show)
     check = commands.add_parser("probe", help="kNN and linear probes of a pretrained backbone on the shapes world")
     check.add_argument("backbone", help="a backbone folder or Hub id (or a whole contrastive model)")

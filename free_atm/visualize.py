@@ -1,11 +1,15 @@
-"""Pictures a person can check: images with mask overlays, boxes and object names, laid out in a grid."""
+"""Pictures a person can check: images with coloured mask outlines, boxes, object names and the caption,
+laid out in a grid. ``free-atm show`` and the ``sample_grid.png`` that ``generate`` writes both draw
+with :func:`dataset_grid`."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import binary_erosion
 
 PALETTE = np.array(
     [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240), (245, 130, 48)],
@@ -13,44 +17,83 @@ PALETTE = np.array(
 )
 
 
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _fit(image: Image.Image, cell: int) -> Image.Image:
+    """``image`` scaled so that its longer side is ``cell``: nearest when enlarging (pixels stay
+    pixels), bicubic when shrinking."""
+    scale = cell / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.NEAREST if scale >= 1 else Image.BICUBIC)
+
+
 def overlay_masks(
-    image: Image.Image, masks: np.ndarray, boxes: np.ndarray, objects: Sequence[str], alpha: float = 0.45
+    image: Image.Image,
+    masks: np.ndarray,
+    boxes: np.ndarray,
+    objects: Sequence[str],
+    alpha: float = 0.25,
+    outline: int = 2,
 ) -> Image.Image:
-    """``image`` with each mask tinted in its own colour, its box outlined and labelled with its phrase."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    """``image`` with each mask lightly tinted and outlined in its own colour (``outline`` pixels wide),
+    its box drawn thin and labelled with its phrase. Masks and boxes are in ``image``'s pixels."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     for i, mask in enumerate(masks):
         colour = PALETTE[i % len(PALETTE)]
         pixels[mask] = (1 - alpha) * pixels[mask] + alpha * colour
+        pixels[mask & ~binary_erosion(mask, iterations=outline, border_value=0)] = colour
     picture = Image.fromarray(pixels.round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
+    font = _font(max(10, picture.height // 18))
     for i, (box, name) in enumerate(zip(boxes, objects)):
         if np.isnan(box).any():
             continue
         colour = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
         draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=colour)
-        draw.text((box[0] + 1, box[1]), name, fill=colour)
+        left, top, right, bottom = draw.textbbox((box[0] + 2, box[1] + 1), name, font=font)
+        draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(0, 0, 0))
+        draw.text((box[0] + 2, box[1] + 1), name, fill=colour, font=font)
     return picture
 
 
-def image_grid(images: Sequence[Image.Image], columns: int = 4) -> Image.Image:
-    """Images of one size laid out row by row."""
+def captioned(picture: Image.Image, caption: str, lines: int = 3) -> Image.Image:
+    """``picture`` above a white band holding ``caption``, wrapped to the picture's width."""
+    font = _font(max(10, picture.width // 20))
+    height = font.size + 2
+    wrapped = textwrap.wrap(caption, width=max(8, int(picture.width / (0.55 * font.size))))[:lines]
+    out = Image.new("RGB", (picture.width, picture.height + lines * height + 4), "white")
+    out.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(wrapped):
+        draw.text((2, picture.height + 2 + k * height), line, fill=(0, 0, 0), font=font)
+    return out
+
+
+def image_grid(images: Sequence[Image.Image], columns: int = 4, gap: int = 4) -> Image.Image:
+    """Images laid out row by row in cells of the largest image's size, ``gap`` white pixels apart."""
     if not images:
         raise ValueError("image_grid needs at least one image")
-    width, height = images[0].size
-    rows = -(-len(images) // columns)
-    grid = Image.new("RGB", (width * min(columns, len(images)), height * rows), "white")
+    width, height = max(i.width for i in images), max(i.height for i in images)
+    rows, columns = -(-len(images) // columns), min(columns, len(images))
+    grid = Image.new("RGB", (columns * (width + gap) - gap, rows * (height + gap) - gap), "white")
     for i, image in enumerate(images):
-        grid.paste(image, ((i % columns) * width, (i // columns) * height))
+        grid.paste(image, ((i % columns) * (width + gap), (i // columns) * (height + gap)))
     return grid
 
 
-def dataset_grid(rows, columns: int = 4, scale: int = 1) -> Image.Image:
-    """Overlays of dataset rows (``image``, ``masks``, ``boxes``, ``objects``), enlarged ``scale`` times."""
+def dataset_grid(rows, columns: int = 4, cell: int = 256) -> Image.Image:
+    """Dataset rows (``image``, ``prompt``, ``masks``, ``boxes``, ``objects``) drawn in cells whose images
+    are ``cell`` pixels on their longer side, each with its mask outlines, boxes, names and caption."""
+    if cell < 64:
+        raise ValueError(f"cell must be at least 64 pixels, got {cell}")
     pictures = []
     for row in rows:
-        masks = np.stack([np.asarray(m) > 0 for m in row["masks"]]) if row["masks"] else np.zeros((0, 1, 1), bool)
-        picture = overlay_masks(
-            row["image"], masks, np.asarray(row["boxes"], np.float32).reshape(-1, 4), row["objects"]
-        )
-        pictures.append(picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST))
+        image = _fit(row["image"].convert("RGB"), cell)
+        scale = image.width / row["image"].width
+        masks = [np.asarray(m.resize(image.size, Image.NEAREST)) > 0 for m in row["masks"]]
+        masks = np.stack(masks) if masks else np.zeros((0, image.height, image.width), bool)
+        boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4) * scale
+        pictures.append(captioned(overlay_masks(image, masks, boxes, row["objects"]), row["prompt"]))
     return image_grid(pictures, columns)

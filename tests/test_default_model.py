@@ -75,11 +75,21 @@ def test_training_script_runs_a_few_steps(tmp_path):
         "4",
         "--checkpoint_every",
         "2",
+        "--prediction_type",
+        "v_prediction",
+        "--eval_every",
+        "4",
+        "--eval_images",
+        "4",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = [json.loads(line) for line in result.stdout.splitlines() if '"stage": "eval"' in line]
+    assert len(evaluation) == 1 and evaluation[0]["step"] == 4
+    assert 0 <= evaluation[0]["colour_present"] <= 1 and "prompt_fidelity_by_count" in evaluation[0]
     pipe = load_pipeline(str(tmp_path / "pipeline"))
     assert pipe.tokenizer.model_max_length == 24 and (tmp_path / "unet.ckpt").is_file()
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
     # a rerun resumes from the checkpoints and has nothing left to train
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "saved the pipeline" in again.stdout

@@ -167,6 +167,7 @@ def test_show_draws_the_dataset(reference, tmp_path):
 
     from free_atm.cli import main
 
-    main(["show", str(reference[0]), "--out", str(tmp_path / "grid.png"), "--num-samples", "3", "--scale", "2"])
+    main(["show", str(reference[0]), "--out", str(tmp_path / "grid.png"), "--num-samples", "3", "--cell", "128"])
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert grid.shape == (128, 3 * 128, 3)
+    # three 128 px cells 4 px apart, each with a caption band under its image
+    assert grid.shape[1] == 3 * 128 + 2 * 4 and grid.shape[0] > 128 + 20

@@ -29,7 +29,10 @@ from transformers import HfArgumentParser
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
 from free_atm.seeds import derive_seed
 from free_atm.shapes import render_scene
+from free_atm.shapes.denoising import denoising_loss
+from free_atm.shapes.fidelity import draw_scenes, fidelity_breakdown, scenes_split
 from free_atm.shapes.grounding import GroundingAttnProcessor, grounding_loss
+from free_atm.shapes.judge import shape_classifier
 from free_atm.shapes.model import (
     inference_scheduler,
     shapes_text_encoder,
@@ -47,9 +50,12 @@ class ShapesTrainingArguments:
     export_dir: str | None = field(default=None, metadata={"help": "pipeline folder (default OUTPUT_DIR/pipeline)"})
     num_scenes: int = 20000
     seed: int = 0
-    vae_steps: int = 1000
+    vae_steps: int = 3000
     vae_batch_size: int = 16
     vae_learning_rate: float = 1e-3
+    vae_mixed_precision: str = field(
+        default="bf16", metadata={"help": "no or bf16 (autocast; 1.6x faster VAE steps on an AVX-512 CPU)"}
+    )
     unet_steps: int = 5000
     batch_size: int = 32
     learning_rate: float = 5e-4
@@ -59,6 +65,14 @@ class ShapesTrainingArguments:
     grounding_weight: float = field(
         default=0.05, metadata={"help": "weight of the token grounding loss on the exact masks (0: plain diffusion)"}
     )
+    snr_gamma: float = field(
+        default=5.0, metadata={"help": "min-SNR loss weighting (Hang et al., 2023) with this gamma; 0 turns it off"}
+    )
+    prediction_type: str = field(default="epsilon", metadata={"help": "epsilon or v_prediction"})
+    eval_every: int = field(
+        default=1000, metadata={"help": "judge EMA samples of held-out captions every this many UNet steps (0: never)"}
+    )
+    eval_images: int = 64
     checkpoint_every: int = 500
     max_minutes: float = math.inf
     export_dtype: str = field(default="float32", metadata={"help": "dtype of the exported weights"})
@@ -124,20 +138,33 @@ class Checkpoint:
         tmp.replace(self.path)
 
 
+def autocast(device: torch.device, mixed_precision: str):
+    """bf16 autocast on ``device``, or nothing."""
+    if mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"mixed precision must be 'no' or 'bf16', got {mixed_precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
 def train_vae(args, images, device, out: Path, deadline: float):
     vae = shapes_vae().to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_learning_rate)
-    checkpoint = Checkpoint(out / "vae.ckpt", vae=vae, optimizer=optimizer)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.vae_steps))
+    )
+    checkpoint = Checkpoint(out / "vae.ckpt", vae=vae, optimizer=optimizer, schedule=schedule)
     step = checkpoint.load()
     rng = np.random.default_rng(args.seed + step)
     while step < args.vae_steps and time.time() < deadline:
         batch = to_pixels(images[rng.integers(0, len(images), args.vae_batch_size)], device)
-        posterior = vae.encode(batch).latent_dist
-        reconstruction = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
+        with autocast(device, args.vae_mixed_precision):
+            posterior = vae.encode(batch).latent_dist
+            reconstruction = vae.decode(posterior.sample()).sample
+        # L1 keeps the edges that tell a star from a blob; MSE alone blurs them
+        loss = F.l1_loss(reconstruction.float(), batch) + 1e-6 * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         step += 1
         if step % 100 == 0:
             print(json.dumps({"stage": "vae", "step": step, "loss": round(loss.item(), 5)}), flush=True)
@@ -161,7 +188,25 @@ def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
     return latents
 
 
-def train_unet(args, latents, training: TrainingScenes, device, out: Path, deadline: float):
+class FidelityProbe:
+    """Draws ``eval_images`` held-out captions (scenes of seed 4000, disjoint from training and from the
+    benchmark's splits) with the current weights and returns the judge's breakdown."""
+
+    def __init__(self, args: ShapesTrainingArguments, vae, tokenizer) -> None:
+        self.args, self.vae, self.tokenizer = args, vae, tokenizer
+        self.scenes = scenes_split(4_000, args.eval_images)
+        self.classifier = shape_classifier()
+
+    @torch.no_grad()
+    def __call__(self, unet, text_encoder, scaling: float) -> dict:
+        pipe = shapes_pipeline(self.vae, unet.eval(), text_encoder.eval(), self.tokenizer, scaling, self.args)
+        pipe.set_progress_bar_config(disable=True)
+        images, _ = draw_scenes(pipe, self.scenes, {"default": None}, batch_size=32)
+        breakdown = fidelity_breakdown(images, self.scenes, self.classifier)
+        return {k: v for k, v in breakdown.items() if k not in ("found_object_miou", "images")}
+
+
+def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, deadline: float):
     tokenizer = shapes_tokenizer()
     unet, text_encoder = shapes_unet().to(device), shapes_text_encoder(tokenizer).to(device)
     attention: list[torch.Tensor] = []
@@ -183,7 +228,8 @@ def train_unet(args, latents, training: TrainingScenes, device, out: Path, deadl
         out / "unet.ckpt", unet=unet, text_encoder=text_encoder, ema=ema, optimizer=optimizer, schedule=schedule
     )
     step = checkpoint.load()
-    noise_scheduler = training_scheduler()
+    noise_scheduler = training_scheduler(args.prediction_type)
+    evaluate = FidelityProbe(args, vae, tokenizer) if args.eval_every else None
     empty = tokenizer([""] * 1, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     ids = tokenizer(
         training.captions,
@@ -207,7 +253,8 @@ def train_unet(args, latents, training: TrainingScenes, device, out: Path, deadl
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         states = text_encoder(tokens.to(device)).last_hidden_state
         attention.clear()
-        denoising = F.mse_loss(unet(noisy, timesteps, states).sample, noise)
+        prediction = unet(noisy, timesteps, states).sample
+        denoising = denoising_loss(noise_scheduler, prediction, clean, noise, timesteps, args.snr_gamma)
         grounding = torch.zeros((), device=device)
         if args.grounding_weight:
             grounding = grounding_loss(
@@ -239,25 +286,36 @@ def train_unet(args, latents, training: TrainingScenes, device, out: Path, deadl
             )
         if step % args.checkpoint_every == 0:
             checkpoint.save(step)
+        if evaluate and step % args.eval_every == 0:
+            ema.store(unet.parameters())
+            ema.copy_to(unet.parameters())
+            print(json.dumps({"stage": "eval", "step": step, **evaluate(unet, text_encoder, scaling)}), flush=True)
+            ema.restore(unet.parameters())
+            unet.train()
+            text_encoder.train()
     checkpoint.save(step)
     ema.copy_to(unet.parameters())
     unet.set_attn_processor(AttnProcessor2_0())
     return unet.eval(), text_encoder.eval(), tokenizer, scaling, step >= args.unet_steps
 
 
-def export(args, vae, unet, text_encoder, tokenizer, scaling: float, export_dir: Path) -> None:
+def shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling: float, args) -> FreeATMDiffusionPipeline:
     vae.register_to_config(scaling_factor=scaling)
-    pipe = FreeATMDiffusionPipeline(
+    return FreeATMDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=inference_scheduler(),
+        scheduler=inference_scheduler(args.prediction_type),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
         capture_config=CaptureConfig(),
     )
+
+
+def export(args, vae, unet, text_encoder, tokenizer, scaling: float, export_dir: Path) -> None:
+    pipe = shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling, args)
     pipe.to(getattr(torch, args.export_dtype)).save_pretrained(export_dir)
     (export_dir / "training_args.json").write_text(
         json.dumps({k: v for k, v in asdict(args).items() if k != "max_minutes"}, indent=2)
@@ -277,7 +335,7 @@ def main() -> None:
         print("stopped during the VAE stage; rerun to resume")
         return
     latents = encode_latents(vae, training.images, device, out / "latents.pt")
-    unet, text_encoder, tokenizer, scaling, done = train_unet(args, latents, training, device, out, deadline)
+    unet, text_encoder, tokenizer, scaling, done = train_unet(args, vae, latents, training, device, out, deadline)
     if not done:
         print("stopped during the UNet stage; rerun to resume")
         return

@@ -4,10 +4,14 @@ shape-kind classifier trained on rendered scenes."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from scipy.ndimage import binary_dilation, binary_erosion
 from torch import nn
 
 from ..masks import mask_boxes
@@ -15,6 +19,7 @@ from ..seeds import derive_seed
 from .render import BACKGROUNDS, COLOURS, SHAPES, render_scene
 
 SILHOUETTE = 24  # side of the square a region's silhouette is resized to
+JUDGE_WEIGHTS = "judge.safetensors"  # the shipped classifier, next to this module
 
 
 def _palette() -> tuple[list[str], np.ndarray]:
@@ -83,17 +88,34 @@ class ShapeClassifier(nn.Module):
         return [SHAPES[i] for i in self(silhouettes(masks)).argmax(-1).tolist()] if len(masks) else []
 
 
-def train_shape_classifier(num_scenes: int = 3000, steps: int = 600, seed: int = 10_000) -> ShapeClassifier:
-    """Train on the visible masks of rendered scenes (seeds disjoint from the generator's training data)."""
+def _jitter_edges(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Grow or shrink each mask by one pixel, or keep it, at random: generated and decoded shapes have
+    edges a pixel off from the renderer's, and the kind must not hinge on that."""
+    out = masks.copy()
+    for i, choice in enumerate(rng.integers(0, 3, len(masks))):
+        if choice == 1:
+            out[i] = binary_dilation(masks[i])
+        elif choice == 2 and binary_erosion(masks[i]).any():
+            out[i] = binary_erosion(masks[i])
+    return out
+
+
+def train_shape_classifier(num_scenes: int = 6000, steps: int = 2000, seed: int = 10_000) -> ShapeClassifier:
+    """Train on the visible masks of rendered scenes (seeds disjoint from the generator's training data and
+    from the benchmark's splits), their edges jittered by a pixel. About a minute on two CPU cores; the
+    shipped judge (:func:`shape_classifier`) was trained by ``trainers/train_shape_judge.py`` with these
+    defaults."""
     torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     shapes, labels = [], []
     for index in range(num_scenes):
         scene = render_scene(derive_seed(seed, index))
-        shapes.append(silhouettes(scene.masks))
+        shapes.append(silhouettes(_jitter_edges(scene.masks, rng)))
         labels += [SHAPES.index(s) for s in scene.shapes]
     inputs, targets = torch.cat(shapes), torch.tensor(labels)
     model = ShapeClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         batch = torch.randint(0, len(inputs), (128,), generator=generator)
@@ -101,7 +123,39 @@ def train_shape_classifier(num_scenes: int = 3000, steps: int = 600, seed: int =
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     return model.eval()
+
+
+def shape_classifier() -> ShapeClassifier:
+    """The shipped judge: the same weights on every machine, so fidelity figures compare across runs."""
+    model = ShapeClassifier()
+    model.load_state_dict(load_file(str(resources.files("free_atm.shapes") / JUDGE_WEIGHTS)))
+    return model.eval()
+
+
+@dataclass
+class Judgement:
+    """What the judge sees of each named object in one image: its colour region (``regions`` bool
+    ``(M, H, W)``), whether that region is large enough to count (``colour_present``), and the kind the
+    classifier names for it (``kinds``, ``None`` where the colour is absent)."""
+
+    regions: np.ndarray
+    colour_present: list[bool]
+    kinds: list[str | None]
+
+    def found(self, shapes: Sequence[str]) -> list[bool]:
+        """Per object: its colour is present and its region has the named kind."""
+        return [kind == shape for kind, shape in zip(self.kinds, shapes)]
+
+
+def judge_image(image: np.ndarray, colours: Sequence[str], classifier: ShapeClassifier, min_pixels: int = 20):
+    """Judge each named colour's region of ``image`` (uint8 ``(H, W, 3)``); returns a :class:`Judgement`."""
+    regions = colour_regions(image)
+    masks = np.stack([regions[c] for c in colours])
+    present = [bool(m.sum() >= min_pixels) for m in masks]
+    kinds = classifier.predict(masks)
+    return Judgement(masks, present, [k if p else None for k, p in zip(kinds, present)])
 
 
 def objects_present(
@@ -109,8 +163,4 @@ def objects_present(
 ) -> bool:
     """Whether every named object (its colour as a region of ``min_pixels`` or more, its kind as the
     classifier sees that region) is in the image."""
-    regions = colour_regions(image)
-    masks = np.stack([regions[c] for c in colours])
-    if any(m.sum() < min_pixels for m in masks):
-        return False
-    return classifier.predict(masks) == list(shapes)
+    return all(judge_image(image, colours, classifier, min_pixels).found(shapes))

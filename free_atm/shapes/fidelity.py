@@ -1,0 +1,106 @@
+"""Where a shapes-world generator fails: prompt fidelity broken down in the style of GenEval's categories.
+
+Each generated image is judged against the scene whose caption prompted it (:func:`judge_image`):
+
+* ``prompt_fidelity``: every named object found (its colour present, its region of the named kind),
+  overall and per number of objects in the prompt;
+* ``colour_present``: share of named objects whose colour is drawn;
+* ``kind_given_colour``: of those, the share whose region has the named kind;
+* ``binding``: in prompts of two or more objects, of the named kinds that the image draws in one of the
+  prompt's colours, the share drawn in their own colour ("a red star and a blue circle" drawn as a blue
+  star and a red circle has both kinds, neither bound);
+* ``found_object_miou`` (when masks are given): mean IoU of the masks of found objects against their
+  colour regions: the quality of a mask when its object is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..attention import CaptureConfig
+from ..data.generate import initial_latents
+from ..metrics import object_scores
+from ..seeds import derive_seed
+from .judge import ShapeClassifier, judge_image
+from .render import Scene, render_scene
+
+
+def scenes_split(seed: int, count: int) -> list[Scene]:
+    """The scenes ``derive_seed(seed, i)`` for ``i < count``: one split of captions and truths."""
+    return [render_scene(derive_seed(seed, i)) for i in range(count)]
+
+
+def draw_scenes(
+    pipe,
+    scenes: Sequence[Scene],
+    capture_configs: dict[str, CaptureConfig | dict | None],
+    steps: int = 20,
+    guidance_scale: float = 5.0,
+    batch_size: int = 16,
+) -> tuple[list[np.ndarray], dict[str, list]]:
+    """Generate one image per scene caption (noise seeded by the scene), capturing once per capture
+    setting from the same noise: the uint8 images and, per setting, each image's pipeline output
+    ``(attention_maps, masks)``."""
+    images, captured = [], {name: [] for name in capture_configs}
+    for start in range(0, len(scenes), batch_size):
+        part = scenes[start : start + batch_size]
+        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        latents = initial_latents(pipe, [s.seed for s in part], side, side)
+        for name, config in capture_configs.items():
+            out = pipe(
+                [s.caption for s in part],
+                objects=[s.objects for s in part],
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                latents=latents,
+                output_type="np",
+                capture_config=config,
+            )
+            captured[name] += list(zip(out.attention_maps, out.masks))
+        images += [np.rint(image * 255).astype(np.uint8) for image in out.images]
+    return images, captured
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def fidelity_breakdown(
+    images: Sequence[np.ndarray],
+    scenes: Sequence[Scene],
+    classifier: ShapeClassifier,
+    masks: Sequence[np.ndarray] | None = None,
+) -> dict:
+    """The breakdown of module :mod:`free_atm.shapes.fidelity` for ``images[i]`` drawn from
+    ``scenes[i].caption``; ``masks[i]`` (bool ``(M, H, W)``), if given, are the pipeline's masks.
+    A category with nothing to count is ``None``."""
+    if len(images) != len(scenes) or (masks is not None and len(masks) != len(images)):
+        raise ValueError(
+            f"got {len(images)} images, {len(scenes)} scenes and {'no' if masks is None else len(masks)} masks"
+        )
+    complete: dict[int, list[bool]] = {}
+    colour, kind, binding, found_iou = [], [], [], []
+    for i, (image, scene) in enumerate(zip(images, scenes)):
+        judgement = judge_image(image, scene.colours, classifier)
+        found = judgement.found(scene.shapes)
+        complete.setdefault(len(scene.shapes), []).append(all(found))
+        colour += judgement.colour_present
+        kind += [f for f, p in zip(found, judgement.colour_present) if p]
+        if len(scene.shapes) > 1:
+            drawn = {k for k in judgement.kinds if k is not None}
+            binding += [f for f, shape in zip(found, scene.shapes) if shape in drawn]
+        if masks is not None:
+            ious = object_scores(masks[i], judgement.regions)[0]
+            found_iou += [iou for iou, f in zip(ious, found) if f]
+    every = [c for counts in complete.values() for c in counts]
+    return {
+        "prompt_fidelity": _mean(every),
+        "prompt_fidelity_by_count": {n: _mean(complete[n]) for n in sorted(complete)},
+        "colour_present": _mean(colour),
+        "kind_given_colour": _mean(kind),
+        "binding": _mean(binding),
+        "found_object_miou": _mean(found_iou) if masks is not None else None,
+        "images": len(images),
+    }

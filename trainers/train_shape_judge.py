@@ -1,0 +1,36 @@
+"""Train the shapes world's judge (the shape-kind classifier of :mod:`free_atm.shapes.judge`) and save it
+where the package ships it.
+
+    python trainers/train_shape_judge.py [--out free_atm/shapes/judge.safetensors]
+
+Prints the judge's per-object accuracy on rendered scenes it was not trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from free_atm.shapes.fidelity import fidelity_breakdown, scenes_split
+from free_atm.shapes.judge import JUDGE_WEIGHTS, train_shape_classifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "free_atm" / "shapes" / JUDGE_WEIGHTS))
+    parser.add_argument("--num-scenes", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the same run on any machine
+    judge = train_shape_classifier(args.num_scenes, args.steps)
+    save_file(judge.state_dict(), args.out)
+    check = scenes_split(9_000, 500)
+    print(json.dumps(fidelity_breakdown([s.image for s in check], check, judge)))
+
+
+if __name__ == "__main__":
+    main()

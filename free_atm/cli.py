@@ -14,14 +14,7 @@ def generate(args: argparse.Namespace) -> None:
     """Generate a masked dataset into ``--out`` (Parquet shards, card, sample grid)."""
     from .data.generate import GenerationConfig, generate_dataset
 
-    values = {f.name: getattr(args, f.name) for f in fields(GenerationConfig)}
-    for name in ("num_images", "batch_size", "steps", "shard_size"):
-        if values[name] <= 0:
-            raise SystemExit(f"--{name.replace('_', '-')} must be positive, got {values[name]}")
-    try:
-        root = generate_dataset(GenerationConfig(**values))
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
+    root = generate_dataset(GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)}))
     print(f"dataset in {root} (sample grid: {root / 'sample_grid.png'})")
 
 
@@ -61,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerationConfig
 
     parser = argparse.ArgumentParser(prog="free-atm", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate images with attention masks as a dataset")
     hints = typing.get_type_hints(GenerationConfig)
@@ -88,5 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    args.run(args)
+    """Run a command; bad input (``ValueError``, a missing file) is one line on stderr and exit status 2,
+    as argparse does for its own usage errors, with the traceback only under ``--debug``."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        if args.debug:
+            raise
+        print(f"free-atm {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

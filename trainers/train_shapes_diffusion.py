@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from diffusers.training_utils import EMAModel
-from transformers import HfArgumentParser
+from transformers import CLIPTextModel, CLIPTokenizer, HfArgumentParser
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
 from free_atm.seeds import derive_seed
@@ -76,6 +77,13 @@ class ShapesTrainingArguments:
     checkpoint_every: int = 500
     max_minutes: float = math.inf
     export_dtype: str = field(default="float32", metadata={"help": "dtype of the exported weights"})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "an exported pipeline folder: its VAE is kept and its UNet and text encoder start the UNet "
+            "stage (how training goes on where the checkpoints of an earlier run are gone)"
+        },
+    )
 
 
 @dataclass
@@ -199,16 +207,24 @@ class FidelityProbe:
 
     @torch.no_grad()
     def __call__(self, unet, text_encoder, scaling: float) -> dict:
+        training_processors = unet.attn_processors  # the grounding processors would keep every map
+        unet.set_attn_processor(AttnProcessor())
         pipe = shapes_pipeline(self.vae, unet.eval(), text_encoder.eval(), self.tokenizer, scaling, self.args)
         pipe.set_progress_bar_config(disable=True)
         images, _ = draw_scenes(pipe, self.scenes, {"default": None}, batch_size=32)
+        unet.set_attn_processor(training_processors)
         breakdown = fidelity_breakdown(images, self.scenes, self.classifier)
         return {k: v for k, v in breakdown.items() if k not in ("found_object_miou", "images")}
 
 
 def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, deadline: float):
-    tokenizer = shapes_tokenizer()
-    unet, text_encoder = shapes_unet().to(device), shapes_text_encoder(tokenizer).to(device)
+    if args.init_from:
+        tokenizer = CLIPTokenizer.from_pretrained(args.init_from, subfolder="tokenizer")
+        unet = UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").to(device)
+        text_encoder = CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").to(device)
+    else:
+        tokenizer = shapes_tokenizer()
+        unet, text_encoder = shapes_unet().to(device), shapes_text_encoder(tokenizer).to(device)
     attention: list[torch.Tensor] = []
     if args.grounding_weight:
         targets = grounding_targets(training, tokenizer)
@@ -330,7 +346,10 @@ def main() -> None:
     deadline = time.time() + 60 * args.max_minutes
     torch.manual_seed(args.seed)
     training = scenes(args, out / "scenes.npz")
-    vae, vae_done = train_vae(args, training.images, device, out, deadline)
+    if args.init_from:
+        vae, vae_done = AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").to(device).eval(), True
+    else:
+        vae, vae_done = train_vae(args, training.images, device, out, deadline)
     if not vae_done:
         print("stopped during the VAE stage; rerun to resume")
         return

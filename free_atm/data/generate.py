@@ -18,7 +18,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..prompts import ObjectPrompt, read_prompt_file, template_prompt
+from ..prompts import ObjectPrompt, imagenet_classes, read_prompt_file, template_prompt
 from ..seeds import derive_seed
 from .background import BackgroundShardWriter
 from .features import encode_sample, sample_features
@@ -47,14 +47,58 @@ class GenerationConfig:
     def resumable_fields(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "push_to_hub"}
 
+    def validate(self) -> None:
+        """Check every setting that can be checked without a model; ``ValueError`` naming the bad value."""
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        from ..diffusion.loading import check_model_reference
+
+        for name in ("num_images", "batch_size", "steps", "shard_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be 0 or more, got {self.seed}")
+        if self.guidance_scale < 0:
+            raise ValueError(
+                f"--guidance-scale must be 0 or more (1 or less turns guidance off), got {self.guidance_scale}"
+            )
+        for name in ("height", "width"):
+            size = getattr(self, name)
+            if size is not None and (size <= 0 or size % 8):
+                raise ValueError(f"--{name} must be a positive multiple of 8 (the VAE's downsampling), got {size}")
+        check_model_reference(self.model)
+        if self.push_to_hub:
+            try:
+                validate_repo_id(self.push_to_hub)
+            except HFValidationError:
+                raise ValueError(f"--push-to-hub {self.push_to_hub!r} is not a Hub repo id (owner/name)") from None
+
 
 class PromptSource:
     """The prompt of every sample index: a prompt file (cycled), the shapes world's captions for the
     shapes model, else the ImageNet templates."""
 
-    def __init__(self, config: GenerationConfig, vocabulary: list[str] | None = None):
+    def __init__(self, config: GenerationConfig):
         self.config = config
-        self.file_prompts = read_prompt_file(config.prompts, vocabulary) if config.prompts else None
+        self.file_prompts = read_prompt_file(config.prompts, self.vocabulary()) if config.prompts else None
+
+    def vocabulary(self) -> list[str]:
+        """Phrases looked for in prompts that name no objects: the shapes world's coloured shapes for the
+        shapes model, else every name of the ImageNet-1k classes."""
+        if self.config.model == "shapes":
+            from ..shapes import COLOURS, SHAPES
+
+            return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+        return [name for label in imagenet_classes() for name in label.names]
+
+    def check(self, pipe) -> None:
+        """Check every prompt of the file against ``pipe``'s tokenizers (objects truncated away or split
+        differently); the generated prompts are correct by construction."""
+        for prompt in self.file_prompts or []:
+            try:
+                pipe.check_objects([prompt], [prompt.objects])
+            except ValueError as error:
+                raise ValueError(f"{prompt.origin}: {error}") from None
 
     def __call__(self, index: int) -> ObjectPrompt:
         if self.file_prompts is not None:
@@ -105,21 +149,22 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
         ]
 
 
-def check_config(root: Path, config: GenerationConfig) -> None:
-    """Record the config in ``root``, or check that a resumed run uses the recorded one."""
+def check_output_folder(root: Path, config: GenerationConfig) -> None:
+    """``root`` must be absent, empty, or a dataset started with the same settings (a resumed run)."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--out {root} is a file, not a folder")
+    if not root.is_dir() or not any(root.iterdir()):
+        return
     path = root / CONFIG_FILE
-    wanted = config.resumable_fields()
-    if path.is_file():
-        recorded = json.loads(path.read_text())
-        if recorded != wanted:
-            changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
-            raise ValueError(
-                f"{root} holds a dataset generated with other settings ({', '.join(changed)} differ); "
-                "use the same settings to resume, or another --out"
-            )
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(wanted, indent=2))
+    if not path.is_file():
+        raise ValueError(f"--out {root} holds other files and no {CONFIG_FILE}; use an empty or new folder")
+    recorded, wanted = json.loads(path.read_text()), config.resumable_fields()
+    if recorded != wanted:
+        changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+        raise ValueError(
+            f"{root} holds a dataset generated with other settings ({', '.join(changed)} differ); "
+            "use the same settings to resume, or another --out"
+        )
 
 
 def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
@@ -132,15 +177,17 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
 
     state = PartialState(cpu=not torch.cuda.is_available())
     root = Path(config.out)
+    config.validate()  # everything that needs no model, before loading one; nothing is written yet
+    prompts = PromptSource(config)
+    check_output_folder(root, config)
     plan = ShardPlan(config.num_images, config.shard_size)
-    if state.is_main_process:  # records the config, or refuses a changed one, before anyone generates
-        check_config(root, config)
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        check_config(root, config)
 
     pipe = pipe or load_pipeline(config.model, state.device)
-    prompts = PromptSource(config)
+    prompts.check(pipe)
+    if state.is_main_process:  # the folder becomes a dataset only once every check has passed
+        root.mkdir(parents=True, exist_ok=True)
+        (root / CONFIG_FILE).write_text(json.dumps(config.resumable_fields(), indent=2))
+    state.wait_for_everyone()
     todo = [
         s for s in plan.shards_of_process(state.process_index, state.num_processes) if not plan.is_complete(root, s)
     ]

@@ -73,6 +73,11 @@ class AttentionCaptureMixin:
         """Pairs (tokenizer, prompts it encodes) of every text encoder that feeds the UNet."""
         raise NotImplementedError
 
+    def check_objects(self, prompts: Sequence[str], objects: Sequence[Sequence[str]]) -> None:
+        """Raise the ``ValueError`` a call would raise for an object that is not in its prompt as the text
+        encoders read it (absent, or truncated away), without running the model."""
+        object_token_weights(self._tokenizer_sources({}, list(prompts)), objects, self._text_sequence_length())
+
     def _captured_call(
         self,
         parent_call: Callable,

@@ -14,6 +14,29 @@ from .stable_diffusion_xl import FreeATMStableDiffusionXLPipeline
 SPECIAL_MODELS = ("shapes", "tiny-random")
 
 
+def check_model_reference(model: str) -> None:
+    """Raise ``ValueError`` unless ``model`` can name a pipeline: a special name, a folder holding a
+    ``model_index.json``, or a well-formed Hub id (whether the Hub has it is known only by asking)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    accepted = f"a diffusers pipeline folder, a Hub id, or one of {', '.join(SPECIAL_MODELS)}"
+    if model in SPECIAL_MODELS:
+        return
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(
+                f"model {model!r} is not a diffusers pipeline folder (no model_index.json); pass {accepted}"
+            )
+        return
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ValueError(f"model folder {model!r} does not exist; pass {accepted}")
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ValueError(f"model {model!r} is neither a folder nor a valid Hub id; pass {accepted}") from None
+
+
 def pipeline_class_for(model: str) -> type[DiffusionPipeline]:
     """The Free-ATM class for a folder or Hub id, read from its ``model_index.json`` (SDXL or SD 1.x/2.x)."""
     index = Path(model) / "model_index.json"

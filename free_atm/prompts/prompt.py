@@ -11,21 +11,23 @@ from ..tokens import find_phrase
 
 
 class ObjectPrompt(str):
-    """A ``str`` (so every pipeline takes it as a prompt) with ``objects`` (phrases) and optional ``labels``.
+    """A ``str`` (so every pipeline takes it as a prompt) with ``objects`` (phrases), optional ``labels``
+    and ``origin`` (``"file:line"`` for a prompt read from a file, for error messages).
 
     The Free-ATM pipelines read ``objects`` when the call gives none.
     """
 
     objects: list[str]
     labels: list[int]
+    origin: str
 
-    def __new__(cls, text: str, objects: Sequence[str], labels: Sequence[int] = ()):
+    def __new__(cls, text: str, objects: Sequence[str], labels: Sequence[int] = (), origin: str = ""):
         prompt = super().__new__(cls, text)
-        prompt.objects, prompt.labels = list(objects), list(labels)
+        prompt.objects, prompt.labels, prompt.origin = list(objects), list(labels), origin
         return prompt
 
     def __reduce__(self):
-        return type(self), (str(self), self.objects, self.labels)
+        return type(self), (str(self), self.objects, self.labels, self.origin)
 
 
 def match_vocabulary(prompt: str, vocabulary: Sequence[str]) -> list[str]:
@@ -93,7 +95,7 @@ def read_prompt_file(path: str | Path, vocabulary: Sequence[str] | None = None) 
         for phrase in objects:
             if not find_phrase(text, phrase):
                 raise ValueError(f"{path}:{n}: object {phrase!r} does not occur in prompt {text!r}")
-        prompts.append(ObjectPrompt(text, objects))
+        prompts.append(ObjectPrompt(text, objects, origin=f"{path}:{n}"))
     if not prompts:
         raise ValueError(f"prompt file {path} holds no prompt")
     return prompts

@@ -22,9 +22,20 @@ def show(args: argparse.Namespace) -> None:
     """Draw samples of a dataset folder with their masks, boxes and object names."""
     from datasets import load_dataset
 
+    from .data.features import check_columns
     from .visualize import dataset_grid
 
+    for name in ("num_samples", "columns"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.cell < 64:
+        raise ValueError(f"--cell must be at least 64 pixels, got {args.cell}")
+    if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"--out {args.out} must end in .png, .jpg, .jpeg or .webp")
+    if not args.dataset.is_dir():
+        raise ValueError(f"dataset folder {args.dataset} does not exist")
     dataset = load_dataset(str(args.dataset), split="train")
+    check_columns(dataset.features, ["image", "prompt", "objects", "masks", "boxes"], str(args.dataset))
     rows = dataset.select(range(min(args.num_samples, len(dataset))))
     dataset_grid(rows, columns=args.columns, cell=args.cell).save(args.out)
     print(f"wrote {len(rows)} samples to {args.out}")
@@ -39,6 +50,12 @@ def probe(args: argparse.Namespace) -> None:
 
     from .training import ObjectMapCollator, probe_backbone, shapes_probe_splits
 
+    if args.scenes < 2:
+        raise ValueError(f"--scenes must be at least 2 (half fit the probe, half test it), got {args.scenes}")
+    if args.image_size < 16:
+        raise ValueError(f"--image-size must be at least 16 pixels, got {args.image_size}")
+    if args.backbone.startswith((".", "/", "~")) and not Path(args.backbone).expanduser().is_dir():
+        raise ValueError(f"backbone folder {args.backbone} does not exist")
     splits, collator = shapes_probe_splits(args.scenes, seed=args.seed), ObjectMapCollator(args.image_size)
     model = AutoModel.from_pretrained(args.backbone)
     backbone = getattr(model, "backbone", model)  # a whole contrastive model folder, or its backbone/
@@ -82,14 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run a command; bad input (``ValueError``, a missing file) is one line on stderr and exit status 2,
-    as argparse does for its own usage errors, with the traceback only under ``--debug``."""
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        args.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        if args.debug:
-            raise
-        print(f"free-atm {args.command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Run a command; bad input is one line on stderr and exit status 2 (:mod:`free_atm.usage`)."""
+    from .usage import run_reporting_bad_input
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    run_reporting_bad_input(lambda: args.run(args), f"free-atm {args.command}", args.debug)

@@ -114,3 +114,104 @@ def test_every_library_package_is_packaged():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "free_atm").rglob("__init__.py")}
     assert on_disk <= listed
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["show", "{tmp}/nothing"], "dataset folder {tmp}/nothing does not exist"),
+        (
+            ["show", "{tmp}/plain"],
+            "dataset {tmp}/plain lacks the free-atm columns ['prompt', 'objects', 'masks', 'boxes']",
+        ),
+        (["show", "{tmp}/plain", "--num-samples", "0"], "--num-samples must be a positive integer, got 0"),
+        (["show", "{tmp}/plain", "--columns", "-1"], "--columns must be a positive integer, got -1"),
+        (["show", "{tmp}/plain", "--cell", "32"], "--cell must be at least 64 pixels, got 32"),
+        (["show", "{tmp}/plain", "--out", "grid.txt"], "--out grid.txt must end in .png, .jpg, .jpeg or .webp"),
+        (["probe", "./no-backbone"], "backbone folder ./no-backbone does not exist"),
+        (["probe", "{tmp}", "--scenes", "1"], "--scenes must be at least 2 (half fit the probe, half test it), got 1"),
+        (["probe", "{tmp}", "--image-size", "0"], "--image-size must be at least 16 pixels, got 0"),
+    ],
+)
+def test_show_and_probe_reject_bad_input(arguments, message, tmp_path, capsys, monkeypatch):
+    from datasets import Dataset
+    from PIL import Image
+
+    plain = tmp_path / "plain"
+    Dataset.from_dict({"image": [Image.new("RGB", (8, 8))]}).to_parquet(str(plain / "data" / "train.parquet"))
+    monkeypatch.chdir(tmp_path)
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    capsys.readouterr()  # the set-up's progress bars
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count(": error: ") == 1 and "Traceback" not in error, error
+    assert message.replace("{tmp}", str(tmp_path)) in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]  # no grid written
+
+
+def _load_script(name: str):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "trainers" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"unet_steps": 0}, "--unet_steps must be positive, got 0"),
+        ({"num_scenes": -5}, "--num_scenes must be positive, got -5"),
+        ({"learning_rate": 0.0}, "--learning_rate must be positive, got 0.0"),
+        ({"snr_gamma": -1.0}, "--snr_gamma must be 0 or more, got -1.0"),
+        ({"caption_dropout": 1.0}, "--caption_dropout must lie in \\[0, 1\\), got 1.0"),
+        ({"prediction_type": "sample"}, "--prediction_type must be one of epsilon, v_prediction, got 'sample'"),
+        ({"vae_mixed_precision": "fp8"}, "--vae_mixed_precision must be one of no, bf16, got 'fp8'"),
+        ({"init_from": "/no/such/pipeline"}, "--init_from /no/such/pipeline is not an exported pipeline folder"),
+    ],
+)
+def test_shapes_trainer_rejects_bad_settings(values, message):
+    script = _load_script("train_shapes_diffusion")
+    with pytest.raises(ValueError, match=message):
+        script.ShapesTrainingArguments(**values)
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [
+        (
+            "train_contrastive.py",
+            ["--dataset_name", "{tmp}/plain", "--output_dir", "{tmp}/run"],
+            "train_contrastive.py: error: dataset {tmp}/plain lacks the free-atm columns ['attention_maps']",
+        ),
+        (
+            "train_contrastive.py",
+            ["--dataset_name", "shapes:many", "--output_dir", "{tmp}/run"],
+            "train_contrastive.py: error: 'shapes:many': shapes:N needs a positive number of scenes, got 'many'",
+        ),
+        (
+            "train_shapes_diffusion.py",
+            ["--output_dir", "{tmp}/run", "--unet_steps", "0"],
+            "train_shapes_diffusion.py: error: --unet_steps must be positive, got 0",
+        ),
+    ],
+)
+def test_training_scripts_report_bad_input_in_one_line(script, arguments, message, tmp_path):
+    import subprocess
+    import sys
+
+    from datasets import Dataset
+    from PIL import Image
+
+    Dataset.from_dict({"image": [Image.new("RGB", (8, 8))]}).to_parquet(str(tmp_path / "plain" / "data" / "t.parquet"))
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trainers" / script), *arguments], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message.replace("{tmp}", str(tmp_path)) in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

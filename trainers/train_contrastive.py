@@ -16,6 +16,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from free_atm.data.card import card_template
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
+from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
@@ -67,4 +68,4 @@ def write_model_card(args: ContrastiveArguments, training_args: TrainingArgument
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_bad_input(main, "train_contrastive.py")

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from free_atm.shapes.fidelity import fidelity_breakdown, scenes_split
 from free_atm.shapes.judge import JUDGE_WEIGHTS, train_shape_classifier
+from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
@@ -33,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_bad_input(main, "train_shape_judge.py")

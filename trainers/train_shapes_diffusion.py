@@ -43,6 +43,7 @@ from free_atm.shapes.model import (
     training_scheduler,
 )
 from free_atm.tokens import object_token_weights
+from free_atm.usage import run_reporting_bad_input
 
 
 @dataclass
@@ -84,6 +85,29 @@ class ShapesTrainingArguments:
             "stage (how training goes on where the checkpoints of an earlier run are gone)"
         },
     )
+
+    def __post_init__(self) -> None:
+        """Bad settings fail here, before anything is rendered or written."""
+        positive = ("num_scenes", "vae_steps", "vae_batch_size", "unet_steps", "batch_size", "checkpoint_every")
+        for name in (*positive, "eval_images", "vae_learning_rate", "learning_rate", "max_minutes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "grounding_weight", "snr_gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("caption_dropout", "ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must lie in [0, 1), got {getattr(self, name)}")
+        choices = {
+            "prediction_type": ("epsilon", "v_prediction"),
+            "vae_mixed_precision": ("no", "bf16"),
+            "export_dtype": ("float32", "float16", "bfloat16"),
+        }
+        for name, accepted in choices.items():
+            if getattr(self, name) not in accepted:
+                raise ValueError(f"--{name} must be one of {', '.join(accepted)}, got {getattr(self, name)!r}")
+        if self.init_from and not (Path(self.init_from) / "model_index.json").is_file():
+            raise ValueError(f"--init_from {self.init_from} is not an exported pipeline folder (no model_index.json)")
 
 
 @dataclass
@@ -148,8 +172,6 @@ class Checkpoint:
 
 def autocast(device: torch.device, mixed_precision: str):
     """bf16 autocast on ``device``, or nothing."""
-    if mixed_precision not in ("no", "bf16"):
-        raise ValueError(f"mixed precision must be 'no' or 'bf16', got {mixed_precision!r}")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
@@ -364,4 +386,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_bad_input(main, "train_shapes_diffusion.py")

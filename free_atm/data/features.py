@@ -25,6 +25,20 @@ def sample_features(**extra) -> Features:
     )
 
 
+def check_columns(
+    features: Features, columns: Sequence[str], source: str, hint: str = "make one with `free-atm generate`"
+) -> None:
+    """Raise ``ValueError`` naming the columns of the free-atm schema that ``source`` lacks or holds with
+    another feature type, followed by ``hint`` (how to make a dataset that has them)."""
+    schema = sample_features()
+    missing = [c for c in columns if c not in features]
+    if missing:
+        raise ValueError(f"dataset {source} lacks the free-atm columns {missing} (it has {sorted(features)}); {hint}")
+    for column in columns:
+        if repr(features[column]) != repr(schema[column]):
+            raise ValueError(f"dataset {source} column {column!r} is {features[column]}, expected {schema[column]}")
+
+
 def mask_image(mask: np.ndarray) -> PILImage.Image:
     """A binary mask as an 8-bit PNG-ready image (0/255)."""
     return PILImage.fromarray(mask.astype(np.uint8) * 255)

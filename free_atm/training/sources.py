@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datasets import Dataset, interleave_datasets, load_dataset
 
+from ..data.features import check_columns
 from ..shapes import shapes_dataset
 
 COLUMNS = ["image", "attention_maps"]
 
 
 def load_source(name: str) -> Dataset:
-    """A dataset folder or Hub id (its train split), or ``shapes:N``: N rendered shapes-world scenes."""
+    """A dataset folder or Hub id (its train split), or ``shapes:N``: N rendered shapes-world scenes.
+    ``ValueError`` names a bad ``N``, a missing folder, or the free-atm columns a dataset lacks."""
     if name.startswith("shapes:"):
-        return shapes_dataset(int(name.split(":", 1)[1]), seed=1)
-    return load_dataset(name, split="train")
+        count = name.split(":", 1)[1]
+        if not count.isdigit() or int(count) == 0:
+            raise ValueError(f"{name!r}: shapes:N needs a positive number of scenes, got {count!r}")
+        return shapes_dataset(int(count), seed=1)
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise ValueError(f"dataset folder {name!r} does not exist")
+    dataset = load_dataset(name, split="train")
+    hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
+    check_columns(dataset.features, COLUMNS, name, hint)
+    return dataset
 
 
 def mix_sources(primary: Dataset, secondary: Dataset | None = None, ratio: float = 0.0, seed: int = 0) -> Dataset:

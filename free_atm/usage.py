@@ -1,0 +1,26 @@
+"""How every free-atm command ends on bad input: one line on stderr and exit status 2 (argparse's own
+convention for usage errors), the traceback only when asked for.
+
+Bad input surfaces as ``ValueError`` (a value out of range, a malformed file, an object missing from
+its prompt) or ``FileNotFoundError``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+DEBUG_VARIABLE = "FREE_ATM_DEBUG"
+
+
+def run_reporting_bad_input(command: Callable[[], None], name: str, debug: bool = False) -> None:
+    """Run ``command``; on bad input print ``"{name}: error: ..."`` and exit 2, unless ``debug`` or the
+    environment variable ``FREE_ATM_DEBUG`` is set (scripts whose ``--debug`` flag transformers owns)."""
+    try:
+        command()
+    except (ValueError, FileNotFoundError) as error:
+        if debug or os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f"{name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -7,22 +7,33 @@
 ``--dataset_name`` is a dataset folder, a Hub id, or ``shapes:N`` (N rendered shapes-world scenes, whose
 exact masks serve as the maps). ``--real_dataset_name`` with ``--real_ratio`` mixes a second source in
 (the paper's "mix"). The output holds the whole model and ``backbone/`` for ``AutoModel.from_pretrained``.
+A run killed at any point goes on from its last checkpoint (``--save_steps``) when the same command is
+run again, with the optimiser, scheduler, RNG and MoCo's key encoder and queue as they were.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from accelerate import PartialState
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from free_atm.data.card import card_template
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
 from free_atm.usage import run_reporting_bad_input
 
+RUN_SETTINGS = "free_atm_run.json"  # the ContrastiveArguments of the run in output_dir
+
 
 def main() -> None:
     args, training_args = HfArgumentParser((ContrastiveArguments, TrainingArguments)).parse_args_into_dataclasses()
-    trainer = contrastive_trainer(args, training_args)
-    result = trainer.train()
+    trainer = contrastive_trainer(args, training_args)  # checks the data before anything is written
+    resume = resume_point(args, training_args)
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     if trainer.is_world_process_zero():
         metrics = {"train_loss": round(result.training_loss, 4)}
@@ -33,6 +44,25 @@ def main() -> None:
         write_model_card(args, training_args, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm contrastive pretraining")
+
+
+def resume_point(args: ContrastiveArguments, training_args: TrainingArguments) -> str | None:
+    """The checkpoint to go on from: ``--resume_from_checkpoint``, else the last one in ``output_dir``
+    (a killed run resumes by rerunning its command). A folder holding a run with other settings is
+    refused; the settings are recorded for the next rerun."""
+    out = Path(training_args.output_dir)
+    recorded, wanted = out / RUN_SETTINGS, json.loads(json.dumps(asdict(args)))
+    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
+        changed = sorted(k for k, v in json.loads(recorded.read_text()).items() if wanted.get(k) != v)
+        raise ValueError(
+            f"--output_dir {out} holds a run with other settings ({', '.join(changed)} differ); "
+            "rerun with the same settings to resume, or choose another --output_dir"
+        )
+    checkpoint = training_args.resume_from_checkpoint or (get_last_checkpoint(str(out)) if out.is_dir() else None)
+    if PartialState().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(wanted, indent=2))
+    return checkpoint
 
 
 def write_model_card(args: ContrastiveArguments, training_args: TrainingArguments, metrics: dict) -> None:

@@ -25,6 +25,13 @@ def sample_features(**extra) -> Features:
     )
 
 
+def _kind(feature) -> tuple:
+    """A feature's structure and types, without settings such as ``decode``."""
+    if isinstance(feature, List):
+        return ("List", _kind(feature.feature), feature.length)
+    return (type(feature).__name__, getattr(feature, "dtype", None))
+
+
 def check_columns(
     features: Features, columns: Sequence[str], source: str, hint: str = "make one with `free-atm generate`"
 ) -> None:
@@ -35,7 +42,7 @@ def check_columns(
     if missing:
         raise ValueError(f"dataset {source} lacks the free-atm columns {missing} (it has {sorted(features)}); {hint}")
     for column in columns:
-        if repr(features[column]) != repr(schema[column]):
+        if _kind(features[column]) != _kind(schema[column]):
             raise ValueError(f"dataset {source} column {column!r} is {features[column]}, expected {schema[column]}")
 
 

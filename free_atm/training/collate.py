@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .rows import decode_row
+
 
 @dataclass
 class ObjectMapCollator:
@@ -25,6 +27,7 @@ class ObjectMapCollator:
         return np.asarray(picture, dtype=np.float32) / 255.0
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [decode_row(row) for row in rows]  # a broken row is named (BadRowError), not a PIL traceback
         size, slots = self.image_size, self.max_objects
         pixels = np.stack([self._array(r["image"], "RGB").transpose(2, 0, 1) for r in rows])
         maps = np.zeros((len(rows), slots, size, size), np.float32)

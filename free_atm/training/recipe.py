@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -12,9 +13,12 @@ from transformers import ResNetConfig, TrainingArguments
 from .collate import ObjectMapCollator
 from .contrastive_model import InstanceContrastiveConfig, InstanceContrastiveModel
 from .probes import shapes_probe_splits
+from .rows import drop_bad_rows
 from .sources import load_source, mix_sources
 from .trainer import ContrastiveTrainer, ProbeCallback
 from .views import MaskConsistentViews
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +43,10 @@ class ContrastiveArguments:
     hidden_dim: int = 512
     logit_temperature: float = 0.2
     probe_scenes: int = field(default=0, metadata={"help": "rendered scenes for the kNN and linear probes (0: none)"})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "drop rows whose image or maps do not decode (one pass first); else stop naming the row"},
+    )
 
     def model_config(self) -> InstanceContrastiveConfig:
         backbone = ResNetConfig(
@@ -59,8 +67,12 @@ class ContrastiveArguments:
         )
 
     def training_data(self) -> Dataset:
-        secondary = load_source(self.real_dataset_name) if self.real_dataset_name else None
-        return mix_sources(load_source(self.dataset_name), secondary, self.real_ratio)
+        sources = [load_source(name) for name in (self.dataset_name, self.real_dataset_name) if name]
+        if self.skip_bad_rows:
+            for k, (name, source) in enumerate(zip((self.dataset_name, self.real_dataset_name), sources)):
+                sources[k], dropped = drop_bad_rows(source)
+                logger.warning("skipping %d bad rows of %s (--skip_bad_rows)", dropped, name)
+        return mix_sources(sources[0], sources[1] if len(sources) > 1 else None, self.real_ratio)
 
 
 def contrastive_trainer(args: ContrastiveArguments, training_args: TrainingArguments) -> ContrastiveTrainer:

@@ -8,34 +8,36 @@ from datasets import Dataset, interleave_datasets, load_dataset
 
 from ..data.features import check_columns
 from ..shapes import shapes_dataset
+from .rows import ROW, undecoded
 
-COLUMNS = ["image", "attention_maps"]
+COLUMNS = ["image", "objects", "attention_maps"]
 
 
 def load_source(name: str) -> Dataset:
-    """A dataset folder or Hub id (its train split), or ``shapes:N``: N rendered shapes-world scenes.
+    """A dataset folder or Hub id (its train split), or ``shapes:N``: N rendered shapes-world scenes;
+    images and maps left undecoded, with each row's number (:mod:`free_atm.training.rows`).
     ``ValueError`` names a bad ``N``, a missing folder, or the free-atm columns a dataset lacks."""
     if name.startswith("shapes:"):
         count = name.split(":", 1)[1]
         if not count.isdigit() or int(count) == 0:
             raise ValueError(f"{name!r}: shapes:N needs a positive number of scenes, got {count!r}")
-        return shapes_dataset(int(count), seed=1)
+        return undecoded(shapes_dataset(int(count), seed=1), name)
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
         raise ValueError(f"dataset folder {name!r} does not exist")
     dataset = load_dataset(name, split="train")
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
     check_columns(dataset.features, COLUMNS, name, hint)
-    return dataset
+    return undecoded(dataset, name)
 
 
 def mix_sources(primary: Dataset, secondary: Dataset | None = None, ratio: float = 0.0, seed: int = 0) -> Dataset:
-    """The image and map columns of ``primary``, with a share ``ratio`` of samples drawn from ``secondary``."""
+    """The training columns of ``primary``, with a share ``ratio`` of samples drawn from ``secondary``."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"the mix ratio must lie in [0, 1), got {ratio}")
-    data = primary.select_columns(COLUMNS)
+    data = primary.select_columns([*COLUMNS, ROW])
     if secondary is None or ratio == 0.0:
         return data
-    other = secondary.select_columns(COLUMNS).cast(data.features)
+    other = secondary.select_columns([*COLUMNS, ROW]).cast(data.features)
     return interleave_datasets(
         [data, other], probabilities=[1 - ratio, ratio], seed=seed, stopping_strategy="all_exhausted"
     )

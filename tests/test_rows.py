@@ -1,0 +1,97 @@
+"""Broken training rows are named, or skipped with a count when asked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Image
+
+from free_atm.shapes import shapes_dataset
+from free_atm.training import ObjectMapCollator
+from free_atm.training.rows import BadRowError, decode_row, drop_bad_rows, undecoded
+from free_atm.training.sources import load_source
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _broken(dataset, index: int, column: str):
+    """``dataset`` (undecoded) with row ``index``'s image, or first map, cut to its first 40 bytes."""
+
+    def cut(row, i):
+        if i != index:
+            return {}
+        if column == "image":
+            return {"image": {"bytes": row["image"]["bytes"][:40], "path": None}}
+        first, *rest = row["attention_maps"]
+        return {"attention_maps": [{"bytes": first["bytes"][:40], "path": None}, *rest]}
+
+    return dataset.map(cut, with_indices=True)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return undecoded(shapes_dataset(8, seed=3), "scenes")
+
+
+def test_good_rows_decode_as_datasets_would(scenes):
+    decoded = shapes_dataset(8, seed=3)
+    for i in range(len(scenes)):
+        row = decode_row(scenes[i])
+        assert row["image"].tobytes() == decoded[i]["image"].tobytes()
+        assert [m.tobytes() for m in row["attention_maps"]] == [m.tobytes() for m in decoded[i]["attention_maps"]]
+
+
+@pytest.mark.parametrize(
+    ("column", "message"), [("image", "the image does not decode"), ("maps", "the attention map 0 does not decode")]
+)
+def test_a_row_that_does_not_decode_is_named(scenes, column, message):
+    broken = _broken(scenes, 5, column)
+    with pytest.raises(BadRowError, match=f"row scenes:5: {message}"):
+        ObjectMapCollator(32)([broken[i] for i in range(4, 8)])
+    kept, dropped = drop_bad_rows(broken)
+    assert dropped == 1 and len(kept) == 7 and "scenes:5" not in kept["row"]
+
+
+def test_maps_that_do_not_match_the_objects_are_named(scenes):
+    row = dict(scenes[0], objects=[*scenes[0]["objects"], "blue star"])
+    with pytest.raises(BadRowError, match=f"row scenes:0: {len(row['objects']) - 1} attention maps for"):
+        decode_row(row)
+
+
+def test_the_training_script_stops_at_a_bad_row_or_skips_it(tmp_path):
+    data = shapes_dataset(12, seed=4).cast_column("image", Image(decode=False))
+    data = _broken(undecoded(data, "x"), 7, "image").remove_columns("row")
+    folder = tmp_path / "broken"
+    data.cast_column("image", Image()).cast_column("attention_maps", [Image()]).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    assert len(load_source(str(folder))) == 12
+    command = [
+        sys.executable,
+        str(ROOT / "trainers" / "train_contrastive.py"),
+        *("--dataset_name", str(folder), "--image_size", "32", "--backbone_depths", "1", "1"),
+        *("--backbone_widths", "8", "16", "--projection_dim", "8", "--hidden_dim", "16", "--max_steps", "3"),
+        *("--per_device_train_batch_size", "4", "--use_cpu", "--report_to", "none", "--save_strategy", "no"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    stopped = subprocess.run([*command, "--output_dir", str(tmp_path / "a")], env=env, capture_output=True, text=True)
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    assert f"error: row {folder}:7: the image does not decode" in stopped.stderr
+    skipped = subprocess.run(
+        [*command, "--output_dir", str(tmp_path / "b"), "--skip_bad_rows"], env=env, capture_output=True, text=True
+    )
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert f"skipping 1 bad rows of {folder}" in skipped.stderr
+
+
+def test_a_column_of_the_wrong_type_is_named(tmp_path):
+    from datasets import Dataset
+
+    folder = tmp_path / "texts"
+    Dataset.from_dict({"image": ["a.png"], "objects": [["dog"]], "attention_maps": [[]]}).to_parquet(
+        str(folder / "data" / "train.parquet")
+    )
+    with pytest.raises(ValueError, match=f"dataset {folder} column 'image' is Value\\('string'\\), expected Image"):
+        load_source(str(folder))

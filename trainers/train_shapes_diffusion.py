@@ -4,11 +4,17 @@
         --export_dir free_atm/shapes/default_model
 
 Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by rerunning the command:
-an ``AutoencoderKL`` (64 px to 16 x 16 x 4), then the ``UNet2DConditionModel`` and the ``CLIPTextModel``
-together on cached latents, with caption dropout for classifier-free guidance, an EMA of the UNet, and
-a token grounding loss on the scenes' exact masks (``--grounding_weight``, see
-:mod:`free_atm.shapes.grounding`).
-``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later.
+
+* an ``AutoencoderKL`` (64 px to 16 x 16 x 8), trained with an L1 loss that weighs cells holding an
+  object more (``--vae_object_weight``), under bf16 autocast (``--vae_mixed_precision``);
+* the ``UNet2DConditionModel`` and the ``CLIPTextModel`` together on cached latents, with caption dropout
+  for classifier-free guidance, an EMA of the UNet, min-SNR loss weighting (``--snr_gamma``), and a token
+  grounding loss on the scenes' exact masks (``--grounding_weight``, see :mod:`free_atm.shapes.grounding`).
+  Every ``--eval_every`` steps the EMA weights draw held-out captions and the judge's breakdown is printed
+  (:mod:`free_atm.shapes.fidelity`).
+
+``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later; ``--init_from`` starts the
+UNet stage from an exported pipeline when the checkpoints are gone (another machine or session).
 """
 
 from __future__ import annotations
@@ -223,7 +229,8 @@ def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
             for i in range(0, len(images), 256)
         ]
     )
-    torch.save(latents, cache)
+    torch.save(latents, cache.with_suffix(".tmp"))
+    cache.with_suffix(".tmp").replace(cache)  # a run killed while saving leaves no half-written cache
     return latents
 
 
@@ -287,6 +294,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     ).input_ids
     scaling = 1.0 / latents.std().item()
     rng = np.random.default_rng(args.seed + 10_000 + step)
+    torch.manual_seed(args.seed + 10_000 + step)  # a resumed run draws new noise, not the first steps' again
     unet.train()
     text_encoder.train()
     while step < args.unet_steps and time.time() < deadline:

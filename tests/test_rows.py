@@ -66,7 +66,9 @@ def test_the_training_script_stops_at_a_bad_row_or_skips_it(tmp_path):
     data = shapes_dataset(12, seed=4).cast_column("image", Image(decode=False))
     data = _broken(undecoded(data, "x"), 7, "image").remove_columns("row")
     folder = tmp_path / "broken"
-    data.cast_column("image", Image()).cast_column("attention_maps", [Image()]).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    data.cast_column("image", Image()).cast_column("attention_maps", [Image()]).to_parquet(
+        str(folder / "data" / "train-00000-of-00001.parquet")
+    )
     assert len(load_source(str(folder))) == 12
     command = [
         sys.executable,

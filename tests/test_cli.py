@@ -186,7 +186,7 @@ def test_shapes_trainer_rejects_bad_settings(values, message):
         (
             "train_contrastive.py",
             ["--dataset_name", "{tmp}/plain", "--output_dir", "{tmp}/run"],
-            "train_contrastive.py: error: dataset {tmp}/plain lacks the free-atm columns ['attention_maps']",
+            "error: dataset {tmp}/plain lacks the free-atm columns ['objects', 'attention_maps']",
         ),
         (
             "train_contrastive.py",

@@ -205,13 +205,14 @@ def test_mix_draws_the_requested_share_from_each_source():
     import pytest
 
     from free_atm.shapes import shapes_dataset
+    from free_atm.training.rows import undecoded
     from free_atm.training.sources import load_source, mix_sources
 
-    generated, real = shapes_dataset(40, seed=21), shapes_dataset(40, seed=22)
-    real_images = {r["image"].tobytes() for r in real}
+    generated = undecoded(shapes_dataset(40, seed=21), "generated")
+    real = undecoded(shapes_dataset(40, seed=22), "real")
     mixed = mix_sources(generated, real, ratio=0.25, seed=0)
-    assert mixed.column_names == ["image", "attention_maps"]
-    from_real = sum(r["image"].tobytes() in real_images for r in mixed)
+    assert mixed.column_names == ["image", "objects", "attention_maps", "row"]
+    from_real = sum(row.startswith("real:") for row in mixed["row"])
     assert 0.15 < from_real / len(mixed) < 0.45 and len(mixed) > 40
     assert len(mix_sources(generated, real, ratio=0.0)) == 40
     assert len(load_source("shapes:5")) == 5

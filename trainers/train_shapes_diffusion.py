@@ -67,7 +67,7 @@ class ShapesTrainingArguments:
     vae_mixed_precision: str = field(
         default="bf16", metadata={"help": "no or bf16 (autocast; 1.6x faster VAE steps on an AVX-512 CPU)"}
     )
-    unet_steps: int = 5000
+    unet_steps: int = 7000
     batch_size: int = 32
     learning_rate: float = 5e-4
     warmup_steps: int = 200

@@ -49,12 +49,13 @@ def probe(args: argparse.Namespace) -> None:
     from transformers import AutoModel
 
     from .training import ObjectMapCollator, probe_backbone, shapes_probe_splits
+    from .usage import names_a_folder
 
     if args.scenes < 2:
         raise ValueError(f"--scenes must be at least 2 (half fit the probe, half test it), got {args.scenes}")
     if args.image_size < 16:
         raise ValueError(f"--image-size must be at least 16 pixels, got {args.image_size}")
-    if args.backbone.startswith((".", "/", "~")) and not Path(args.backbone).expanduser().is_dir():
+    if names_a_folder(args.backbone) and not Path(args.backbone).expanduser().is_dir():
         raise ValueError(f"backbone folder {args.backbone} does not exist")
     splits, collator = shapes_probe_splits(args.scenes, seed=args.seed), ObjectMapCollator(args.image_size)
     model = AutoModel.from_pretrained(args.backbone)

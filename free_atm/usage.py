@@ -14,6 +14,12 @@ from collections.abc import Callable
 DEBUG_VARIABLE = "FREE_ATM_DEBUG"
 
 
+def names_a_folder(name: str) -> bool:
+    """Whether ``name`` is written as a local path (``./x``, ``/x``, ``~/x``) rather than a Hub id, so that
+    its absence is an error to report before anything asks the Hub."""
+    return name.startswith((".", "/", "~"))
+
+
 def run_reporting_bad_input(command: Callable[[], None], name: str, debug: bool = False) -> None:
     """Run ``command``; on bad input print ``"{name}: error: ..."`` and exit 2, unless ``debug`` or the
     environment variable ``FREE_ATM_DEBUG`` is set (scripts whose ``--debug`` flag transformers owns)."""

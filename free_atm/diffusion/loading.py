@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
+from ..usage import names_a_folder
 from .stable_diffusion import FreeATMDiffusionPipeline
 from .stable_diffusion_xl import FreeATMStableDiffusionXLPipeline
 
@@ -29,7 +30,7 @@ def check_model_reference(model: str) -> None:
                 f"model {model!r} is not a diffusers pipeline folder (no model_index.json); pass {accepted}"
             )
         return
-    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+    if names_a_folder(model) or model.count("/") > 1:
         raise ValueError(f"model folder {model!r} does not exist; pass {accepted}")
     try:
         validate_repo_id(model)

@@ -8,6 +8,7 @@ from datasets import Dataset, interleave_datasets, load_dataset
 
 from ..data.features import check_columns
 from ..shapes import shapes_dataset
+from ..usage import names_a_folder
 from .rows import ROW, undecoded
 
 COLUMNS = ["image", "objects", "attention_maps"]
@@ -22,7 +23,7 @@ def load_source(name: str) -> Dataset:
         if not count.isdigit() or int(count) == 0:
             raise ValueError(f"{name!r}: shapes:N needs a positive number of scenes, got {count!r}")
         return undecoded(shapes_dataset(int(count), seed=1), name)
-    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+    if names_a_folder(name) and not Path(name).expanduser().exists():
         raise ValueError(f"dataset folder {name!r} does not exist")
     dataset = load_dataset(name, split="train")
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"

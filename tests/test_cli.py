@@ -172,6 +172,13 @@ def _load_script(name: str):
         ({"prediction_type": "sample"}, "--prediction_type must be one of epsilon, v_prediction, got 'sample'"),
         ({"vae_mixed_precision": "fp8"}, "--vae_mixed_precision must be one of no, bf16, got 'fp8'"),
         ({"init_from": "/no/such/pipeline"}, "--init_from /no/such/pipeline is not an exported pipeline folder"),
+        ({"unet_mixed_precision": "fp16"}, "--unet_mixed_precision must be one of no, bf16, got 'fp16'"),
+        ({"grounding_max_timestep": -1}, "--grounding_max_timestep must be 0 or more, got -1"),
+        ({"render_workers": 0}, "--render_workers must be positive, got 0"),
+        (
+            {"unet_block_out_channels": [48, 100, 96]},
+            "--unet_block_out_channels must be 3 multiples of 16 \\(norm groups\\), got \\[48, 100, 96\\]",
+        ),
     ],
 )
 def test_shapes_trainer_rejects_bad_settings(values, message):

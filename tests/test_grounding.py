@@ -31,6 +31,26 @@ def test_loss_is_the_squared_share_outside_the_mask():
     assert grounding_loss([probs, probs], weights, torch.ones(1, 2, 2, 2), torch.tensor([[True, False]])) == 0
 
 
+def test_each_token_of_a_phrase_is_grounded_on_its_own():
+    # one head, a 2 x 2 grid; object 0 is the phrase of tokens 0 and 1 (averaged at half weight each)
+    probs = torch.tensor([[[0.9, 0.1], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]])
+    weights = torch.tensor([[[0.5], [0.5]]])
+    masks = torch.zeros(1, 1, 2, 2)
+    masks[0, 0, 0, 0] = 1.0
+    # token 0 puts 0.9 of its 2.4 inside, token 1 puts 0.1 of 1.6 inside: each answers for itself,
+    # so the phrase cannot meet the loss with one token while the other looks nowhere in particular
+    expected = ((1 - 0.9 / 2.4) ** 2 + (1 - 0.1 / 1.6) ** 2) / 2
+    loss = grounding_loss([probs], weights, masks, torch.tensor([[True]]))
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_nothing_to_ground_gives_zero_not_nan():
+    probs = torch.full((1, 4, 2), 0.5, requires_grad=True)
+    loss = grounding_loss([probs], torch.tensor([[[1.0], [0.0]]]), torch.ones(1, 1, 2, 2), torch.tensor([[False]]))
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(probs.grad).all()
+
+
 def test_processor_matches_diffusers_attention_and_records_cross_attention_only():
     unet = tiny_sd_components()["unet"]
     latents, states = torch.randn(1, 4, 32, 32), torch.randn(1, 77, unet.config.cross_attention_dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -35,15 +36,21 @@ def shapes_tokenizer() -> CLIPTokenizer:
     return clip_tokenizer_from_words(VOCABULARY, model_max_length=MAX_TOKENS)
 
 
-def shapes_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def shapes_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextModel:
     """A ``CLIPTextModel`` without transformer layers: word plus position embedding, then layer norm.
 
     Each token's hidden state then names only its own word, so a word's meaning reaches the image only
     through its own cross-attention column. (With causal layers every later token, padding included,
     carries the whole caption.) On its own this is not enough for a small model to localise; the
     training script adds a grounding loss (:mod:`free_atm.shapes.grounding`).
+
+    Pitfall: the word embeddings are fixed random codes of unit variance (the trainer freezes them, as
+    Stable Diffusion's UNet reads a frozen CLIP), and positions are 4 times weaker. With the usual
+    learned embeddings of std 0.02 the five shape words stayed within 2 of one another (colours 12
+    apart) after 10,000 steps: the UNet never learned the kinds because it could not tell them apart,
+    and the words never moved apart because the UNet did not use them; every kind drew the same blob.
     """
-    return CLIPTextModel(
+    model = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
             hidden_size=64,
@@ -56,6 +63,11 @@ def shapes_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 1.0, generator=generator)
+        model.embeddings.position_embedding.weight.normal_(0.0, 0.25, generator=generator)
+    return model
 
 
 def shapes_vae() -> AutoencoderKL:
@@ -77,24 +89,27 @@ def shapes_vae() -> AutoencoderKL:
     )
 
 
-def shapes_unet() -> UNet2DConditionModel:
+def shapes_unet(
+    block_out_channels: tuple[int, ...] = (48, 96, 96), self_attention: bool = False
+) -> UNet2DConditionModel:
     """Cross-attention at latent scales 1 and 2 (down and up) and 4 (mid).
 
-    Every attention layer attends to the text (``only_cross_attention``): flat shapes need no
-    self-attention, and without it a training step on a CPU costs a third.
+    By default every attention layer attends to the text alone (``only_cross_attention``): without
+    self-attention a training step on a CPU costs a third. ``self_attention`` adds it back (each
+    transformer block then attends to the image, then the text), which a GPU pays for easily.
     """
     return UNet2DConditionModel(
         sample_size=16,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
-        block_out_channels=(48, 96, 96),
+        block_out_channels=tuple(block_out_channels),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=64,
         attention_head_dim=16,
         norm_num_groups=16,
-        only_cross_attention=True,
+        only_cross_attention=not self_attention,
     )
 
 

@@ -13,7 +13,6 @@ run again, with the optimiser, scheduler, RNG and MoCo's key encoder and queue a
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,9 +23,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from free_atm.data.card import card_template
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
+from free_atm.training.run_settings import check_run_settings, record_run_settings
 from free_atm.usage import run_reporting_bad_input
-
-RUN_SETTINGS = "free_atm_run.json"  # the ContrastiveArguments of the run in output_dir
 
 
 def main() -> None:
@@ -51,17 +49,10 @@ def resume_point(args: ContrastiveArguments, training_args: TrainingArguments) -
     (a killed run resumes by rerunning its command). A folder holding a run with other settings is
     refused; the settings are recorded for the next rerun."""
     out = Path(training_args.output_dir)
-    recorded, wanted = out / RUN_SETTINGS, json.loads(json.dumps(asdict(args)))
-    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
-        changed = sorted(k for k, v in json.loads(recorded.read_text()).items() if wanted.get(k) != v)
-        raise ValueError(
-            f"--output_dir {out} holds a run with other settings ({', '.join(changed)} differ); "
-            "rerun with the same settings to resume, or choose another --output_dir"
-        )
+    check_run_settings(out, asdict(args))
     checkpoint = training_args.resume_from_checkpoint or (get_last_checkpoint(str(out)) if out.is_dir() else None)
     if PartialState().is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(json.dumps(wanted, indent=2))
+        record_run_settings(out, asdict(args))
     return checkpoint
 
 

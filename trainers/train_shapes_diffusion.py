@@ -3,7 +3,8 @@
     python trainers/train_shapes_diffusion.py --output_dir outputs/shapes-model \
         --export_dir free_atm/shapes/default_model
 
-Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by rerunning the command:
+Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by rerunning the command (a
+rerun that changes more than the settings in ``RESUMABLE_CHANGES`` is refused, naming what differs):
 
 * an ``AutoencoderKL`` (64 px to 16 x 16 x 8), trained with an L1 loss that weighs cells holding an
   object more (``--vae_object_weight``), under bf16 autocast (``--vae_mixed_precision``);
@@ -14,7 +15,8 @@ Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by 
   (:mod:`free_atm.shapes.fidelity`).
 
 ``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later; ``--init_from`` starts the
-UNet stage from an exported pipeline when the checkpoints are gone (another machine or session).
+UNet stage from an exported pipeline when the checkpoints are gone (another machine or session), or with
+``--fresh_unet`` keeps only its VAE. On a GPU add ``--unet_mixed_precision bf16 --render_workers 14``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from free_atm.shapes.model import (
     training_scheduler,
 )
 from free_atm.tokens import object_token_weights
+from free_atm.training.run_settings import check_run_settings, record_run_settings
 from free_atm.usage import run_reporting_bad_input
 
 
@@ -143,6 +146,19 @@ class ShapesTrainingArguments:
             raise ValueError(f"--unet_block_out_channels must be 3 multiples of 16 (norm groups), got {widths}")
         if self.init_from and not (Path(self.init_from) / "model_index.json").is_file():
             raise ValueError(f"--init_from {self.init_from} is not an exported pipeline folder (no model_index.json)")
+
+
+#: settings a rerun may change and still resume the run in ``--output_dir`` (how long, how often, where to)
+RESUMABLE_CHANGES = (
+    "unet_steps",
+    "max_minutes",
+    "eval_every",
+    "eval_images",
+    "checkpoint_every",
+    "render_workers",
+    "export_dir",
+    "export_dtype",
+)
 
 
 @dataclass
@@ -416,7 +432,8 @@ def export(args, vae, unet, text_encoder, tokenizer, scaling: float, export_dir:
 def main() -> None:
     (args,) = HfArgumentParser(ShapesTrainingArguments).parse_args_into_dataclasses()
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_settings(out, asdict(args), may_change=RESUMABLE_CHANGES)
+    record_run_settings(out, asdict(args))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     deadline = time.time() + 60 * args.max_minutes
     torch.manual_seed(args.seed)

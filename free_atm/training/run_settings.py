@@ -1,0 +1,38 @@
+"""The settings a training run started with, kept in its output folder, so that rerunning a command
+resumes only the same run.
+
+Pitfall: a folder's checkpoints carry no recipe. Resuming them with another learning rate, dataset or
+architecture silently mixes two runs into weights that no command reproduces, so a rerun with other
+settings is refused, naming what differs; settings that only say how long or how often (steps, minutes,
+evaluation) may change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+RUN_SETTINGS = "free_atm_run.json"
+
+
+def check_run_settings(output_dir: str | Path, settings: dict, may_change: Iterable[str] = ()) -> None:
+    """Raise ``ValueError`` if ``output_dir`` holds a run whose recorded settings differ from ``settings``
+    in a key outside ``may_change``."""
+    recorded = Path(output_dir) / RUN_SETTINGS
+    if not recorded.is_file():
+        return
+    wanted, before, free = json.loads(json.dumps(settings)), json.loads(recorded.read_text()), set(may_change)
+    changed = sorted(k for k in before.keys() | wanted.keys() if k not in free and before.get(k) != wanted.get(k))
+    if changed:
+        raise ValueError(
+            f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)} differ); "
+            "rerun with the same settings to resume, or choose another --output_dir"
+        )
+
+
+def record_run_settings(output_dir: str | Path, settings: dict) -> None:
+    """Write ``settings`` into ``output_dir`` (created if needed) for :func:`check_run_settings`."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_SETTINGS).write_text(json.dumps(settings, indent=2))

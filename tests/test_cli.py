@@ -205,6 +205,16 @@ def test_shapes_trainer_rejects_bad_settings(values, message):
             ["--output_dir", "{tmp}/run", "--unet_steps", "0"],
             "train_shapes_diffusion.py: error: --unet_steps must be positive, got 0",
         ),
+        (
+            "train_shape_judge.py",
+            ["--steps", "0", "--out", "{tmp}/run/judge.safetensors"],
+            "train_shape_judge.py: error: --steps must be positive, got 0",
+        ),
+        (
+            "train_shape_judge.py",
+            ["--out", "{tmp}/run/judge.safetensors"],
+            "train_shape_judge.py: error: --out {tmp}/run/judge.safetensors: the folder {tmp}/run does not exist",
+        ),
     ],
 )
 def test_training_scripts_report_bad_input_in_one_line(script, arguments, message, tmp_path):

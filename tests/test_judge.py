@@ -121,3 +121,12 @@ def test_training_the_judge_learns_the_kinds():
     check = scenes_split(9_400, 60)
     accuracy = np.mean([p == t for s in check for p, t in zip(judge.predict(s.masks), s.shapes)])
     assert accuracy >= 0.6, accuracy  # 5 kinds: chance is 0.2
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"num_scenes": 0}, "num_scenes must be positive, got 0"), ({"steps": -3}, "steps must be positive, got -3")],
+)
+def test_training_the_judge_rejects_empty_settings_before_rendering(values, message):
+    with pytest.raises(ValueError, match=message):
+        train_shape_classifier(**values)

@@ -26,6 +26,11 @@ def main() -> None:
     parser.add_argument("--num-scenes", type=int, default=6000)
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args()
+    for name in ("num_scenes", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not Path(args.out).parent.is_dir():
+        raise ValueError(f"--out {args.out}: the folder {Path(args.out).parent} does not exist")
     torch.set_num_threads(1)  # the same run on any machine
     judge = train_shape_classifier(args.num_scenes, args.steps)
     save_file(judge.state_dict(), args.out)

@@ -105,6 +105,9 @@ def train_shape_classifier(num_scenes: int = 6000, steps: int = 2000, seed: int 
     from the benchmark's splits), their edges jittered by a pixel. About a minute on two CPU cores; the
     shipped judge (:func:`shape_classifier`) was trained by ``trainers/train_shape_judge.py`` with these
     defaults."""
+    for name, value in (("num_scenes", num_scenes), ("steps", steps)):
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     shapes, labels = [], []

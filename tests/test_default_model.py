@@ -159,6 +159,35 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
     assert location.startswith(str(target)) and shape == [1, 64, 64, 3]
 
 
+def test_killed_shapes_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    arguments = [
+        *("--num_scenes", "32", "--vae_steps", "2", "--vae_batch_size", "4", "--unet_steps", "4"),
+        *("--batch_size", "4", "--checkpoint_every", "2", "--eval_every", "0"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(script, out, **extra):
+        command = [sys.executable, str(script), "--output_dir", str(out), *arguments]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**env, **extra})
+
+    trainer = ROOT / "trainers" / "train_shapes_diffusion.py"
+    straight = run(trainer, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = run(ROOT / "tests" / "kill_shapes_training.py", tmp_path / "crash", KILL_AT_STEP="2")
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL, right after the step-2 checkpoint
+    assert torch.load(tmp_path / "crash" / "unet.ckpt", weights_only=False)["step"] == 2
+    assert not (tmp_path / "crash" / "pipeline").exists()
+    resumed = run(trainer, tmp_path / "crash")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # optimiser, schedule, EMA and both generators went on from step 2: the same weights to the bit
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        expected = load_file(tmp_path / "straight" / "pipeline" / part)
+        got = load_file(tmp_path / "crash" / "pipeline" / part)
+        assert all(torch.equal(expected[name], got[name]) for name in expected), part
+
+
 def test_every_word_of_the_shapes_vocabulary_has_its_own_code():
     """The text encoder's word codes are far apart at the start (the trainer keeps them fixed): with
     std-0.02 embeddings the five kinds stayed within 2 of each other and the model drew one blob for all."""

@@ -223,6 +223,25 @@ class Checkpoint:
         tmp.replace(self.path)
 
 
+class RandomState:
+    """A stage's numpy generator (which scenes) and torch's generators (which noise), saved with its
+    checkpoint, so that a run killed and rerun draws exactly what the uninterrupted run would have."""
+
+    def __init__(self, seed: int) -> None:
+        self.numpy = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"numpy": self.numpy.bit_generator.state, "torch": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.numpy.bit_generator.state = state["numpy"]
+        torch.set_rng_state(state["torch"])
+        if state["cuda"]:
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def autocast(device: torch.device, mixed_precision: str):
     """bf16 autocast on ``device``, or nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
@@ -234,11 +253,11 @@ def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.vae_steps))
     )
-    checkpoint = Checkpoint(out / "vae.ckpt", vae=vae, optimizer=optimizer, schedule=schedule)
+    random = RandomState(args.seed)
+    checkpoint = Checkpoint(out / "vae.ckpt", vae=vae, optimizer=optimizer, schedule=schedule, random=random)
     step = checkpoint.load()
-    rng = np.random.default_rng(args.seed + step)
     while step < args.vae_steps and time.time() < deadline:
-        index = rng.integers(0, len(training.images), args.vae_batch_size)
+        index = random.numpy.integers(0, len(training.images), args.vae_batch_size)
         batch = to_pixels(training.images[index], device)
         # cells holding an object weigh more: the textured background, which no 4x4 cell can encode
         # exactly, would otherwise take the capacity that the shapes' corners and tips need
@@ -324,8 +343,15 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             * (1 + math.cos(math.pi * min(s, args.unet_steps) / args.unet_steps))
         ),
     )
+    random = RandomState(args.seed + 10_000)
     checkpoint = Checkpoint(
-        out / "unet.ckpt", unet=unet, text_encoder=text_encoder, ema=ema, optimizer=optimizer, schedule=schedule
+        out / "unet.ckpt",
+        unet=unet,
+        text_encoder=text_encoder,
+        ema=ema,
+        optimizer=optimizer,
+        schedule=schedule,
+        random=random,
     )
     step = checkpoint.load()
     ema.to(device)  # a checkpoint's EMA weights load on the CPU
@@ -341,16 +367,14 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     ).input_ids
     scaling = 1.0 / latents.std().item()
     latents = latents.to(device)
-    rng = np.random.default_rng(args.seed + 10_000 + step)
-    torch.manual_seed(args.seed + 10_000 + step)  # a resumed run draws new noise, not the first steps' again
     unet.train()
     text_encoder.train()
     started = time.time()
     while step < args.unet_steps and time.time() < deadline:
-        index = torch.from_numpy(rng.integers(0, len(latents), args.batch_size))
+        index = torch.from_numpy(random.numpy.integers(0, len(latents), args.batch_size))
         clean = latents[index.to(device)] * scaling
         tokens = ids[index].clone()
-        dropped = torch.from_numpy(rng.random(args.batch_size) < args.caption_dropout)
+        dropped = torch.from_numpy(random.numpy.random(args.batch_size) < args.caption_dropout)
         tokens[dropped] = empty.input_ids[0]
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)

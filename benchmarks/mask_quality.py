@@ -28,7 +28,7 @@ from free_atm import CaptureConfig
 from free_atm.diffusion.loading import load_pipeline
 from free_atm.masks import maps_to_masks
 from free_atm.metrics import object_scores
-from free_atm.shapes.fidelity import draw_scenes, fidelity_breakdown, scenes_split
+from free_atm.shapes.fidelity import draw_scenes, fidelity_breakdown, scenes_split, word_influence
 from free_atm.shapes.judge import colour_regions, shape_classifier
 from free_atm.shapes.model import default_model_path
 
@@ -101,6 +101,7 @@ def main() -> None:
     real = scenes_split(REAL_SEED, args.num_images)
     judge_on_real = fidelity_breakdown([s.image for s in real], real, classifier)
     judge_on_vae = fidelity_breakdown(reconstructions(pipe, real), real, classifier)
+    influence = word_influence(pipe, real[:32])
     real_scores = []
     for start in range(0, len(real), args.batch_size):
         part = real[start : start + args.batch_size]
@@ -130,6 +131,7 @@ def main() -> None:
         "held_out": {"gen_miou": gen_miou, **breakdown},
         "judge_on_rendered_scenes": judge_on_real,
         "judge_on_vae_reconstructions": judge_on_vae,
+        "word_influence": influence,
         "real": {"miou": real_miou, "timesteps": args.annotate_timesteps, "noise_draws": args.noise_draws},
         "seconds": round(time.time() - started, 1),
     }
@@ -137,7 +139,8 @@ def main() -> None:
     print(
         f"gen_miou={gen_miou:.3f} real_miou={real_miou:.3f} prompt_fidelity={breakdown['prompt_fidelity']:.3f} "
         f"one_object_fidelity={breakdown['prompt_fidelity_by_count'].get(1, float('nan')):.3f} "
-        f"found_object_miou={breakdown['found_object_miou'] or float('nan'):.3f}"
+        f"found_object_miou={breakdown['found_object_miou'] or float('nan'):.3f} "
+        f"kind_influence={influence['kind'][500]:.4f} colour_influence={influence['colour'][500]:.4f}"
     )
 
 

@@ -205,3 +205,23 @@ def test_every_word_of_the_shapes_vocabulary_has_its_own_code():
     assert max(cosines) < 0.6
     again = shapes_text_encoder(tokenizer).get_input_embeddings().weight
     assert torch.equal(encoder.get_input_embeddings().weight, again)  # seeded: the same codes every time
+
+
+def test_word_influence_is_zero_for_words_the_unet_cannot_read(shapes_pipe):
+    import copy
+
+    from free_atm.shapes.fidelity import scenes_split, word_influence
+
+    scenes = scenes_split(31, 8)
+    heard = word_influence(shapes_pipe, scenes, timesteps=(500,))
+    assert heard["colour"][500] > 0.005
+    deaf, unet = copy.deepcopy(shapes_pipe.unet), shapes_pipe.unet
+    for module in deaf.modules():
+        if getattr(module, "is_cross_attention", False):
+            torch.nn.init.zeros_(module.to_v.weight)  # the text reaches the image only through these values
+    shapes_pipe.unet = deaf
+    try:
+        unheard = word_influence(shapes_pipe, scenes, timesteps=(500,))
+    finally:
+        shapes_pipe.unet = unet
+    assert unheard == {"kind": {500: 0.0}, "colour": {500: 0.0}}

@@ -11,6 +11,9 @@ Each generated image is judged against the scene whose caption prompted it (:fun
   star and a red circle has both kinds, neither bound);
 * ``found_object_miou`` (when masks are given): mean IoU of the masks of found objects against their
   colour regions: the quality of a mask when its object is there.
+
+:func:`word_influence` looks one step earlier, inside the UNet: whether a word of the caption changes what
+it predicts at all (a model whose kind words score 0 draws the same blob for every kind).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from ..attention import CaptureConfig
 from ..data.generate import initial_latents
 from ..metrics import object_scores
 from ..seeds import derive_seed
 from .judge import ShapeClassifier, judge_image
-from .render import Scene, render_scene
+from .render import COLOURS, SHAPES, Scene, render_scene
 
 
 def scenes_split(seed: int, count: int) -> list[Scene]:
@@ -104,3 +108,40 @@ def fidelity_breakdown(
         "found_object_miou": _mean(found_iou) if masks is not None else None,
         "images": len(images),
     }
+
+
+def _swap_first(caption: str, words: Sequence[str]) -> str:
+    """``caption`` with its first word from ``words`` replaced by the next one of ``words``."""
+    tokens = caption.split()
+    at = next(i for i, token in enumerate(tokens) if token in words)
+    tokens[at] = words[(list(words).index(tokens[at]) + 1) % len(words)]
+    return " ".join(tokens)
+
+
+@torch.no_grad()
+def word_influence(
+    pipe, scenes: Sequence[Scene], timesteps: Sequence[int] = (900, 500, 300), seed: int = 0
+) -> dict[str, dict[int, float]]:
+    """How far the UNet's prediction on each scene's own noised latents moves when the caption's first
+    kind word ("star" to "cross") or first colour word is swapped, relative to the prediction's norm:
+    ``{"kind": {t: change}, "colour": {t: change}}``, norms taken over all ``scenes`` together."""
+    images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    vae, unet = pipe.vae, pipe.unet
+    latents = vae.encode(images.to(pipe.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+    captions = {
+        "same": [s.caption for s in scenes],
+        "kind": [_swap_first(s.caption, SHAPES) for s in scenes],
+        "colour": [_swap_first(s.caption, list(COLOURS)) for s in scenes],
+    }
+    states = {name: pipe.encode_prompt(text, pipe.device, 1, False)[0] for name, text in captions.items()}
+    generator = torch.Generator().manual_seed(seed)
+    influence: dict[str, dict[int, float]] = {"kind": {}, "colour": {}}
+    for t in timesteps:
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        steps = torch.full((len(scenes),), t, device=pipe.device)
+        noisy = pipe.scheduler.add_noise(latents, noise, steps)
+        same = unet(noisy, steps, states["same"]).sample
+        for word in influence:
+            moved = unet(noisy, steps, states[word]).sample - same
+            influence[word][t] = float(moved.norm() / same.norm())
+    return influence

@@ -72,7 +72,7 @@ class ShapesTrainingArguments:
     vae_mixed_precision: str = field(
         default="bf16", metadata={"help": "no or bf16 (autocast; 1.6x faster VAE steps on an AVX-512 CPU)"}
     )
-    unet_steps: int = 7000
+    unet_steps: int = 7500
     unet_block_out_channels: list[int] = field(
         default_factory=lambda: [48, 96, 96], metadata={"help": "the UNet's widths per scale (a new UNet only)"}
     )
@@ -83,8 +83,8 @@ class ShapesTrainingArguments:
         default="no", metadata={"help": "no or bf16 (autocast; pays on a GPU, 1.7x slower UNet steps on a CPU)"}
     )
     batch_size: int = 32
-    learning_rate: float = 5e-4
-    warmup_steps: int = 200
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     grounding_weight: float = field(
@@ -99,7 +99,7 @@ class ShapesTrainingArguments:
     )
     prediction_type: str = field(default="epsilon", metadata={"help": "epsilon or v_prediction"})
     eval_every: int = field(
-        default=1000, metadata={"help": "judge EMA samples of held-out captions every this many UNet steps (0: never)"}
+        default=2500, metadata={"help": "judge EMA samples of held-out captions every this many UNet steps (0: never)"}
     )
     eval_images: int = 64
     checkpoint_every: int = 500

@@ -47,7 +47,7 @@ def shapes_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextMode
     Pitfall: the word embeddings are fixed random codes of unit variance (the trainer freezes them, as
     Stable Diffusion's UNet reads a frozen CLIP), and positions are 4 times weaker. With the usual
     learned embeddings of std 0.02 the five shape words stayed within 2 of one another (colours 12
-    apart) after 10,000 steps: the UNet never learned the kinds because it could not tell them apart,
+    apart) after 7,000 steps: the UNet never learned the kinds because it could not tell them apart,
     and the words never moved apart because the UNet did not use them; every kind drew the same blob.
     """
     model = CLIPTextModel(

@@ -329,7 +329,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         text_encoder = shapes_text_encoder(tokenizer).to(device)
     attention: list[torch.Tensor] = []
     if args.grounding_weight:
-        targets = grounding_targets(training, tokenizer)
+        targets = {name: t.to(device) for name, t in grounding_targets(training, tokenizer).items()}
         unet.set_attn_processor(GroundingAttnProcessor(attention))
     text_encoder.get_input_embeddings().requires_grad_(False)  # fixed word codes: see shapes_text_encoder
     ema = EMAModel(unet.parameters(), decay=args.ema_decay, foreach=device.type == "cuda")
@@ -364,34 +364,34 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
-    ).input_ids
+    ).input_ids.to(device)
+    empty = empty.input_ids[0].to(device)
     scaling = 1.0 / latents.std().item()
     latents = latents.to(device)
     unet.train()
     text_encoder.train()
     started = time.time()
     while step < args.unet_steps and time.time() < deadline:
-        index = torch.from_numpy(random.numpy.integers(0, len(latents), args.batch_size))
-        clean = latents[index.to(device)] * scaling
+        index = torch.from_numpy(random.numpy.integers(0, len(latents), args.batch_size)).to(device)
+        clean = latents[index] * scaling
         tokens = ids[index].clone()
-        dropped = torch.from_numpy(random.numpy.random(args.batch_size) < args.caption_dropout)
-        tokens[dropped] = empty.input_ids[0]
+        dropped = torch.from_numpy(random.numpy.random(args.batch_size) < args.caption_dropout).to(device)
+        tokens[dropped] = empty
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         attention.clear()
         with autocast(device, args.unet_mixed_precision):
-            states = text_encoder(tokens.to(device)).last_hidden_state
+            states = text_encoder(tokens).last_hidden_state
             prediction = unet(noisy, timesteps, states).sample
         denoising = denoising_loss(noise_scheduler, prediction.float(), clean, noise, timesteps, args.snr_gamma)
         grounding = torch.zeros((), device=device)
         if args.grounding_weight:
             grounding = grounding_loss(
                 attention,
-                targets["token_weights"][index].to(device).float(),
-                targets["masks"][index].to(device).float(),
-                (targets["valid"][index] & ~dropped[:, None]).to(device)
-                & (timesteps <= args.grounding_max_timestep)[:, None],
+                targets["token_weights"][index].float(),
+                targets["masks"][index].float(),
+                targets["valid"][index] & ~dropped[:, None] & (timesteps <= args.grounding_max_timestep)[:, None],
             )
         loss = denoising + args.grounding_weight * grounding
         optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from free_atm.training.losses import nt_xent
+from free_atm.training.contrastive.losses import nt_xent
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

@@ -221,7 +221,7 @@ def test_mix_draws_the_requested_share_from_each_source():
 
 
 def test_moco_queue_momentum_and_loss():
-    from free_atm.training.losses import moco_infonce
+    from free_atm.training.contrastive.losses import moco_infonce
 
     torch.manual_seed(0)
     q, k, queue = torch.randn(3, 4), torch.randn(3, 4), F.normalize(torch.randn(5, 4), dim=-1)

@@ -1,21 +1,40 @@
-"""Label-free pretraining on free-atm datasets: views, models, losses, collators, Trainer subclasses."""
+"""Label-free pretraining on free-atm datasets.
 
+What every framework shares lives here (sources and mixing, row decoding, the collator, mask-consistent
+views, attentive pooling, probes and their callback, the base Trainer, run settings); each framework is a
+subpackage with its model, losses, Trainer subclass and arguments: :mod:`.contrastive` (SimCLR, MoCo-v2)
+and :mod:`.mae` (attention-guided masked autoencoding).
+"""
+
+from .arguments import DataArguments
+from .callbacks import ProbeCallback
 from .collate import ObjectMapCollator
-from .contrastive_model import ContrastiveOutput, InstanceContrastiveConfig, InstanceContrastiveModel, attentive_pool
-from .losses import gather_with_grad, nt_xent
+from .contrastive import (
+    ContrastiveArguments,
+    ContrastiveOutput,
+    ContrastiveTrainer,
+    InstanceContrastiveConfig,
+    InstanceContrastiveModel,
+    contrastive_trainer,
+    gather_with_grad,
+    nt_xent,
+)
+from .pooling import attentive_pool
 from .probes import knn_accuracy, linear_probe_accuracy, object_features, probe_backbone, shapes_probe_splits
-from .recipe import ContrastiveArguments, contrastive_trainer
-from .trainer import ContrastiveTrainer, ProbeCallback
-from .views import MaskConsistentViews, TwoViews
+from .trainer import FreeATMTrainer
+from .views import MaskConsistentViews, OneView, TwoViews
 
 __all__ = [
     "ContrastiveArguments",
     "ContrastiveOutput",
     "ContrastiveTrainer",
+    "DataArguments",
+    "FreeATMTrainer",
     "InstanceContrastiveConfig",
     "InstanceContrastiveModel",
     "MaskConsistentViews",
     "ObjectMapCollator",
+    "OneView",
     "ProbeCallback",
     "TwoViews",
     "attentive_pool",

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig
 from transformers.utils import ModelOutput
 
+from ..pooling import attentive_pool
 from .losses import gather_with_grad, moco_infonce, nt_xent, world_size_and_rank
 
 LEVELS = ("instance", "image")
@@ -67,14 +68,6 @@ class ContrastiveOutput(ModelOutput):
     loss: torch.Tensor | None = None
     valid_objects: torch.Tensor | None = None
     positive_top1: torch.Tensor | None = None
-
-
-def attentive_pool(features: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """``z_m = sum_ij a_ij z_ij / sum_ij a_ij`` for features ``(B, C, h, w)`` and maps ``(B, M, H, W)``;
-    maps are area-resized to the feature grid; an empty map gives a zero vector. Returns ``(B, M, C)``."""
-    weights = F.adaptive_avg_pool2d(maps.to(features.dtype), features.shape[-2:]).flatten(2)  # (B, M, hw)
-    pooled = weights @ features.flatten(2).transpose(1, 2)  # (B, M, C)
-    return pooled / weights.sum(-1, keepdim=True).clamp_min(1e-6)
 
 
 class InstanceContrastiveModel(PreTrainedModel):

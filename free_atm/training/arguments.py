@@ -1,0 +1,43 @@
+"""``DataArguments``: the training data every framework's script takes, and the dataset they describe."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+
+from .rows import drop_bad_rows
+from .sources import load_source, mix_sources
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(metadata={"help": "dataset folder, Hub id, or shapes:N"})
+    real_dataset_name: str | None = field(default=None, metadata={"help": "second source for the mix"})
+    real_ratio: float = field(default=0.0, metadata={"help": "share of samples drawn from the second source"})
+    image_size: int = 64
+    max_objects: int = 3
+    probe_scenes: int = field(default=0, metadata={"help": "rendered scenes for the kNN and linear probes (0: none)"})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "drop rows whose image or maps do not decode (one pass first); else stop naming the row"},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "max_objects"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.probe_scenes < 0 or self.probe_scenes == 1:
+            raise ValueError(f"--probe_scenes must be 0 (no probe) or at least 2, got {self.probe_scenes}")
+
+    def training_data(self) -> Dataset:
+        """The training columns of ``dataset_name``, mixed with ``real_dataset_name`` at ``real_ratio``."""
+        sources = [load_source(name) for name in (self.dataset_name, self.real_dataset_name) if name]
+        if self.skip_bad_rows:
+            for k, (name, source) in enumerate(zip((self.dataset_name, self.real_dataset_name), sources)):
+                sources[k], dropped = drop_bad_rows(source)
+                logger.warning("skipping %d bad rows of %s (--skip_bad_rows)", dropped, name)
+        return mix_sources(sources[0], sources[1] if len(sources) > 1 else None, self.real_ratio)

@@ -42,29 +42,38 @@ def show(args: argparse.Namespace) -> None:
 
 
 def probe(args: argparse.Namespace) -> None:
-    """Object-level kNN and linear-probe accuracy of a backbone on rendered shapes-world scenes (JSON)."""
+    """kNN and linear-probe accuracy of a backbone on rendered shapes-world scenes (JSON): object level, or
+    image level (``--pooling mean|cls``) on one-object scenes."""
     import json
 
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, ViTMAEModel
 
     from .training import ObjectMapCollator, probe_backbone, shapes_probe_splits
+    from .training.mae import vit_encoder
+    from .training.probes import POOLINGS
     from .usage import names_a_folder
 
+    if args.pooling not in POOLINGS:
+        raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {args.pooling!r}")
     if args.scenes < 2:
         raise ValueError(f"--scenes must be at least 2 (half fit the probe, half test it), got {args.scenes}")
-    if args.image_size < 16:
+    if args.image_size is not None and args.image_size < 16:
         raise ValueError(f"--image-size must be at least 16 pixels, got {args.image_size}")
     if names_a_folder(args.backbone) and not Path(args.backbone).expanduser().is_dir():
         raise ValueError(f"backbone folder {args.backbone} does not exist")
-    splits, collator = shapes_probe_splits(args.scenes, seed=args.seed), ObjectMapCollator(args.image_size)
     model = AutoModel.from_pretrained(args.backbone)
-    backbone = getattr(model, "backbone", model)  # a whole contrastive model folder, or its backbone/
-    result = {"backbone": args.backbone, **probe_backbone(backbone, splits["train"], splits["test"], collator)}
+    # a whole contrastive model folder, or its backbone/; a whole MAE folder (whose encoder masks), or encoder/
+    backbone = vit_encoder(model) if isinstance(model, ViTMAEModel) else getattr(model, "backbone", model)
+    size = args.image_size or getattr(backbone.config, "image_size", 64)
+    objects = 3 if args.pooling == "object" else 1  # image-level features name the kind of a lone object
+    splits = shapes_probe_splits(args.scenes, seed=args.seed, max_objects=objects)
+    probe_with = {"collator": ObjectMapCollator(size), "pooling": args.pooling}
+    result = {"backbone": args.backbone, **probe_backbone(backbone, splits["train"], splits["test"], **probe_with)}
     if args.random_init:
         torch.manual_seed(args.seed)
         initial = AutoModel.from_config(backbone.config)
-        result["random_init"] = probe_backbone(initial, splits["train"], splits["test"], collator)
+        result["random_init"] = probe_backbone(initial, splits["train"], splits["test"], **probe_with)
     print(json.dumps(result))
 
 
@@ -92,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("probe", help="kNN and linear probes of a pretrained backbone on the shapes world")
     check.add_argument("backbone", help="a backbone folder or Hub id (or a whole contrastive model)")
     check.add_argument("--scenes", type=int, default=1000, help="rendered scenes, half to fit and half to test")
-    check.add_argument("--image-size", type=int, default=64)
+    check.add_argument("--image-size", type=int, help="default: the backbone's image size, else 64")
+    check.add_argument("--pooling", default="object", help="object (maps), or mean or cls of one-object scenes")
     check.add_argument("--seed", type=int, default=2)
     check.add_argument("--random-init", action="store_true", help="also probe the same architecture untrained")
     check.set_defaults(run=probe)

@@ -1,15 +1,13 @@
-"""Run ``trainers/train_contrastive.py`` with its arguments and SIGKILL the process right after it saves
-the checkpoint of step ``$KILL_AT_STEP``: a crash at a known point, for the resume tests."""
+"""Run a training script (the first argument) with the other arguments and SIGKILL the process right
+after its Trainer saves the checkpoint of step ``$KILL_AT_STEP``: a crash at a known point, for the
+resume tests."""
 
 import os
 import runpy
 import signal
 import sys
-from pathlib import Path
 
-from transformers import TrainerCallback
-
-import free_atm.training
+from transformers import Trainer, TrainerCallback
 
 KILL_AT = int(os.environ["KILL_AT_STEP"])
 
@@ -20,16 +18,15 @@ class KillAfterSave(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def with_kill(build):
-    def build_and_arm(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(KillAfterSave())
-        return trainer
+def armed(init):
+    def init_and_arm(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.add_callback(KillAfterSave())
 
-    return build_and_arm
+    return init_and_arm
 
 
-free_atm.training.contrastive_trainer = with_kill(free_atm.training.contrastive_trainer)
-script = Path(__file__).resolve().parent.parent / "trainers" / "train_contrastive.py"
-sys.argv = [str(script), *sys.argv[1:]]
-runpy.run_path(str(script), run_name="__main__")
+Trainer.__init__ = armed(Trainer.__init__)
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from training_runs import assert_killed_run_resumes_to_the_uninterrupted_result, run_two_processes
 from transformers import AutoModel, ResNetConfig
 
 from free_atm.training import (
@@ -99,13 +100,6 @@ def test_object_cropped_out_of_either_view_is_invalid_in_both():
     maps[:, 1, 0, 0] = 1.0  # one corner pixel: almost always cropped away
     out = views(torch.rand(16, 3, 32, 32), maps, torch.ones(16, 2, dtype=torch.bool))
     assert out.object_valid[:, 0].all() and not out.object_valid[:, 1].any()
-
-
-def run_two_processes(script: Path, *args: str) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_two_processes_gather_negatives_from_both(tmp_path):
@@ -338,42 +332,14 @@ def test_push_to_hub_uploads_model_backbone_and_card(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_killed_training_resumes_to_the_uninterrupted_result(method, tmp_path):
-    from safetensors.torch import load_file
-
     arguments = [
         *("--dataset_name", "shapes:16", "--image_size", "32", "--backbone_depths", "1", "1"),
         *("--backbone_widths", "8", "16", "--projection_dim", "8", "--hidden_dim", "16", "--max_steps", "6"),
         *("--per_device_train_batch_size", "4", "--use_cpu", "--report_to", "none", "--save_strategy", "steps"),
         *("--save_steps", "2", "--method", method, "--queue_size", "64", "--logging_steps", "1"),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = str(ROOT / "trainers" / "train_contrastive.py")
-
-    def run(program, out, **extra):
-        command = [sys.executable, program, *arguments, "--output_dir", str(out)]
-        return subprocess.run(command, env={**env, **extra}, capture_output=True, text=True, timeout=300)
-
-    whole = run(script, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    killed = run(str(ROOT / "tests" / "kill_at_step.py"), tmp_path / "crash", KILL_AT_STEP="4")
-    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, right after checkpoint-4 was written
-    assert not (tmp_path / "crash" / "model.safetensors").exists()
-    resumed = run(script, tmp_path / "crash")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    # it went on from step 4 (a run from scratch would log six losses and end with the same weights)
-    assert (resumed.stdout + resumed.stderr).count("'loss'") == 2, resumed.stdout[-3000:]
-
-    states = [
-        json.loads((tmp_path / r / "checkpoint-6" / "trainer_state.json").read_text()) for r in ("whole", "crash")
-    ]
-    assert states[0]["global_step"] == states[1]["global_step"] == 6
-    # the steps after the crash saw the same batches, views and state: the same losses and weights
-    losses = [[e["loss"] for e in s["log_history"] if "loss" in e] for s in states]
-    assert losses[1][-2:] == pytest.approx(losses[0][-2:], rel=1e-4)
-    weights = [load_file(tmp_path / r / "model.safetensors") for r in ("whole", "crash")]
-    assert weights[0].keys() == weights[1].keys()
-    for name in weights[0]:
-        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-4, atol=1e-5, msg=name)
+    script = ROOT / "trainers" / "train_contrastive.py"
+    weights = assert_killed_run_resumes_to_the_uninterrupted_result(script, arguments, tmp_path)
     if method == "moco":
-        # the queue's fill and contents (compared above) came through the crash
-        assert int(weights[1]["queue_ptr"]) == int(weights[0]["queue_ptr"]) > 0
+        # the queue's fill and contents (compared with the other weights) came through the crash
+        assert int(weights["crash"]["queue_ptr"]) == int(weights["whole"]["queue_ptr"]) > 0

@@ -139,7 +139,9 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
         "free_atm/shapes/default_model/unet/diffusion_pytorch_model.safetensors",
         "free_atm/shapes/default_model/model_index.json",
         "free_atm/shapes/judge.safetensors",
-        "free_atm/hub_cards/model_card.md.j2",
+        "free_atm/hub_cards/contrastive_model_card.md.j2",
+        "free_atm/hub_cards/mae_model_card.md.j2",
+        "free_atm/training/mae/masking.py",
         "free_atm/custom_pipelines/free_atm/pipeline.py",
     ):
         assert path in names, path

@@ -14,23 +14,20 @@ run again, with the optimiser, scheduler, RNG and MoCo's key encoder and queue a
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
-from accelerate import PartialState
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from free_atm.data.card import card_template
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
-from free_atm.training.run_settings import check_run_settings, record_run_settings
+from free_atm.training.run_settings import resume_point
 from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
     args, training_args = HfArgumentParser((ContrastiveArguments, TrainingArguments)).parse_args_into_dataclasses()
     trainer = contrastive_trainer(args, training_args)  # checks the data before anything is written
-    resume = resume_point(args, training_args)
+    resume = resume_point(training_args.output_dir, asdict(args), training_args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     if trainer.is_world_process_zero():
@@ -42,18 +39,6 @@ def main() -> None:
         write_model_card(args, training_args, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm contrastive pretraining")
-
-
-def resume_point(args: ContrastiveArguments, training_args: TrainingArguments) -> str | None:
-    """The checkpoint to go on from: ``--resume_from_checkpoint``, else the last one in ``output_dir``
-    (a killed run resumes by rerunning its command). A folder holding a run with other settings is
-    refused; the settings are recorded for the next rerun."""
-    out = Path(training_args.output_dir)
-    check_run_settings(out, asdict(args))
-    checkpoint = training_args.resume_from_checkpoint or (get_last_checkpoint(str(out)) if out.is_dir() else None)
-    if PartialState().is_main_process:
-        record_run_settings(out, asdict(args))
-    return checkpoint
 
 
 def write_model_card(args: ContrastiveArguments, training_args: TrainingArguments, metrics: dict) -> None:
@@ -73,7 +58,7 @@ def write_model_card(args: ContrastiveArguments, training_args: TrainingArgument
             tags=["free-atm", "self-supervised", "contrastive", args.method],
             pipeline_tag="image-feature-extraction",
         ),
-        template_str=card_template("model_card.md.j2"),
+        template_str=card_template("contrastive_model_card.md.j2"),
         model_name=training_args.hub_model_id or training_args.output_dir.rstrip("/").split("/")[-1],
         method=args.method,
         level=args.level,

@@ -7,7 +7,7 @@ and :mod:`.mae` (attention-guided masked autoencoding).
 """
 
 from .arguments import DataArguments
-from .callbacks import ProbeCallback
+from .callbacks import Probe, ProbeCallback
 from .collate import ObjectMapCollator
 from .contrastive import (
     ContrastiveArguments,
@@ -35,6 +35,7 @@ __all__ = [
     "MaskConsistentViews",
     "ObjectMapCollator",
     "OneView",
+    "Probe",
     "ProbeCallback",
     "TwoViews",
     "attentive_pool",

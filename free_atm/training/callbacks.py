@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 
+from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
@@ -12,33 +14,39 @@ from .collate import ObjectMapCollator
 from .probes import probe_backbone
 
 
+@dataclass
+class Probe:
+    """One probe: fitted on ``train``, scored on ``test`` (rows with ``image``, ``attention_maps`` and
+    per-object ``labels``), features pooled by ``pooling``, results named with ``prefix``."""
+
+    train: Dataset
+    test: Dataset
+    pooling: str = "object"
+    prefix: str = ""
+
+
 class ProbeCallback(TrainerCallback):
-    """kNN and linear-probe accuracy of the backbone on a labelled dataset, at every evaluation and at the
-    end of training, on the main process only; each result goes into the log history, its keys prefixed
-    with ``prefix``. ``backbone`` takes the trained model to the module to probe (``model.backbone`` by
-    default); ``pooling`` is one of :data:`free_atm.training.probes.POOLINGS`."""
+    """kNN and linear-probe accuracy of the backbone for each of ``probes``, at every evaluation and at
+    the end of training, on the main process only; each round's results go into the log history as one
+    entry. ``backbone`` takes the trained model to the module to probe (``model.backbone`` by default)."""
 
     def __init__(
         self,
-        train_dataset,
-        test_dataset,
+        probes: Sequence[Probe],
         collator: ObjectMapCollator,
         k: int = 20,
-        pooling: str = "object",
-        prefix: str = "",
         backbone: Callable[[nn.Module], nn.Module] = attrgetter("backbone"),
     ):
-        self.train_dataset, self.test_dataset, self.collator, self.k = train_dataset, test_dataset, collator, k
-        self.pooling, self.prefix, self.backbone = pooling, prefix, backbone
+        self.probes, self.collator, self.k, self.backbone = list(probes), collator, k, backbone
         self.history: list[dict] = []
 
     def _run(self, state, model):
         if not state.is_world_process_zero:  # every process holds the same weights
             return
-        probed = probe_backbone(
-            self.backbone(model), self.train_dataset, self.test_dataset, self.collator, self.k, self.pooling
-        )
-        result = {"step": state.global_step, **{self.prefix + name: value for name, value in probed.items()}}
+        backbone, result = self.backbone(model), {"step": state.global_step}
+        for probe in self.probes:
+            probed = probe_backbone(backbone, probe.train, probe.test, self.collator, self.k, probe.pooling)
+            result.update({probe.prefix + name: value for name, value in probed.items()})
         model.train()
         self.history.append(result)
         state.log_history.append(result)

@@ -36,3 +36,18 @@ def record_run_settings(output_dir: str | Path, settings: dict) -> None:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_SETTINGS).write_text(json.dumps(settings, indent=2))
+
+
+def resume_point(output_dir: str | Path, settings: dict, resume_from_checkpoint: str | None = None) -> str | None:
+    """The checkpoint a training script goes on from: ``resume_from_checkpoint``, else the last one in
+    ``output_dir`` (a killed run resumes by rerunning its command). A folder holding a run with other
+    settings is refused; the settings are recorded, by the main process, for the next rerun."""
+    from accelerate import PartialState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(output_dir)
+    check_run_settings(out, settings)
+    checkpoint = resume_from_checkpoint or (get_last_checkpoint(str(out)) if out.is_dir() else None)
+    if PartialState().is_main_process:
+        record_run_settings(out, settings)
+    return checkpoint

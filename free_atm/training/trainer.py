@@ -1,7 +1,12 @@
 """``FreeATMTrainer``: what every free-atm ``transformers.Trainer`` subclass shares.
 
-Pitfall: reading a loss component with ``.item()`` every step synchronises the device with the host and
-stalls the pipeline of kernels; the sub-metrics are summed on the device and read once per log.
+Pitfalls: reading a loss component with ``.item()`` every step synchronises the device with the host
+and stalls the pipeline of kernels, so the sub-metrics are summed on the device and read once per log.
+And transformers' ``Trainer`` resumes a checkpoint with ``load_state_dict(strict=False)`` under the names
+the weights were saved with, while models that rename their modules in memory (ViTMAE's layers since
+transformers 5: ``q_proj`` for ``attention.query``) save the old names: the renamed layers silently keep
+their initial weights. Resuming here goes through ``from_pretrained``, which maps the names, and fails
+loudly on any weight it cannot place.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
 
 
 class FreeATMTrainer(Trainer):
@@ -33,6 +38,13 @@ class FreeATMTrainer(Trainer):
             logs.update({k: round(float(v) / self._count, 4) for k, v in self._sums.items()})
             self._sums, self._count = {}, 0
         super().log(logs, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model or self.model
+        if not isinstance(model, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(model).from_pretrained(resume_from_checkpoint, config=model.config)
+        model.load_state_dict(saved.state_dict(), strict=True)
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Keeps a card already in ``output_dir`` (the one the training script writes from ``hub_cards/``,

@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def maps_at_image_size(pixel_values: torch.Tensor, object_maps: torch.Tensor) -> torch.Tensor:
+    """``object_maps (B, M, h, w)`` resized bilinearly to the images' ``(H, W)``, in float32."""
+    return F.interpolate(object_maps.float(), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+
+
 @dataclass
 class TwoViews:
     """Per view: ``pixel_values (B, 3, H, W)`` and ``object_maps (B, M, H, W)``; ``object_valid (B, M)``."""
@@ -69,20 +74,16 @@ class MaskConsistentViews(nn.Module):
         moved = self.geometric(torch.cat([pixels, maps.to(pixels.dtype)], dim=1))
         return self.photometric(moved[:, :3]), moved[:, 3:]
 
-    @staticmethod
-    def _resized(pixel_values: torch.Tensor, object_maps: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(object_maps.float(), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
-
     @torch.no_grad()
     def single(self, pixel_values: torch.Tensor, object_maps: torch.Tensor, object_valid: torch.Tensor) -> OneView:
         """One view of each image, its maps moved with it (inputs as for :meth:`forward`)."""
-        image, maps = self.view(pixel_values, self._resized(pixel_values, object_maps))
+        image, maps = self.view(pixel_values, maps_at_image_size(pixel_values, object_maps))
         return OneView(image, maps, object_valid.bool() & (maps.sum((-2, -1)) > 0))
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor, object_maps: torch.Tensor, object_valid: torch.Tensor) -> TwoViews:
         """``pixel_values`` in [0, 1]; ``object_maps (B, M, h, w)`` soft maps in [0, 1] (resized to the image)."""
-        maps = self._resized(pixel_values, object_maps)
+        maps = maps_at_image_size(pixel_values, object_maps)
         mass = maps.sum((-2, -1))
         (image_1, maps_1), (image_2, maps_2) = self.view(pixel_values, maps), self.view(pixel_values, maps)
         kept = torch.minimum(maps_1.sum((-2, -1)), maps_2.sum((-2, -1))) / mass.clamp_min(1e-6)

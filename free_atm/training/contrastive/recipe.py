@@ -9,7 +9,7 @@ import torch
 from transformers import ResNetConfig, TrainingArguments
 
 from ..arguments import DataArguments
-from ..callbacks import ProbeCallback
+from ..callbacks import Probe, ProbeCallback
 from ..collate import ObjectMapCollator
 from ..probes import shapes_probe_splits
 from ..views import MaskConsistentViews
@@ -68,7 +68,7 @@ def contrastive_trainer(args: ContrastiveArguments, training_args: TrainingArgum
     callbacks = []
     if args.probe_scenes:
         probe = shapes_probe_splits(args.probe_scenes)
-        callbacks.append(ProbeCallback(probe["train"], probe["test"], collator))
+        callbacks.append(ProbeCallback([Probe(probe["train"], probe["test"])], collator))
     return ContrastiveTrainer(
         model=model,
         args=training_args,

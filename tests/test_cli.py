@@ -131,6 +131,7 @@ def test_every_library_package_is_packaged():
         (["probe", "./no-backbone"], "backbone folder ./no-backbone does not exist"),
         (["probe", "{tmp}", "--scenes", "1"], "--scenes must be at least 2 (half fit the probe, half test it), got 1"),
         (["probe", "{tmp}", "--image-size", "0"], "--image-size must be at least 16 pixels, got 0"),
+        (["probe", "{tmp}", "--pooling", "max"], "--pooling must be one of object, mean, cls, got 'max'"),
     ],
 )
 def test_show_and_probe_reject_bad_input(arguments, message, tmp_path, capsys, monkeypatch):
@@ -199,6 +200,28 @@ def test_shapes_trainer_rejects_bad_settings(values, message):
             "train_contrastive.py",
             ["--dataset_name", "shapes:many", "--output_dir", "{tmp}/run"],
             "train_contrastive.py: error: 'shapes:many': shapes:N needs a positive number of scenes, got 'many'",
+        ),
+        (
+            "train_mae.py",
+            ["--dataset_name", "{tmp}/plain", "--output_dir", "{tmp}/run"],
+            "train_mae.py: error: dataset {tmp}/plain lacks the free-atm columns ['objects', 'attention_maps']",
+        ),
+        *(
+            (
+                "train_mae.py",
+                ["--dataset_name", "shapes:4", "--output_dir", "{tmp}/run", *bad],
+                f"train_mae.py: error: {message}",
+            )
+            for bad, message in (
+                (["--mask_ratio", "1.5"], "--mask_ratio must lie in (0, 1), got 1.5"),
+                (["--guided_ratio_max", "2"], "--guided_ratio_max must lie in [0, 1], got 2.0"),
+                (["--guided_schedule", "cosine"], "--guided_schedule must be one of linear, constant, got 'cosine'"),
+                (["--image_size", "30"], "--image_size 30 is not a multiple of --patch_size 8"),
+                (["--config_overrides", "hiden_size=3"], "--config_overrides 'hiden_size=3': key hiden_size isn't in"),
+                (["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
+                (["--probe_scenes", "1"], "--probe_scenes must be 0 (no probe) or at least 2, got 1"),
+                (["--train_val_split", "1"], "--train_val_split must lie in [0, 1), got 1.0"),
+            )
         ),
         (
             "train_shapes_diffusion.py",

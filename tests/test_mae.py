@@ -221,3 +221,14 @@ def test_a_few_hundred_steps_lower_the_random_masking_loss(tmp_path):
 def test_killed_mae_training_resumes_to_the_uninterrupted_result(tmp_path):
     arguments = [*TINY_RUN, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2"]
     assert_killed_run_resumes_to_the_uninterrupted_result(ROOT / "trainers" / "train_mae.py", arguments, tmp_path)
+
+
+def test_model_name_or_path_starts_from_a_checkpoint_with_this_runs_masking(tmp_path):
+    from free_atm.training.mae import MAEModelArguments
+
+    tiny_mae().save_pretrained(tmp_path)
+    model = MAEModelArguments(model_name_or_path=str(tmp_path), mask_ratio=0.5, norm_pix_loss=False).model(32)
+    assert model.config.mask_ratio == 0.5 and not model.config.norm_pix_loss
+    torch.testing.assert_close(model.vit.embeddings.cls_token, tiny_mae().vit.embeddings.cls_token)
+    with pytest.raises(ValueError, match="takes 32-pixel images, not --image_size 64"):
+        MAEModelArguments(model_name_or_path=str(tmp_path)).model(64)

@@ -34,7 +34,13 @@ class MAEModelArguments:
     )
     patch_size: int = field(default=8, metadata={"help": "patch size of a new ViT"})
     mask_ratio: float = field(default=0.75, metadata={"help": "share of the patches masked"})
-    norm_pix_loss: bool = field(default=True, metadata={"help": "targets: each patch normalised by its mean and std"})
+    norm_pix_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "targets: each patch normalised by its mean and std (MAE's default); on flat-coloured images "
+            "such as the shapes world it blows a flat patch's resampling noise up to unit variance: turn it off"
+        },
+    )
     guided_ratio_max: float = field(
         default=0.8, metadata={"help": "beta's ceiling: share of masked patches chosen by attention (0: random MAE)"}
     )

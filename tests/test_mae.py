@@ -4,6 +4,7 @@ encoder, the training script on one and two processes, and training that lowers 
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -232,3 +233,20 @@ def test_model_name_or_path_starts_from_a_checkpoint_with_this_runs_masking(tmp_
     torch.testing.assert_close(model.vit.embeddings.cls_token, tiny_mae().vit.embeddings.cls_token)
     with pytest.raises(ValueError, match="takes 32-pixel images, not --image_size 64"):
         MAEModelArguments(model_name_or_path=str(tmp_path)).model(64)
+
+
+def test_push_to_hub_uploads_model_encoder_reconstructions_and_card(tmp_path, monkeypatch):
+    from hub_fake import fake_hub
+
+    monkeypatch.syspath_prepend(str(ROOT / "trainers"))
+    from train_mae import main
+
+    hub_args = ["--push_to_hub", "--hub_model_id", "me/mae-guided", "--save_strategy", "no"]
+    argv = ["train_mae.py", *TINY_RUN, "--max_steps", "2", "--output_dir", str(tmp_path), *hub_args]
+    monkeypatch.setattr(sys, "argv", argv)
+    with fake_hub(monkeypatch) as hub:
+        main()
+    assert {"name": "mae-guided", "organization": "me"}.items() <= hub.created[0].items()
+    expected = {"README.md", "config.json", "model.safetensors", "reconstruction.png", "encoder/config.json"}
+    assert expected | {"encoder/model.safetensors", "encoder/preprocessor_config.json"} <= set(hub.uploaded)
+    assert 'subfolder="encoder"' in hub.uploaded["README.md"].decode()

@@ -37,8 +37,8 @@ class MAEModelArguments:
     norm_pix_loss: bool = field(
         default=True,
         metadata={
-            "help": "targets: each patch normalised by its mean and std (MAE's default); on flat-coloured images "
-            "such as the shapes world it blows a flat patch's resampling noise up to unit variance: turn it off"
+            "help": "targets: each patch normalised by its mean and std (MAE's default); on the flat-coloured shapes "
+            "world a small ViT did not lower this loss in 600 steps where pixel targets did: turn it off there"
         },
     )
     guided_ratio_max: float = field(

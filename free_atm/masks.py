@@ -74,6 +74,17 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+def batched_mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """:func:`mask_boxes` for a batch ``(..., H, W)`` on its device, without a loop or a host sync:
+    boxes ``(..., 4)`` in float32, a NaN row for an empty mask."""
+    height, width = masks.shape[-2:]
+    columns, rows = masks.any(-2), masks.any(-1)  # (..., W), (..., H)
+    x0, y0 = columns.int().argmax(-1), rows.int().argmax(-1)
+    x1, y1 = width - columns.flip(-1).int().argmax(-1), height - rows.flip(-1).int().argmax(-1)
+    boxes = torch.stack([x0, y0, x1, y1], -1).float()
+    return boxes.masked_fill(~columns.any(-1, keepdim=True), float("nan"))
+
+
 def maps_to_masks(
     maps: torch.Tensor,
     image_size: tuple[int, int],

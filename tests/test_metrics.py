@@ -43,3 +43,26 @@ def test_functions_and_errors():
         mask_iou(np.zeros((3, 3), bool), np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="unknown metric 'dice'"):
         metric_path("dice")
+
+
+def test_retrieval_recall_module_against_hand_ranks():
+    from free_atm.metrics import retrieval_recalls
+
+    # 3 images, 4 texts: texts 0 and 1 describe image 0, text 2 image 1, text 3 image 2
+    scores = np.array(
+        [
+            [0.1, 0.9, 0.5, 0.0],  # image 0: best text is 1 (its own) -> rank 0
+            [0.8, 0.2, 0.3, 0.1],  # image 1: its text 2 ranks 1 (after text 0)
+            [0.7, 0.6, 0.5, 0.4],  # image 2: its text 3 ranks 3 (last)
+        ]
+    )
+    references = [[0, 1], [2], [3]]
+    result = evaluate.load(metric_path("retrieval_recall")).compute(predictions=list(scores), references=references)
+    # text to image, by column: text 0 -> image 1 first, its image 0 ranks 2; text 1 -> image 0 first;
+    # text 2 -> images 0 and 2 tie at 0.5 above image 1 (0.3): rank 2; text 3 -> image 2 first
+    assert result["txt_r1"] == pytest.approx(100 / 3) and result["txt_r5"] == pytest.approx(100.0)
+    assert result["img_r1"] == pytest.approx(50.0) and result["img_r5"] == pytest.approx(100.0)
+    assert result["r_mean"] == pytest.approx((100 / 3 + 100 + 100 + 50 + 100 + 100) / 6)
+    assert retrieval_recalls(scores[:, [1, 2, 3]], [0, 1, 2], ks=(1, 2))["txt_r2"] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="text 3 describes no image"):
+        evaluate.load(metric_path("retrieval_recall")).compute(predictions=list(scores), references=[[0, 1], [2], []])

@@ -3,8 +3,9 @@
 from importlib import resources
 
 from .iou import box_iou, mask_iou, object_scores
+from .retrieval import retrieval_recalls
 
-METRICS = ("mask_iou",)
+METRICS = ("mask_iou", "retrieval_recall")
 
 
 def metric_path(name: str) -> str:
@@ -14,4 +15,4 @@ def metric_path(name: str) -> str:
     return str(resources.files("free_atm.metrics") / name)
 
 
-__all__ = ["METRICS", "box_iou", "mask_iou", "metric_path", "object_scores"]
+__all__ = ["METRICS", "box_iou", "mask_iou", "metric_path", "object_scores", "retrieval_recalls"]

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import time
 from dataclasses import asdict
 
 import torch
+from step_timing import device_name, interleaved_times
 from transformers import ResNetConfig
 
 from free_atm.training import InstanceContrastiveConfig, InstanceContrastiveModel, MaskConsistentViews
@@ -43,28 +41,17 @@ def main() -> None:
         model = InstanceContrastiveModel(InstanceContrastiveConfig(ResNetConfig(), level=level)).to(device).train()
         models[level] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
 
-    def step(level: str) -> float:
+    def step(level: str) -> None:
         model, optimizer = models[level]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         loss = model(**asdict(views(pixels, maps, valid))).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    for level in models:
-        step(level)  # warm-up
-    times = {level: [] for level in models}
-    for repeat in range(args.repeats):
-        for level in ("instance", "image") if repeat % 2 == 0 else ("image", "instance"):
-            times[level].append(step(level))
-    median = {k: statistics.median(v) for k, v in times.items()}
+    arms = {level: lambda level=level: step(level) for level in ("instance", "image")}
+    times, median = interleaved_times(arms, device, args.repeats)
     result = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "device": device_name(device),
         "backbone": "ResNet-50 (ResNetConfig defaults), random init",
         "batch_size": args.batch_size,
         "image_size": args.image_size,

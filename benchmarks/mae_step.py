@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import time
 
 import torch
+from step_timing import device_name, interleaved_times, timed
 from transformers import ViTMAEForPreTraining
 
 from free_atm.training import MaskConsistentViews
@@ -47,10 +46,7 @@ def main() -> None:
     valid = torch.ones(args.batch_size, args.objects, dtype=torch.bool, device=device)
     config = model.config
 
-    def step(guided: bool) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    def step(guided: bool) -> None:
         view = views.single(pixels, maps, valid)
         noise = None
         if guided:
@@ -60,35 +56,22 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    def masking() -> float:
+    def masking() -> None:
         """The guided arm's extra work alone: patch scores and noise."""
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         guided_noise(patch_scores(maps, valid, config.patch_size), config.mask_ratio, 0.8)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    for guided in (True, False):
-        step(guided)  # warm-up
-    times = {"guided": [], "random": []}
-    for repeat in range(args.repeats):
-        for guided in (True, False) if repeat % 2 == 0 else (False, True):
-            times["guided" if guided else "random"].append(step(guided))
-    median = {k: statistics.median(v) for k, v in times.items()}
+    times, median = interleaved_times(
+        {"guided": lambda: step(True), "random": lambda: step(False)}, device, args.repeats
+    )
     result = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "device": device_name(device),
         "model": f"ViTMAE {config.num_hidden_layers} x {config.hidden_size}, patch {config.patch_size}, random init",
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "objects_per_image": args.objects,
         "median_step_s": median,
-        "median_masking_s": statistics.median(masking() for _ in range(args.repeats)),
+        "median_masking_s": statistics.median(timed(masking, device) for _ in range(args.repeats)),
         "times_s": times,
         "guided_step_ratio": median["guided"] / median["random"],
     }

@@ -1,6 +1,16 @@
 """Vision-language pretraining with position prompts (Free-ATM section 3.3.3): each object's caption
 prompt says in which block of the image its free mask lies."""
 
+from .model import BlipForPretraining, BlipPretrainingOutput, captioning_export, retrieval_export
 from .prompts import PROMPT_MODES, object_blocks, position_prompt, prompted_caption
 
-__all__ = ["PROMPT_MODES", "object_blocks", "position_prompt", "prompted_caption"]
+__all__ = [
+    "PROMPT_MODES",
+    "BlipForPretraining",
+    "BlipPretrainingOutput",
+    "captioning_export",
+    "object_blocks",
+    "position_prompt",
+    "prompted_caption",
+    "retrieval_export",
+]

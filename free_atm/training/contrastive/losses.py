@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-
-def world_size_and_rank() -> tuple[int, int]:
-    """The default process group's size and this process's rank; ``(1, 0)`` outside distributed runs."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """All processes' ``tensor`` concatenated along dim 0, gradients flowing back to each process's part."""
-    if world_size_and_rank()[0] == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
+from ..distributed import gather_with_grad, world_size_and_rank
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, valid: torch.Tensor, temperature: float) -> tuple[torch.Tensor, dict]:

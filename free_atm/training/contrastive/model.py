@@ -12,8 +12,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig
 from transformers.utils import ModelOutput
 
+from ..distributed import gather_with_grad, world_size_and_rank
 from ..pooling import attentive_pool
-from .losses import gather_with_grad, moco_infonce, nt_xent, world_size_and_rank
+from .losses import moco_infonce, nt_xent
 
 LEVELS = ("instance", "image")
 METHODS = ("simclr", "moco")

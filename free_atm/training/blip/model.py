@@ -1,0 +1,173 @@
+"""``BlipForPretraining``: BLIP's three pretraining losses on transformers' own BLIP parts.
+
+No transformers class trains image-text contrast (ITC), image-text matching (ITM) and language modelling
+(LM) together. This model holds the parts under the attribute names of ``BlipForImageTextRetrieval``
+(``vision_model``, ``text_encoder``, ``vision_proj``, ``text_proj``, ``itm_head``) and of
+``BlipForConditionalGeneration`` (``text_decoder``), so that both load its weights. As in the original
+BLIP, the decoder shares every weight with the encoder but its causal self-attention (embeddings,
+cross-attention and feed-forward of every layer); the sharing is declared parameter by parameter in
+``_tied_weights_keys``, which ``save_pretrained`` writes once and ``from_pretrained`` ties again.
+
+Differences from the original, for the exports' sake: ITM reads the caption's own first token (as
+``BlipForImageTextRetrieval`` does) where BLIP swaps in an ``[ENC]`` token; ITC has no momentum encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval
+from transformers.models.blip.modeling_blip import BlipPreTrainedModel, BlipVisionModel
+from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel, BlipTextModel
+from transformers.utils import ModelOutput
+
+from ..distributed import gather, gather_with_grad, world_size_and_rank
+
+#: the decoder's modules that are the encoder's, per layer (all but the causal self-attention)
+SHARED_PER_LAYER = ("crossattention", "intermediate", "output")
+
+
+@dataclass
+class BlipPretrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    loss_itc: torch.Tensor | None = None
+    loss_itm: torch.Tensor | None = None
+    loss_lm: torch.Tensor | None = None
+    itm_accuracy: torch.Tensor | None = None
+
+
+def _resolve(tied: dict[str, str]) -> dict[str, str]:
+    """Each tied weight pointing at the one that is stored, not at another tied one."""
+    resolved = {}
+    for target, source in tied.items():
+        while source in tied:
+            source = tied[source]
+        resolved[target] = source
+    return resolved
+
+
+def itc_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over the global batch: each of this process's images against every process's
+    texts and back; the positive of image i is text i. Features are L2-normalised, logits in float32."""
+    images, texts = gather_with_grad(image_features.float()), gather_with_grad(text_features.float())
+    offset = world_size_and_rank()[1] * len(image_features)
+    targets = torch.arange(len(image_features), device=image_features.device) + offset
+    image_to_text = image_features.float() @ texts.T / temperature
+    text_to_image = text_features.float() @ images.T / temperature
+    return (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets)) / 2
+
+
+def hard_negatives(similarity: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row of ``similarity (B, G)`` (this process's B items against the G of the global batch,
+    row i's own item at column ``offset + i``), one negative column drawn with probability
+    ``softmax(similarity)`` over the other columns (BLIP's hard negatives)."""
+    if similarity.shape[1] < 2:
+        raise ValueError("image-text matching needs at least 2 pairs in the global batch to draw negatives")
+    rows = torch.arange(len(similarity), device=similarity.device)
+    weights = F.softmax(similarity.float(), dim=1)
+    weights[rows, rows + world_size_and_rank()[1] * len(similarity)] = 0.0
+    return torch.multinomial(weights, 1, generator=generator)[:, 0]
+
+
+class BlipForPretraining(BlipPreTrainedModel):
+    """ITC + ITM + LM on images and captions; ``config.text_config.label_smoothing`` (0.1 in BLIP) smooths
+    the LM targets. ``forward(pixel_values, input_ids, attention_mask)`` returns the summed loss and each
+    part."""
+
+    config_class = BlipConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: BlipConfig):
+        super().__init__(config)
+        self.vision_model = BlipVisionModel(config.vision_config)
+        self.text_encoder = BlipTextModel(config.text_config, add_pooling_layer=False)
+        self.text_decoder = BlipTextLMHeadModel(config.text_config)
+        self.vision_proj = nn.Linear(config.vision_config.hidden_size, config.image_text_hidden_size)
+        self.text_proj = nn.Linear(config.text_config.hidden_size, config.image_text_hidden_size)
+        self.itm_head = nn.Linear(config.text_config.hidden_size, 2)
+        self.temp = nn.Parameter(torch.tensor(0.07))
+        shared = [("bert.embeddings", "embeddings")] + [
+            (f"bert.encoder.layer.{i}.{name}", f"encoder.layer.{i}.{name}")
+            for i in range(config.text_config.num_hidden_layers)
+            for name in SHARED_PER_LAYER
+        ]
+        tied = {f"text_decoder.{k}": f"text_decoder.{v}" for k, v in BlipTextLMHeadModel._tied_weights_keys.items()}
+        for decoder_name, encoder_name in shared:
+            module = self.text_encoder.get_submodule(encoder_name)
+            parent, _, leaf = decoder_name.rpartition(".")
+            setattr(self.text_decoder.get_submodule(parent), leaf, module)
+            for name, _ in module.named_parameters():
+                tied[f"text_decoder.{decoder_name}.{name}"] = f"text_encoder.{encoder_name}.{name}"
+        self._tied_weights_keys = _resolve(tied)
+        self.post_init()
+
+    def temperature(self) -> torch.Tensor:
+        """BLIP's learnable temperature, clamped to [0.001, 0.5]."""
+        return self.temp.clamp(0.001, 0.5)
+
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+    ) -> BlipPretrainingOutput:
+        image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        image_features = F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+        text_embeds = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        text_features = F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
+        temperature = self.temperature()
+        loss_itc = itc_loss(image_features, text_features, temperature)
+
+        # ITM: the true pairs, and for each image a hard negative caption and for each caption a hard
+        # negative image, drawn from the global batch by ITC similarity
+        all_images, all_ids, all_masks = gather_with_grad(image_embeds), gather(input_ids), gather(attention_mask)
+        with torch.no_grad():
+            all_text_features, all_image_features = gather(text_features.float()), gather(image_features.float())
+            negative_text = hard_negatives(image_features.float() @ all_text_features.T)
+            negative_image = hard_negatives(text_features.float() @ all_image_features.T)
+        batch = len(pixel_values)
+        matched = self.text_encoder(
+            input_ids=torch.cat([input_ids, all_ids[negative_text], input_ids]),
+            attention_mask=torch.cat([attention_mask, all_masks[negative_text], attention_mask]),
+            encoder_hidden_states=torch.cat([image_embeds, image_embeds, all_images[negative_image]]),
+            encoder_attention_mask=image_atts.repeat(3, 1),
+        ).last_hidden_state[:, 0]
+        logits = self.itm_head(matched).float()
+        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
+        loss_itm = F.cross_entropy(logits, labels)
+
+        # LM: the caption from the decoder's start token, next-token prediction, padding ignored
+        decoder_ids = input_ids.clone()
+        decoder_ids[:, 0] = self.config.text_config.bos_token_id
+        targets = decoder_ids.masked_fill(attention_mask == 0, -100)
+        targets[:, 0] = -100
+        loss_lm = self.text_decoder(
+            input_ids=decoder_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_atts,
+            labels=targets,
+            reduction="mean",
+        ).loss
+        return BlipPretrainingOutput(
+            loss=loss_itc + loss_itm + loss_lm,
+            loss_itc=loss_itc.detach(),
+            loss_itm=loss_itm.detach(),
+            loss_lm=loss_lm.detach(),
+            itm_accuracy=(logits.argmax(-1) == labels).float().mean().detach(),
+        )
+
+
+def retrieval_export(model: BlipForPretraining) -> BlipForImageTextRetrieval:
+    """The ITC and ITM parts as transformers' ``BlipForImageTextRetrieval`` (the same weights, copied)."""
+    export = BlipForImageTextRetrieval(model.config).to(model.device)
+    export.load_state_dict(model.state_dict(), strict=False)
+    return export.eval()
+
+
+def captioning_export(model: BlipForPretraining) -> BlipForConditionalGeneration:
+    """The vision encoder and the LM decoder as transformers' ``BlipForConditionalGeneration``."""
+    export = BlipForConditionalGeneration(model.config).to(model.device)
+    export.load_state_dict(model.state_dict(), strict=False)
+    return export.eval()

@@ -1,0 +1,140 @@
+"""BLIP pretraining model: each loss against an independent computation, tied weights through a save and a
+load, and exports that transformers' own BLIP classes run to the same outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval
+
+from free_atm.training.blip.model import (
+    BlipForPretraining,
+    captioning_export,
+    hard_negatives,
+    itc_loss,
+    retrieval_export,
+)
+
+
+def tiny_config() -> BlipConfig:
+    text = dict(
+        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=16, encoder_hidden_size=32, bos_token_id=1, pad_token_id=0, sep_token_id=2,
+        label_smoothing=0.1,
+    )  # fmt: skip
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32)
+    return BlipConfig(text_config=text, vision_config={**vision, "patch_size": 8}, image_text_hidden_size=16)
+
+
+def batch(size: int = 4):
+    torch.manual_seed(0)
+    ids = torch.randint(5, 40, (size, 7))
+    ids[:, 0] = 3  # [CLS]
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    ids[1, 5:] = 0
+    return torch.rand(size, 3, 32, 32), ids, mask
+
+
+def test_itc_is_symmetric_infonce_written_out():
+    torch.manual_seed(0)
+    images, texts = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
+    temperature = torch.tensor(0.1)
+    total = 0.0
+    for i in range(5):
+        row = torch.stack([images[i] @ texts[j] for j in range(5)]) / 0.1
+        column = torch.stack([texts[i] @ images[j] for j in range(5)]) / 0.1
+        total += (torch.logsumexp(row, 0) - row[i]) + (torch.logsumexp(column, 0) - column[i])
+    torch.testing.assert_close(itc_loss(images, texts, temperature), total / 10)
+
+
+def test_hard_negatives_never_draw_the_positive_and_follow_the_similarity():
+    similarity = torch.tensor([[5.0, 0.0, 1.0, 0.0]]).repeat(3, 1)
+    similarity[1, 1], similarity[2, 2] = 5.0, 5.0  # each row's own column is its most similar
+    draws = torch.stack([hard_negatives(similarity, torch.Generator().manual_seed(k)) for k in range(4000)])
+    assert not (draws == torch.arange(3)).any()
+    # row 0 draws from columns 1, 2, 3 with softmax weights 1 : e : 1
+    share = (draws[:, 0] == 2).float().mean().item()
+    expected = torch.e / (2 + torch.e)
+    assert abs(share - expected) < 0.03, (share, expected)
+
+
+def test_decoder_shares_all_but_self_attention_through_save_and_load(tmp_path):
+    model = BlipForPretraining(tiny_config())
+    encoder, decoder = model.text_encoder, model.text_decoder.bert
+    assert decoder.embeddings is encoder.embeddings
+    for encoder_layer, decoder_layer in zip(encoder.encoder.layer, decoder.encoder.layer):
+        assert decoder_layer.crossattention is encoder_layer.crossattention
+        assert (
+            decoder_layer.intermediate is encoder_layer.intermediate and decoder_layer.output is encoder_layer.output
+        )
+        assert decoder_layer.attention is not encoder_layer.attention
+    with torch.no_grad():
+        encoder.encoder.layer[1].output.dense.weight.add_(1.0)  # visible in the decoder too
+    model.save_pretrained(tmp_path)
+    loaded = BlipForPretraining.from_pretrained(tmp_path)
+    assert loaded.text_decoder.bert.embeddings is loaded.text_encoder.embeddings
+    assert loaded.text_decoder.bert.encoder.layer[1].output is loaded.text_encoder.encoder.layer[1].output
+    head = loaded.text_decoder.cls.predictions.decoder.weight
+    assert head is loaded.text_encoder.embeddings.word_embeddings.weight
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, msg=name)
+
+
+def test_exports_run_in_transformers_classes_to_the_same_itm_logits_and_lm_loss(tmp_path):
+    model = BlipForPretraining(tiny_config()).eval()
+    pixels, ids, mask = batch()
+    retrieval_export(model).save_pretrained(tmp_path / "retrieval")
+    captioning_export(model).save_pretrained(tmp_path / "captioning")
+    retrieval = BlipForImageTextRetrieval.from_pretrained(tmp_path / "retrieval").eval()
+    captioning = BlipForConditionalGeneration.from_pretrained(tmp_path / "captioning").eval()
+    with torch.no_grad():
+        # the ITM path of the pretraining model, by hand: image tokens into the text encoder's cross-attention
+        images = model.vision_model(pixel_values=pixels).last_hidden_state
+        fused = model.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=images)
+        expected = model.itm_head(fused.last_hidden_state[:, 0])
+        itm = retrieval(input_ids=ids, pixel_values=pixels, attention_mask=mask).itm_score
+        itc = retrieval(input_ids=ids, pixel_values=pixels, attention_mask=mask, use_itm_head=False).itm_score
+        outputs = model(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+        decoder_ids = ids.clone()
+        decoder_ids[:, 0] = 1
+        labels = decoder_ids.masked_fill(mask == 0, -100)
+        labels[:, 0] = -100
+        lm = captioning(pixel_values=pixels, input_ids=decoder_ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(itm, expected, rtol=1e-4, atol=1e-5)
+    image_features = F.normalize(model.vision_proj(images[:, 0]), dim=-1)
+    text_features = F.normalize(
+        model.text_proj(model.text_encoder(input_ids=ids, attention_mask=mask)[0][:, 0]), dim=-1
+    )
+    torch.testing.assert_close(itc, image_features @ text_features.T, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs.loss_lm, lm, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs.loss_itc, itc_loss(image_features, text_features, model.temperature()))
+    torch.testing.assert_close(outputs.loss, outputs.loss_itc + outputs.loss_itm + outputs.loss_lm)
+
+
+def test_itm_loss_is_the_cross_entropy_of_true_pairs_and_hard_negatives():
+    model = BlipForPretraining(tiny_config()).eval()
+    pixels, ids, mask = batch()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        outputs = model(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+        images = model.vision_model(pixel_values=pixels).last_hidden_state
+        text = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        image_features = F.normalize(model.vision_proj(images[:, 0]), dim=-1)
+        text_features = F.normalize(model.text_proj(text), dim=-1)
+        torch.manual_seed(7)  # the same draws of negatives, in the same order
+        negative_text = hard_negatives(image_features @ text_features.T)
+        negative_image = hard_negatives(text_features @ image_features.T)
+        pairs = [
+            (ids, mask, images),
+            (ids[negative_text], mask[negative_text], images),
+            (ids, mask, images[negative_image]),
+        ]
+        logits = torch.cat(
+            [
+                model.itm_head(model.text_encoder(input_ids=i, attention_mask=m, encoder_hidden_states=v)[0][:, 0])
+                for i, m, v in pairs
+            ]
+        )
+    labels = torch.tensor([1] * 4 + [0] * 8)
+    torch.testing.assert_close(outputs.loss_itm, F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5)

@@ -257,14 +257,16 @@ def test_training_scripts_report_bad_input_in_one_line(script, arguments, messag
     assert not (tmp_path / "run").exists()
 
 
-def test_contrastive_script_refuses_an_output_dir_of_another_run(tmp_path):
-    from transformers import TrainingArguments
+def test_training_scripts_refuse_an_output_dir_of_another_run(tmp_path):
+    from dataclasses import asdict
 
     from free_atm.training import ContrastiveArguments
+    from free_atm.training.run_settings import resume_point
 
-    script = _load_script("train_contrastive")
-    training_args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    assert script.resume_point(ContrastiveArguments("shapes:16"), training_args) is None  # a new run
-    assert script.resume_point(ContrastiveArguments("shapes:16"), training_args) is None  # same settings
+    def settings(*args, **kwargs) -> dict:
+        return asdict(ContrastiveArguments(*args, **kwargs))
+
+    assert resume_point(tmp_path, settings("shapes:16")) is None  # a new run
+    assert resume_point(tmp_path, settings("shapes:16")) is None  # same settings
     with pytest.raises(ValueError, match="holds a run with other settings \\(dataset_name, method differ\\)"):
-        script.resume_point(ContrastiveArguments("shapes:32", method="moco"), training_args)
+        resume_point(tmp_path, settings("shapes:32", method="moco"))

@@ -138,3 +138,26 @@ def test_itm_loss_is_the_cross_entropy_of_true_pairs_and_hard_negatives():
         )
     labels = torch.tensor([1] * 4 + [0] * 8)
     torch.testing.assert_close(outputs.loss_itm, F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5)
+
+
+def test_caption_tokenizer_has_blips_special_tokens_and_reloads(tmp_path):
+    from transformers import AutoTokenizer
+
+    from free_atm.training.blip import position_prompt
+    from free_atm.training.blip.tokenizer import train_caption_tokenizer
+
+    captions = ["a red circle on a gray background", "a blue star and a green cross on a white background"]
+    texts = [
+        *captions,
+        *(position_prompt(name, block) for name in ("red circle", "blue star") for block in range(1, 10)),
+    ]
+    tokenizer = train_caption_tokenizer(texts, vocab_size=200)
+    assert tokenizer.pad_token_id == 0 and tokenizer.bos_token == "[DEC]" and "[ENC]" in tokenizer.all_special_tokens
+    encoded = tokenizer("The blue star is in block 4.")
+    tokens = tokenizer.convert_ids_to_tokens(encoded.input_ids)
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and "[UNK]" not in tokens and "4" in tokens
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded("The blue star is in block 4.").input_ids == encoded.input_ids
+    assert reloaded.convert_tokens_to_ids("[DEC]") == tokenizer.bos_token_id
+    assert reloaded.decode(encoded.input_ids, skip_special_tokens=True) == "the blue star is in block 4."

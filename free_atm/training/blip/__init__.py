@@ -3,6 +3,7 @@ prompt says in which block of the image its free mask lies."""
 
 from .model import BlipForPretraining, BlipPretrainingOutput, captioning_export, retrieval_export
 from .prompts import PROMPT_MODES, object_blocks, position_prompt, prompted_caption
+from .tokenizer import train_caption_tokenizer
 
 __all__ = [
     "PROMPT_MODES",
@@ -13,4 +14,5 @@ __all__ = [
     "position_prompt",
     "prompted_caption",
     "retrieval_export",
+    "train_caption_tokenizer",
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datasets import Dataset
 
 from .rows import drop_bad_rows
-from .sources import load_source, mix_sources
+from .sources import COLUMNS, load_source, mix_sources
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ class DataArguments:
         if self.probe_scenes < 0 or self.probe_scenes == 1:
             raise ValueError(f"--probe_scenes must be 0 (no probe) or at least 2, got {self.probe_scenes}")
 
-    def training_data(self) -> Dataset:
-        """The training columns of ``dataset_name``, mixed with ``real_dataset_name`` at ``real_ratio``."""
-        sources = [load_source(name) for name in (self.dataset_name, self.real_dataset_name) if name]
+    def training_data(self, columns: Sequence[str] = COLUMNS) -> Dataset:
+        """The ``columns`` of ``dataset_name``, mixed with ``real_dataset_name`` at ``real_ratio``."""
+        sources = [load_source(name, columns) for name in (self.dataset_name, self.real_dataset_name) if name]
         if self.skip_bad_rows:
             for k, (name, source) in enumerate(zip((self.dataset_name, self.real_dataset_name), sources)):
                 sources[k], dropped = drop_bad_rows(source)
                 logger.warning("skipping %d bad rows of %s (--skip_bad_rows)", dropped, name)
-        return mix_sources(sources[0], sources[1] if len(sources) > 1 else None, self.real_ratio)
+        return mix_sources(sources[0], sources[1] if len(sources) > 1 else None, self.real_ratio, columns=columns)

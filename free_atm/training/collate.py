@@ -15,7 +15,9 @@ from .rows import decode_row
 class ObjectMapCollator:
     """Rows (``image``, ``attention_maps`` and optionally ``labels``) to ``pixel_values (B, 3, S, S)`` in
     [0, 1], ``object_maps (B, M, S, S)`` in [0, 1], ``object_valid (B, M)`` and ``object_labels (B, M)``
-    (-1 where absent). M is fixed so that batches gather across processes; extra objects are dropped."""
+    (-1 where absent). M is fixed so that batches gather across processes; extra objects are dropped.
+    Rows with a caption (``prompt``) also give ``captions`` and ``object_names`` (per row, M at most),
+    as lists of strings."""
 
     image_size: int = 64
     max_objects: int = 3
@@ -26,7 +28,7 @@ class ObjectMapCollator:
             picture = picture.resize((self.image_size, self.image_size), Image.BILINEAR)
         return np.asarray(picture, dtype=np.float32) / 255.0
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict]) -> dict:
         rows = [decode_row(row) for row in rows]  # a broken row is named (BadRowError), not a PIL traceback
         size, slots = self.image_size, self.max_objects
         pixels = np.stack([self._array(r["image"], "RGB").transpose(2, 0, 1) for r in rows])
@@ -40,9 +42,13 @@ class ObjectMapCollator:
             if "labels" in row:
                 row_labels = list(row["labels"])[:slots]
                 labels[i, : len(row_labels)] = row_labels
-        return {
+        batch = {
             "pixel_values": torch.from_numpy(pixels),
             "object_maps": torch.from_numpy(maps),
             "object_valid": torch.from_numpy(valid),
             "object_labels": torch.from_numpy(labels),
         }
+        if "prompt" in rows[0]:
+            batch["captions"] = [row["prompt"] for row in rows]
+            batch["object_names"] = [list(row["objects"])[:slots] for row in rows]
+        return batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset, interleave_datasets, load_dataset
@@ -11,13 +12,14 @@ from ..shapes import shapes_dataset
 from ..usage import names_a_folder
 from .rows import ROW, undecoded
 
-COLUMNS = ["image", "objects", "attention_maps"]
+#: what every framework trains on; vision-language pretraining adds the captions (``prompt``)
+COLUMNS = ("image", "objects", "attention_maps")
 
 
-def load_source(name: str) -> Dataset:
+def load_source(name: str, columns: Sequence[str] = COLUMNS) -> Dataset:
     """A dataset folder or Hub id (its train split), or ``shapes:N``: N rendered shapes-world scenes;
     images and maps left undecoded, with each row's number (:mod:`free_atm.training.rows`).
-    ``ValueError`` names a bad ``N``, a missing folder, or the free-atm columns a dataset lacks."""
+    ``ValueError`` names a bad ``N``, a missing folder, or the ``columns`` a dataset lacks."""
     if name.startswith("shapes:"):
         count = name.split(":", 1)[1]
         if not count.isdigit() or int(count) == 0:
@@ -27,18 +29,24 @@ def load_source(name: str) -> Dataset:
         raise ValueError(f"dataset folder {name!r} does not exist")
     dataset = load_dataset(name, split="train")
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
-    check_columns(dataset.features, COLUMNS, name, hint)
+    check_columns(dataset.features, list(columns), name, hint)
     return undecoded(dataset, name)
 
 
-def mix_sources(primary: Dataset, secondary: Dataset | None = None, ratio: float = 0.0, seed: int = 0) -> Dataset:
-    """The training columns of ``primary``, with a share ``ratio`` of samples drawn from ``secondary``."""
+def mix_sources(
+    primary: Dataset,
+    secondary: Dataset | None = None,
+    ratio: float = 0.0,
+    seed: int = 0,
+    columns: Sequence[str] = COLUMNS,
+) -> Dataset:
+    """The ``columns`` of ``primary``, with a share ``ratio`` of samples drawn from ``secondary``."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"the mix ratio must lie in [0, 1), got {ratio}")
-    data = primary.select_columns([*COLUMNS, ROW])
+    data = primary.select_columns([*columns, ROW])
     if secondary is None or ratio == 0.0:
         return data
-    other = secondary.select_columns([*COLUMNS, ROW]).cast(data.features)
+    other = secondary.select_columns([*columns, ROW]).cast(data.features)
     return interleave_datasets(
         [data, other], probabilities=[1 - ratio, ratio], seed=seed, stopping_strategy="all_exhausted"
     )

@@ -159,6 +159,37 @@ class BlipForPretraining(BlipPreTrainedModel):
         )
 
 
+def blip_config(
+    tokenizer,
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 192,
+    num_layers: int = 4,
+    num_heads: int = 3,
+    image_text_hidden_size: int = 128,
+) -> BlipConfig:
+    """A small BLIP for training from scratch: vision and text transformers of ``num_layers`` layers of
+    width ``hidden_size``, the text vocabulary and special tokens of ``tokenizer`` (BLIP's ``[DEC]`` as
+    ``bos_token``), LM label smoothing 0.1, every weight drawn with std 0.02."""
+    common = dict(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads)
+    text = dict(
+        **common,
+        intermediate_size=4 * hidden_size,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=tokenizer.model_max_length,
+        encoder_hidden_size=hidden_size,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        label_smoothing=0.1,
+    )
+    # transformers' BlipVisionConfig initialises the class and position embeddings with std 1e-10 (its
+    # checkpoints are always loaded): from scratch every image's CLS token would be the same and ITC stuck
+    vision = dict(**common, intermediate_size=4 * hidden_size, image_size=image_size, patch_size=patch_size)
+    vision["initializer_range"] = 0.02
+    return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=image_text_hidden_size)
+
+
 def retrieval_export(model: BlipForPretraining) -> BlipForImageTextRetrieval:
     """The ITC and ITM parts as transformers' ``BlipForImageTextRetrieval`` (the same weights, copied)."""
     export = BlipForImageTextRetrieval(model.config).to(model.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from transformers import BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval
@@ -225,3 +226,111 @@ def test_a_new_model_tells_images_apart():
     with torch.no_grad():
         features = model.vision_proj(model.vision_model(pixel_values=torch.rand(4, 3, 32, 32)).last_hidden_state[:, 0])
     assert features.std(0).mean() > 1e-3
+
+
+TINY_RUN = (
+    *("--dataset_name", "shapes:24", "--image_size", "32", "--hidden_size", "32", "--num_layers", "1"),
+    *("--num_heads", "2", "--vocab_size", "100", "--per_device_train_batch_size", "4", "--use_cpu"),
+    *("--report_to", "none", "--logging_steps", "1"),
+)
+
+
+def test_training_script_on_two_processes_exports_transformers_blip_models_and_card(tmp_path):
+    from PIL import Image
+    from training_runs import ROOT, run_two_processes
+    from transformers import BlipProcessor
+
+    run_two_processes(
+        ROOT / "trainers" / "train_blip.py",
+        *TINY_RUN,
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        str(tmp_path),
+    )
+    processor = BlipProcessor.from_pretrained(tmp_path / "retrieval")
+    retrieval = BlipForImageTextRetrieval.from_pretrained(tmp_path / "retrieval").eval()
+    captioning = BlipForConditionalGeneration.from_pretrained(tmp_path / "captioning").eval()
+    pretraining = BlipForPretraining.from_pretrained(tmp_path).eval()
+    inputs = processor(images=Image.new("RGB", (32, 32), "red"), text="a red circle.", return_tensors="pt")
+    assert inputs.pixel_values.shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        itm = retrieval(**inputs).itm_score
+        images = pretraining.vision_model(pixel_values=inputs.pixel_values).last_hidden_state
+        fused = pretraining.text_encoder(input_ids=inputs.input_ids, encoder_hidden_states=images).last_hidden_state
+        caption = captioning.generate(pixel_values=inputs.pixel_values, max_new_tokens=5)
+    torch.testing.assert_close(itm, pretraining.itm_head(fused[:, 0]), rtol=1e-4, atol=1e-5)
+    assert caption.shape[0] == 1
+    card = (tmp_path / "README.md").read_text()
+    assert "Prompts: all" in card and 'subfolder="retrieval"' in card and "loss_lm" in card
+
+
+def test_starting_from_a_retrieval_checkpoint_keeps_its_weights_and_tokenizer(tmp_path):
+    from transformers import BlipProcessor, TrainingArguments
+
+    from free_atm.training.blip import blip_config, train_caption_tokenizer
+    from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
+
+    # a folder laid out like Salesforce/blip-itm-base-coco: BlipForImageTextRetrieval and its processor
+    tokenizer = train_caption_tokenizer(["a red circle", "a blue star", "the red circle is in block 4."], 80)
+    torch.manual_seed(0)
+    source = retrieval_export(BlipForPretraining(blip_config(tokenizer, 32, 8, 32, 1, 2)))
+    source.save_pretrained(tmp_path / "itm")
+    from transformers import BlipImageProcessor
+
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(tmp_path / "itm")
+    model_args = BlipModelArguments(model_name_or_path=str(tmp_path / "itm"))
+    data_args = BlipDataArguments(dataset_name="shapes:8", image_size=32)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to=[], max_steps=1)
+    trainer = blip_trainer(model_args, data_args, args)
+    assert trainer.processing_class.get_vocab() == tokenizer.get_vocab()
+    torch.testing.assert_close(trainer.model.itm_head.weight, source.itm_head.weight)
+    torch.testing.assert_close(
+        trainer.model.text_encoder.encoder.layer[0].crossattention.self.query.weight,
+        source.text_encoder.encoder.layer[0].crossattention.self.query.weight,
+    )
+    with pytest.raises(ValueError, match="takes 32-pixel images, not --image_size 64"):
+        blip_trainer(model_args, BlipDataArguments(dataset_name="shapes:8", image_size=64), args)
+
+
+def test_killed_blip_training_resumes_to_the_uninterrupted_result(tmp_path):
+    from training_runs import ROOT, assert_killed_run_resumes_to_the_uninterrupted_result
+
+    arguments = [
+        *TINY_RUN,
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--position_prompts",
+        "one",
+    ]
+    assert_killed_run_resumes_to_the_uninterrupted_result(ROOT / "trainers" / "train_blip.py", arguments, tmp_path)
+
+
+def test_caption_tokenizer_is_the_same_in_every_process():
+    """The ``tokenizers`` WordPiece trainer numbered tied pieces differently in each process."""
+    import subprocess
+    import sys
+
+    program = (
+        "import json; from free_atm.training.blip import train_caption_tokenizer;"
+        "texts = [f'a {c} {k} on a {b} background' for c in ('red', 'blue', 'green') for k in ('star', 'cross')"
+        " for b in ('gray', 'white')];"
+        "print(json.dumps(train_caption_tokenizer(texts, vocab_size=60).get_vocab(), sort_keys=True))"
+    )
+    vocabularies = {
+        subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[-1]
+        for _ in range(2)
+    }
+    assert len(vocabularies) == 1
+    with pytest.raises(ValueError, match="a vocabulary of 10 tokens cannot hold the 7 special tokens and the"):
+        from free_atm.training.blip import train_caption_tokenizer
+
+        train_caption_tokenizer(["a red star"], vocab_size=10)

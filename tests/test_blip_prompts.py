@@ -90,5 +90,5 @@ def test_prompt_strings():
     assert prompted_caption(caption, objects, [0, 0]) == caption
     ones = {prompted_caption(caption, objects, blocks, "one", random.Random(seed)) for seed in range(20)}
     assert ones == {f"{caption}. The red circle is in block 4.", f"{caption}. The blue star is in block 9."}
-    with pytest.raises(ValueError, match="must be one of all, one, none, got 'some'"):
+    with pytest.raises(ValueError, match="position prompts must be one of all, one, none, got .some."):
         prompted_caption(caption, objects, blocks, "some")

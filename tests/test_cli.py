@@ -224,6 +224,25 @@ def test_shapes_trainer_rejects_bad_settings(values, message):
             )
         ),
         (
+            "train_blip.py",
+            ["--dataset_name", "{tmp}/plain", "--output_dir", "{tmp}/run"],
+            "error: dataset {tmp}/plain lacks the free-atm columns ['objects', 'attention_maps', 'prompt']",
+        ),
+        *(
+            (
+                "train_blip.py",
+                ["--dataset_name", "shapes:4", "--output_dir", "{tmp}/run", *bad],
+                f"train_blip.py: error: {message}",
+            )
+            for bad, message in (
+                (["--position_prompts", "some"], "position prompts must be one of all, one, none, got 'some'"),
+                (["--grid", "0"], "--grid must be at least 1, got 0"),
+                (["--hidden_size", "30", "--num_heads", "4"], "--hidden_size 30 is not a multiple of --num_heads 4"),
+                (["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
+                (["--vocab_size", "10"], "a vocabulary of 10 tokens cannot hold the 7 special tokens"),
+            )
+        ),
+        (
             "train_shapes_diffusion.py",
             ["--output_dir", "{tmp}/run", "--unet_steps", "0"],
             "train_shapes_diffusion.py: error: --unet_steps must be positive, got 0",

@@ -32,3 +32,12 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+def pad_to_global_length(tensor: torch.Tensor, value: int) -> torch.Tensor:
+    """``tensor (B, L)`` padded with ``value`` on the right to the longest ``L`` of all processes, so that
+    per-process batches padded to their own longest text gather (one host synchronisation)."""
+    if world_size_and_rank()[0] == 1:
+        return tensor
+    longest = int(gather(torch.tensor([tensor.shape[1]], device=tensor.device)).max())
+    return torch.nn.functional.pad(tensor, (0, longest - tensor.shape[1]), value=value)

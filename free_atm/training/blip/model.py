@@ -24,7 +24,7 @@ from transformers.models.blip.modeling_blip import BlipPreTrainedModel, BlipVisi
 from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel, BlipTextModel
 from transformers.utils import ModelOutput
 
-from ..distributed import gather, gather_with_grad, world_size_and_rank
+from ..distributed import gather, gather_with_grad, pad_to_global_length, world_size_and_rank
 
 #: the decoder's modules that are the encoder's, per layer (all but the causal self-attention)
 SHARED_PER_LAYER = ("crossattention", "intermediate", "output")
@@ -111,6 +111,8 @@ class BlipForPretraining(BlipPreTrainedModel):
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs
     ) -> BlipPretrainingOutput:
+        input_ids = pad_to_global_length(input_ids, self.config.text_config.pad_token_id)
+        attention_mask = pad_to_global_length(attention_mask, 0)
         image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
         image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         image_features = F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)

@@ -36,6 +36,12 @@ def object_blocks(
     return block * object_valid.bool()
 
 
+def check_prompt_mode(mode: str) -> None:
+    """``ValueError`` naming ``mode`` unless it is one of :data:`PROMPT_MODES`."""
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"position prompts must be one of {', '.join(PROMPT_MODES)}, got {mode!r}")
+
+
 def position_prompt(name: str, block: int) -> str:
     """The paper's template: ``The [O] is in block [P].``"""
     return f"The {name} is in block {block}."
@@ -47,8 +53,7 @@ def prompted_caption(
     """``caption`` (closed with a full stop) followed by the prompts of its objects with a block
     (``blocks[m] > 0``): all of them (the paper), one chosen at random (``one``, as PTP does; ``rng`` draws
     it), or none."""
-    if mode not in PROMPT_MODES:
-        raise ValueError(f"position prompts must be one of {', '.join(PROMPT_MODES)}, got {mode!r}")
+    check_prompt_mode(mode)
     placed = [position_prompt(name, block) for name, block in zip(objects, blocks) if block > 0]
     if mode == "none" or not placed:
         return caption

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import torch
+from transformers import BlipImageProcessor
 
 from ..trainer import FreeATMTrainer
 from ..views import MaskConsistentViews
-from .prompts import PROMPT_MODES, object_blocks, prompted_caption
+from .prompts import check_prompt_mode, object_blocks, prompted_caption
 
 
 class PositionPromptTrainer(FreeATMTrainer):
     """Takes the collator's batches (``pixel_values`` in [0, 1], ``object_maps``, ``object_valid``,
     ``captions``, ``object_names``), makes one mask-consistent view per image, appends the position
     prompts of the objects where the view's masks put them (``prompts``: all, one or none), tokenises with
-    ``processing_class`` and returns ``BlipForPretraining``'s loss. The views must not change colours:
+    ``processing_class`` (the tokenizer), normalises the images as ``image_processor`` does (the one saved
+    with the model) and returns ``BlipForPretraining``'s loss. The views must not change colours:
     the captions name them. ``loss_itc``, ``loss_itm``, ``loss_lm``, ``itm_accuracy`` and
     ``caption_tokens`` are averaged into each log.
 
@@ -26,16 +28,15 @@ class PositionPromptTrainer(FreeATMTrainer):
         views: MaskConsistentViews,
         prompts: str = "all",
         grid: int = 3,
-        image_mean: tuple[float, ...] = (0.0, 0.0, 0.0),
-        image_std: tuple[float, ...] = (1.0, 1.0, 1.0),
+        image_processor: BlipImageProcessor | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        if prompts not in PROMPT_MODES:
-            raise ValueError(f"--position_prompts must be one of {', '.join(PROMPT_MODES)}, got {prompts!r}")
-        self.views, self.prompts, self.grid = views, prompts, grid
-        self.image_mean = torch.tensor(image_mean).view(1, -1, 1, 1)
-        self.image_std = torch.tensor(image_std).view(1, -1, 1, 1)
+        check_prompt_mode(prompts)
+        self.views, self.prompts, self.grid, self.image_processor = views, prompts, grid, image_processor
+        normalise = image_processor is not None and image_processor.do_normalize
+        self.image_mean = torch.tensor(image_processor.image_mean if normalise else (0.0,) * 3).view(1, -1, 1, 1)
+        self.image_std = torch.tensor(image_processor.image_std if normalise else (1.0,) * 3).view(1, -1, 1, 1)
 
     def captions(self, view, inputs) -> list[str]:
         """Each caption with the prompts of its objects, placed by the view's masks."""

@@ -1,0 +1,90 @@
+"""BLIP pretraining with position prompts (Free-ATM section 3.3.3) on a free-atm dataset.
+
+    accelerate launch --cpu --num_processes 1 trainers/train_blip.py \
+        --dataset_name outputs/dataset --output_dir outputs/blip --max_steps 2000
+    torchrun --nproc_per_node 2 trainers/train_blip.py ...
+
+Every caption gets, for each object, "The [O] is in block [P]." with the block where the object's mask
+lies after the image's crop and flip (``--position_prompts all|one|none``, ``--grid``); the model trains
+BLIP's ITC, ITM and LM losses together. ``--model_name_or_path`` starts from a BLIP checkpoint and its
+tokenizer; else a small new BLIP with a WordPiece tokenizer learned from the captions. The output holds
+the whole pretraining model, ``retrieval/`` (transformers' ``BlipForImageTextRetrieval``) and
+``captioning/`` (``BlipForConditionalGeneration``), each with its ``BlipProcessor``, and a model card.
+A killed run goes on from its last checkpoint when the same command is run again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import BlipProcessor, HfArgumentParser, TrainingArguments
+
+from free_atm.data.card import card_template
+from free_atm.training.blip import captioning_export, retrieval_export
+from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
+from free_atm.training.run_settings import resume_point
+from free_atm.usage import run_reporting_bad_input
+
+
+def main() -> None:
+    parser = HfArgumentParser((BlipModelArguments, BlipDataArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    trainer = blip_trainer(model_args, data_args, training_args)  # checks the data before anything is written
+    settings = {**asdict(model_args), **asdict(data_args)}
+    resume = resume_point(training_args.output_dir, settings, training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        out = Path(training_args.output_dir)
+        processor = BlipProcessor(trainer.image_processor, trainer.processing_class)
+        processor.save_pretrained(out)
+        for name, export in (("retrieval", retrieval_export), ("captioning", captioning_export)):
+            export(trainer.model).save_pretrained(out / name)
+            processor.save_pretrained(out / name)
+        last = next(log for log in reversed(trainer.state.log_history) if "loss_itc" in log)
+        metrics = {
+            "train_loss": round(result.training_loss, 4),
+            **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm")},
+        }
+        write_model_card(model_args, data_args, training_args, trainer, metrics)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="free-atm BLIP pretraining with position prompts")
+
+
+def write_model_card(model_args, data_args, training_args, trainer, metrics: dict) -> None:
+    datasets = [data_args.dataset_name] + (
+        [f"{data_args.real_dataset_name} ({data_args.real_ratio:.0%})"]
+        if data_args.real_dataset_name and data_args.real_ratio
+        else []
+    )
+    vision, text = trainer.model.config.vision_config, trainer.model.config.text_config
+    card = ModelCard.from_template(
+        ModelCardData(
+            library_name="transformers",
+            license="apache-2.0",
+            tags=["free-atm", "self-supervised", "blip", "vision-language"],
+            pipeline_tag="image-text-to-text",
+        ),
+        template_str=card_template("blip_model_card.md.j2"),
+        model_name=training_args.hub_model_id or training_args.output_dir.rstrip("/").split("/")[-1],
+        prompts=data_args.position_prompts,
+        grid=data_args.grid,
+        datasets=datasets,
+        start=model_args.model_name_or_path or "a new model",
+        architecture=(
+            f"vision: ViT, {vision.num_hidden_layers} layers of width {vision.hidden_size}, patch "
+            f"{vision.patch_size}, {vision.image_size} px; text: BERT, {text.num_hidden_layers} layers of width "
+            f"{text.hidden_size}, {text.vocab_size} tokens"
+        ),
+        steps=training_args.max_steps,
+        batch_size=training_args.per_device_train_batch_size,
+        metrics=metrics,
+        repo_or_path=training_args.hub_model_id or training_args.output_dir,
+    )
+    card.save(f"{training_args.output_dir}/README.md")
+
+
+if __name__ == "__main__":
+    run_reporting_bad_input(main, "train_blip.py")

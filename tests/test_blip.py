@@ -334,3 +334,32 @@ def test_caption_tokenizer_is_the_same_in_every_process():
         from free_atm.training.blip import train_caption_tokenizer
 
         train_caption_tokenizer(["a red star"], vocab_size=10)
+
+
+def test_retrieval_scores_are_itm_plus_itc_of_the_top_k_as_the_export_computes_them():
+    from free_atm.metrics import retrieval_recalls
+    from free_atm.training.blip.retrieval import retrieval_scores
+
+    model = BlipForPretraining(tiny_config()).eval()
+    pixels, ids, mask = batch(5)
+    image_to_text, text_to_image = retrieval_scores(model, pixels, ids, mask, k=5)  # every pair re-ranked
+    export = retrieval_export(model)
+    with torch.no_grad():
+        expected = torch.stack(
+            [
+                export(
+                    pixel_values=pixels[i : i + 1].expand(5, -1, -1, -1), input_ids=ids, attention_mask=mask
+                ).itm_score[:, 1]
+                + export(
+                    pixel_values=pixels[i : i + 1], input_ids=ids, attention_mask=mask, use_itm_head=False
+                ).itm_score[0]
+                for i in range(5)
+            ]
+        )
+    torch.testing.assert_close(image_to_text, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(text_to_image, expected, rtol=1e-4, atol=1e-5)
+    # with k = 2, each image keeps its two most ITC-similar texts, the rest -inf
+    top2, top2_back = retrieval_scores(model, pixels, ids, mask, k=2)
+    assert (top2.isfinite().sum(1) == 2).all()
+    recalls = retrieval_recalls(top2.numpy(), list(range(5)), text_to_image_scores=top2_back.numpy())
+    assert 0 <= recalls["r_mean"] <= 100

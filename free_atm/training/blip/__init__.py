@@ -3,6 +3,7 @@ prompt says in which block of the image its free mask lies."""
 
 from .model import BlipForPretraining, BlipPretrainingOutput, blip_config, captioning_export, retrieval_export
 from .prompts import PROMPT_MODES, object_blocks, position_prompt, prompted_caption
+from .retrieval import retrieval_scores
 from .tokenizer import train_caption_tokenizer
 from .trainer import PositionPromptTrainer
 
@@ -17,5 +18,6 @@ __all__ = [
     "position_prompt",
     "prompted_caption",
     "retrieval_export",
+    "retrieval_scores",
     "train_caption_tokenizer",
 ]

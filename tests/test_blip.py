@@ -363,3 +363,23 @@ def test_retrieval_scores_are_itm_plus_itc_of_the_top_k_as_the_export_computes_t
     assert (top2.isfinite().sum(1) == 2).all()
     recalls = retrieval_recalls(top2.numpy(), list(range(5)), text_to_image_scores=top2_back.numpy())
     assert 0 <= recalls["r_mean"] <= 100
+
+
+def test_push_to_hub_uploads_model_exports_processor_and_card(tmp_path, monkeypatch):
+    import sys
+
+    from hub_fake import fake_hub
+    from training_runs import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "trainers"))
+    from train_blip import main
+
+    hub_args = ["--push_to_hub", "--hub_model_id", "me/blip-prompts", "--save_strategy", "no"]
+    monkeypatch.setattr(
+        sys, "argv", ["train_blip.py", *TINY_RUN, "--max_steps", "2", "--output_dir", str(tmp_path), *hub_args]
+    )
+    with fake_hub(monkeypatch) as hub:
+        main()
+    assert {"name": "blip-prompts", "organization": "me"}.items() <= hub.created[0].items()
+    expected = {"README.md", "model.safetensors", "tokenizer.json", "retrieval/model.safetensors"}
+    assert expected | {"captioning/config.json", "retrieval/processor_config.json"} <= set(hub.uploaded)

@@ -77,7 +77,8 @@ def save_reconstructions(trainer, path: Path, count: int = 6) -> None:
     maps = maps_at_image_size(batch["pixel_values"], batch["object_maps"])
     config = trainer.model.config
     scores = patch_scores(maps, batch["object_valid"], config.patch_size)
-    noise = guided_noise(scores, config.mask_ratio, trainer.guided_ratio(), torch.Generator().manual_seed(0))
+    generator = torch.Generator(trainer.args.device).manual_seed(0)
+    noise = guided_noise(scores, config.mask_ratio, trainer.guided_ratio(), generator)
     reconstruction_grid(trainer.model, batch["pixel_values"], noise).save(path)
 
 

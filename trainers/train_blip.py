@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import BlipProcessor, HfArgumentParser, TrainingArguments
 
-from free_atm.data.card import card_template
 from free_atm.training.blip import captioning_export, retrieval_export
 from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
+from free_atm.training.cards import write_model_card
 from free_atm.training.run_settings import resume_point
 from free_atm.usage import run_reporting_bad_input
 
@@ -48,42 +47,29 @@ def main() -> None:
             "train_loss": round(result.training_loss, 4),
             **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm")},
         }
-        write_model_card(model_args, data_args, training_args, trainer, metrics)
+        blip_card(model_args, data_args, training_args, trainer, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm BLIP pretraining with position prompts")
 
 
-def write_model_card(model_args, data_args, training_args, trainer, metrics: dict) -> None:
-    datasets = [data_args.dataset_name] + (
-        [f"{data_args.real_dataset_name} ({data_args.real_ratio:.0%})"]
-        if data_args.real_dataset_name and data_args.real_ratio
-        else []
-    )
+def blip_card(model_args, data_args, training_args, trainer, metrics: dict) -> None:
     vision, text = trainer.model.config.vision_config, trainer.model.config.text_config
-    card = ModelCard.from_template(
-        ModelCardData(
-            library_name="transformers",
-            license="apache-2.0",
-            tags=["free-atm", "self-supervised", "blip", "vision-language"],
-            pipeline_tag="image-text-to-text",
-        ),
-        template_str=card_template("blip_model_card.md.j2"),
-        model_name=training_args.hub_model_id or training_args.output_dir.rstrip("/").split("/")[-1],
+    write_model_card(
+        "blip_model_card.md.j2",
+        data_args,
+        training_args,
+        ["blip", "vision-language"],
+        "image-text-to-text",
         prompts=data_args.position_prompts,
         grid=data_args.grid,
-        datasets=datasets,
         start=model_args.model_name_or_path or "a new model",
         architecture=(
             f"vision: ViT, {vision.num_hidden_layers} layers of width {vision.hidden_size}, patch "
             f"{vision.patch_size}, {vision.image_size} px; text: BERT, {text.num_hidden_layers} layers of width "
             f"{text.hidden_size}, {text.vocab_size} tokens"
         ),
-        steps=training_args.max_steps,
-        batch_size=training_args.per_device_train_batch_size,
         metrics=metrics,
-        repo_or_path=training_args.hub_model_id or training_args.output_dir,
     )
-    card.save(f"{training_args.output_dir}/README.md")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import HfArgumentParser, TrainingArguments
 
-from free_atm.data.card import card_template
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
+from free_atm.training.cards import write_model_card
 from free_atm.training.run_settings import resume_point
 from free_atm.usage import run_reporting_bad_input
 
@@ -36,41 +35,30 @@ def main() -> None:
             for name in ("knn_accuracy", "linear_accuracy"):
                 metrics[f"{name} (shapes world, object level)"] = round(probe.history[-1][name], 4)
         trainer.model.backbone.save_pretrained(f"{training_args.output_dir}/backbone")
-        write_model_card(args, training_args, metrics)
+        contrastive_card(args, training_args, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm contrastive pretraining")
 
 
-def write_model_card(args: ContrastiveArguments, training_args: TrainingArguments, metrics: dict) -> None:
+def contrastive_card(args: ContrastiveArguments, training_args: TrainingArguments, metrics: dict) -> None:
     name = {"simclr": "SimCLR", "moco": "MoCo-v2"}[args.method]
     descriptions = {
         "instance": f"instance-level {name}: features attentively pooled per object mask, positives are "
         "the same object in two crops",
         "image": f"image-level {name} (the baseline)",
     }
-    datasets = [args.dataset_name] + (
-        [f"{args.real_dataset_name} ({args.real_ratio:.0%})"] if args.real_dataset_name and args.real_ratio else []
-    )
-    card = ModelCard.from_template(
-        ModelCardData(
-            library_name="transformers",
-            license="apache-2.0",
-            tags=["free-atm", "self-supervised", "contrastive", args.method],
-            pipeline_tag="image-feature-extraction",
-        ),
-        template_str=card_template("contrastive_model_card.md.j2"),
-        model_name=training_args.hub_model_id or training_args.output_dir.rstrip("/").split("/")[-1],
+    write_model_card(
+        "contrastive_model_card.md.j2",
+        args,
+        training_args,
+        ["contrastive", args.method],
+        "image-feature-extraction",
         method=args.method,
         level=args.level,
         method_description=descriptions[args.level],
-        datasets=datasets,
         backbone=f"ResNet {args.backbone_layer_type}, depths {args.backbone_depths}, widths {args.backbone_widths}",
-        steps=training_args.max_steps,
-        batch_size=training_args.per_device_train_batch_size,
         metrics=metrics,
-        repo_or_path=training_args.hub_model_id or training_args.output_dir,
     )
-    card.save(f"{training_args.output_dir}/README.md")
 
 
 if __name__ == "__main__":

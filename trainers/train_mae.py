@@ -21,11 +21,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import HfArgumentParser
 
-from free_atm.data.card import card_template
 from free_atm.training import ProbeCallback
+from free_atm.training.cards import write_model_card
 from free_atm.training.mae import (
     MAEDataArguments,
     MAEModelArguments,
@@ -64,7 +63,7 @@ def main() -> None:
         encoder.save_pretrained(out / "encoder")
         trainer.processing_class.save_pretrained(out / "encoder")
         save_reconstructions(trainer, out / RECONSTRUCTION)
-        write_model_card(model_args, data_args, training_args, trainer, metrics)
+        mae_card(model_args, data_args, training_args, trainer, metrics)
         (out / "mae_results.json").write_text(json.dumps(metrics, indent=2))
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm attention-guided MAE pretraining")
@@ -82,31 +81,23 @@ def save_reconstructions(trainer, path: Path, count: int = 6) -> None:
     reconstruction_grid(trainer.model, batch["pixel_values"], noise).save(path)
 
 
-def write_model_card(model_args, data_args, training_args, trainer, metrics: dict) -> None:
-    datasets = [data_args.dataset_name] + (
-        [f"{data_args.real_dataset_name} ({data_args.real_ratio:.0%})"]
-        if data_args.real_dataset_name and data_args.real_ratio
-        else []
-    )
+def mae_card(model_args, data_args, training_args, trainer, metrics: dict) -> None:
     config, final_ratio = trainer.model.config, trainer.guided_ratio()
     guided = model_args.guided_ratio_max > 0
-    card = ModelCard.from_template(
-        ModelCardData(
-            library_name="transformers",
-            license="apache-2.0",
-            tags=["free-atm", "self-supervised", "mae", "vit-mae"],
-            pipeline_tag="image-feature-extraction",
-        ),
-        template_str=card_template("mae_model_card.md.j2"),
-        model_name=training_args.hub_model_id or training_args.output_dir.rstrip("/").split("/")[-1],
-        masking=(
-            f"attention-guided: beta {model_args.guided_schedule} up to {model_args.guided_ratio_max} "
-            f"(final {final_ratio:.2f})"
-            if guided
-            else "random (the MAE baseline)"
-        ),
+    masking = (
+        f"attention-guided: beta {model_args.guided_schedule} up to {model_args.guided_ratio_max} "
+        f"(final {final_ratio:.2f})"
+        if guided
+        else "random (the MAE baseline)"
+    )
+    write_model_card(
+        "mae_model_card.md.j2",
+        data_args,
+        training_args,
+        ["mae", "vit-mae"],
+        "image-feature-extraction",
+        masking=masking,
         guided=guided,
-        datasets=datasets,
         architecture=(
             f"ViT, {config.num_hidden_layers} layers of width {config.hidden_size}, patch "
             f"{config.patch_size}, {config.image_size} px; decoder {config.decoder_num_hidden_layers} "
@@ -114,14 +105,10 @@ def write_model_card(model_args, data_args, training_args, trainer, metrics: dic
         ),
         mask_ratio=model_args.mask_ratio,
         image_size=data_args.image_size,
-        steps=training_args.max_steps,
-        batch_size=training_args.per_device_train_batch_size,
         learning_rate=training_args.learning_rate,
         metrics=metrics,
         reconstruction=RECONSTRUCTION,
-        repo_or_path=training_args.hub_model_id or training_args.output_dir,
     )
-    card.save(f"{training_args.output_dir}/README.md")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,33 @@ def probe(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def retrieval(args: argparse.Namespace) -> None:
+    """Image-text retrieval recalls of a BLIP on rendered scenes in mirrored layouts whose captions say
+    where each object is (JSON; :mod:`free_atm.training.blip.evaluation`)."""
+    import json
+
+    from transformers import BlipForImageTextRetrieval, BlipProcessor
+
+    from .training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
+    from .usage import names_a_folder
+
+    for name in ("scenes", "grid", "k"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    path = Path(args.model).expanduser()
+    if names_a_folder(args.model) and not path.is_dir():
+        raise ValueError(f"model folder {args.model} does not exist")
+    if (path / "retrieval" / "config.json").is_file():  # a train_blip.py output: its retrieval export
+        path = path / "retrieval"
+    source = str(path) if path.is_dir() else args.model
+    model = BlipForImageTextRetrieval.from_pretrained(source).eval()
+    processor = BlipProcessor.from_pretrained(source)
+    size = model.config.vision_config.image_size
+    scenes = positional_retrieval_set(args.scenes, seed=args.seed, size=size, grid=args.grid)
+    recalls = evaluate_retrieval(model, processor, scenes, k=args.k)
+    print(json.dumps({"model": args.model, "images": len(scenes.images), "grid": args.grid, **recalls}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerationConfig
 
@@ -106,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=2)
     check.add_argument("--random-init", action="store_true", help="also probe the same architecture untrained")
     check.set_defaults(run=probe)
+    find = commands.add_parser("retrieval", help="image-text retrieval of a BLIP on scenes captioned with positions")
+    find.add_argument("model", help="a train_blip.py output, a BlipForImageTextRetrieval folder or a Hub id")
+    find.add_argument("--scenes", type=int, default=64, help="rendered scenes, each in up to four mirrored layouts")
+    find.add_argument("--grid", type=int, default=3, help="the block grid of the position prompts")
+    find.add_argument("--k", type=int, default=16, help="ITC candidates re-ranked by ITM")
+    find.add_argument("--seed", type=int, default=3)
+    find.set_defaults(run=retrieval)
     return parser
 
 

@@ -3,7 +3,9 @@ load, and exports that transformers' own BLIP classes run to the same outputs.""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
 import torch
@@ -14,12 +16,13 @@ from free_atm.training.blip.model import (
     BlipForPretraining,
     captioning_export,
     hard_negatives,
+    itc_distilled_loss,
     itc_loss,
     retrieval_export,
 )
 
 
-def tiny_config() -> BlipConfig:
+def tiny_config(**itc) -> BlipConfig:
     text = dict(
         vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=16, encoder_hidden_size=32, bos_token_id=1, pad_token_id=0, sep_token_id=2,
@@ -27,7 +30,7 @@ def tiny_config() -> BlipConfig:
     )  # fmt: skip
     vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32)
     vision["initializer_range"] = 0.02
-    return BlipConfig(text_config=text, vision_config={**vision, "patch_size": 8}, image_text_hidden_size=16)
+    return BlipConfig(text_config=text, vision_config={**vision, "patch_size": 8}, image_text_hidden_size=16, **itc)
 
 
 def batch(size: int = 4):
@@ -50,6 +53,67 @@ def test_itc_is_symmetric_infonce_written_out():
         column = torch.stack([texts[i] @ images[j] for j in range(5)]) / 0.1
         total += (torch.logsumexp(row, 0) - row[i]) + (torch.logsumexp(column, 0) - column[i])
     torch.testing.assert_close(itc_loss(images, texts, temperature), total / 10)
+
+
+def test_distilled_itc_is_blips_formula_written_out():
+    """Online features against the momentum features of the batch then the queue; targets mix the truth
+    with the momentum model's softmax by alpha."""
+    torch.manual_seed(0)
+    unit = lambda *shape: F.normalize(torch.randn(*shape), dim=-1)  # noqa: E731
+    images, texts, images_m, texts_m = unit(3, 8), unit(3, 8), unit(3, 8), unit(3, 8)
+    image_queue, text_queue = unit(4, 8), unit(4, 8)
+    alpha, temperature = 0.4, 0.1
+    total = 0.0
+    for i in range(3):
+        for online, momentum, others in (
+            (images[i], images_m[i], [*texts_m, *text_queue]),
+            (texts[i], texts_m[i], [*images_m, *image_queue]),
+        ):
+            logits = torch.stack([online @ o for o in others]) / temperature
+            teacher = torch.stack([momentum @ o for o in others]) / temperature
+            target = alpha * teacher.softmax(0)
+            target[i] += 1 - alpha
+            total += -(target * logits.log_softmax(0)).sum()
+    loss = itc_distilled_loss(
+        images, texts, images_m, texts_m, image_queue, text_queue, torch.tensor(temperature), alpha
+    )
+    torch.testing.assert_close(loss, total / 6)
+    # no queue, no distillation, momentum = online: plain in-batch ITC
+    empty = torch.empty(0, 8)
+    plain = itc_distilled_loss(images, texts, images, texts, empty, empty, torch.tensor(temperature), 0.0)
+    torch.testing.assert_close(plain, itc_loss(images, texts, torch.tensor(temperature)))
+
+
+def test_momentum_encoder_follows_the_online_one_and_the_queues_take_each_batch(tmp_path):
+    model = BlipForPretraining(tiny_config(itc_queue_size=6, itc_momentum=0.9, itc_alpha=0.4))
+    torch.testing.assert_close(model.text_encoder_m.state_dict(), model.text_encoder.state_dict())
+    assert not any(p.requires_grad for p in model.vision_model_m.parameters())
+    with torch.no_grad():
+        model.vision_proj.weight.add_(1.0)  # the online encoder has moved since the copy
+    before = model.vision_proj_m.weight.clone()
+    pixels, ids, mask = batch(4)
+    model.train()
+    model(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+    torch.testing.assert_close(model.vision_proj_m.weight, 0.9 * before + 0.1 * model.vision_proj.weight)
+    with torch.no_grad():  # the momentum features of this batch, by hand (the tiny model has no dropout)
+        cls = model.vision_model_m(pixel_values=pixels).last_hidden_state[:, 0]
+        expected = F.normalize(model.vision_proj_m(cls), dim=-1)
+    torch.testing.assert_close(model.image_queue[:4], expected, rtol=1e-4, atol=1e-5)
+    assert model.queue_ptr.item() == 4
+    model(pixel_values=pixels.flip(-1), input_ids=ids, attention_mask=mask)
+    assert model.queue_ptr.item() == 2  # rows 4, 5, 0, 1: the ring wrapped
+    torch.testing.assert_close(model.text_queue.norm(dim=-1), torch.ones(6))
+    model.eval()
+    queue, weights = model.image_queue.clone(), model.vision_proj_m.weight.clone()
+    model(pixel_values=pixels, input_ids=ids, attention_mask=mask)  # evaluation moves nothing
+    assert torch.equal(model.image_queue, queue) and torch.equal(model.vision_proj_m.weight, weights)
+    # momentum weights and queues survive a save and a load; the exports leave them out
+    model.save_pretrained(tmp_path)
+    loaded = BlipForPretraining.from_pretrained(tmp_path)
+    assert loaded.queue_size == 6 and loaded.config.itc_momentum == 0.9
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, msg=name)
+    assert not any("_m." in name or "queue" in name for name in retrieval_export(model).state_dict())
 
 
 def test_hard_negatives_never_draw_the_positive_and_follow_the_similarity():
@@ -235,10 +299,12 @@ TINY_RUN = (
 )
 
 
-def test_training_script_on_two_processes_exports_transformers_blip_models_and_card(tmp_path):
+def test_training_script_on_two_processes_exports_transformers_blip_models_and_card(tmp_path, capsys):
     from PIL import Image
     from training_runs import ROOT, run_two_processes
     from transformers import BlipProcessor
+
+    from free_atm.cli import main
 
     run_two_processes(
         ROOT / "trainers" / "train_blip.py",
@@ -247,6 +313,10 @@ def test_training_script_on_two_processes_exports_transformers_blip_models_and_c
         "3",
         "--save_strategy",
         "no",
+        "--retrieval_scenes",
+        "4",
+        "--itc_queue_size",
+        "16",
         "--output_dir",
         str(tmp_path),
     )
@@ -254,6 +324,7 @@ def test_training_script_on_two_processes_exports_transformers_blip_models_and_c
     retrieval = BlipForImageTextRetrieval.from_pretrained(tmp_path / "retrieval").eval()
     captioning = BlipForConditionalGeneration.from_pretrained(tmp_path / "captioning").eval()
     pretraining = BlipForPretraining.from_pretrained(tmp_path).eval()
+    assert pretraining.queue_ptr.item() == 3 * 8 % 16  # each step queued the global batch (2 x 4)
     inputs = processor(images=Image.new("RGB", (32, 32), "red"), text="a red circle.", return_tensors="pt")
     assert inputs.pixel_values.shape == (1, 3, 32, 32)
     with torch.no_grad():
@@ -265,6 +336,12 @@ def test_training_script_on_two_processes_exports_transformers_blip_models_and_c
     assert caption.shape[0] == 1
     card = (tmp_path / "README.md").read_text()
     assert "Prompts: all" in card and 'subfolder="retrieval"' in card and "loss_lm" in card
+    # the held-out retrieval of the end of training, measured again by the command from the saved export
+    recalls = dict(re.findall(r"\| (retrieval_\w+) \| ([\d.]+) \|", card))
+    assert set(recalls) >= {"retrieval_txt_r1", "retrieval_img_r1", "retrieval_r_mean"}
+    main(["retrieval", str(tmp_path), "--scenes", "4"])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert float(recalls["retrieval_r_mean"]) == pytest.approx(again["r_mean"], abs=0.01)
 
 
 def test_starting_from_a_retrieval_checkpoint_keeps_its_weights_and_tokenizer(tmp_path):
@@ -293,6 +370,12 @@ def test_starting_from_a_retrieval_checkpoint_keeps_its_weights_and_tokenizer(tm
     )
     with pytest.raises(ValueError, match="takes 32-pixel images, not --image_size 64"):
         blip_trainer(model_args, BlipDataArguments(dataset_name="shapes:8", image_size=64), args)
+    # asked for BLIP's momentum encoder, which the checkpoint lacks: it starts as a copy of the online one
+    momentum_args = BlipModelArguments(model_name_or_path=str(tmp_path / "itm"), itc_queue_size=8)
+    model = blip_trainer(momentum_args, data_args, args).model
+    assert model.queue_size == 8 and model.image_queue.shape == (8, 128)
+    torch.testing.assert_close(model.vision_model_m.state_dict(), source.vision_model.state_dict())
+    torch.testing.assert_close(model.text_proj_m.weight, source.text_proj.weight)
 
 
 def test_killed_blip_training_resumes_to_the_uninterrupted_result(tmp_path):
@@ -308,6 +391,8 @@ def test_killed_blip_training_resumes_to_the_uninterrupted_result(tmp_path):
         "2",
         "--position_prompts",
         "one",
+        "--itc_queue_size",
+        "6",
     ]
     assert_killed_run_resumes_to_the_uninterrupted_result(ROOT / "trainers" / "train_blip.py", arguments, tmp_path)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import BlipProcessor, HfArgumentParser, TrainingArguments
 
 from free_atm.training.blip import captioning_export, retrieval_export
+from free_atm.training.blip.evaluation import RetrievalCallback
 from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
 from free_atm.training.cards import write_model_card
 from free_atm.training.run_settings import resume_point
@@ -47,6 +48,8 @@ def main() -> None:
             "train_loss": round(result.training_loss, 4),
             **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm")},
         }
+        for retrieval in (c for c in trainer.callback_handler.callbacks if isinstance(c, RetrievalCallback)):
+            metrics.update({k: round(v, 2) for k, v in retrieval.history[-1].items() if k != "step"})
         blip_card(model_args, data_args, training_args, trainer, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm BLIP pretraining with position prompts")

@@ -8,8 +8,13 @@ BLIP, the decoder shares every weight with the encoder but its causal self-atten
 cross-attention and feed-forward of every layer); the sharing is declared parameter by parameter in
 ``_tied_weights_keys``, which ``save_pretrained`` writes once and ``from_pretrained`` ties again.
 
-Differences from the original, for the exports' sake: ITM reads the caption's own first token (as
-``BlipForImageTextRetrieval`` does) where BLIP swaps in an ``[ENC]`` token; ITC has no momentum encoder.
+ITC optionally keeps BLIP's momentum encoder (vision and text encoders and projections, following the
+online ones by ``config.itc_momentum``), queues of ``config.itc_queue_size`` momentum features as extra
+negatives and momentum distillation (targets mixed with the momentum model's own softmax by
+``itc_alpha``); ``itc_queue_size`` 0 (the default) is plain in-batch ITC.
+
+A difference from the original, for the exports' sake: ITM reads the caption's own first token (as
+``BlipForImageTextRetrieval`` does) where BLIP swaps in an ``[ENC]`` token.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel, Bli
 from transformers.utils import ModelOutput
 
 from ..distributed import gather, gather_with_grad, pad_to_global_length, world_size_and_rank
+from ..momentum import enqueue, frozen_copies, momentum_update
 
 #: the decoder's modules that are the encoder's, per layer (all but the causal self-attention)
 SHARED_PER_LAYER = ("crossattention", "intermediate", "output")
@@ -58,6 +64,33 @@ def itc_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperat
     image_to_text = image_features.float() @ texts.T / temperature
     text_to_image = text_features.float() @ images.T / temperature
     return (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets)) / 2
+
+
+def itc_distilled_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    image_momentum: torch.Tensor,
+    text_momentum: torch.Tensor,
+    image_queue: torch.Tensor,
+    text_queue: torch.Tensor,
+    temperature: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """BLIP's ITC with a momentum encoder: this process's online features against the momentum features
+    of the global batch followed by the queue; the target of image i is ``(1 - alpha)`` on text i plus
+    ``alpha`` times the softmax of the momentum image's own similarities (momentum distillation), and the
+    same from the texts' side. All features L2-normalised; logits in float32."""
+    images = torch.cat([gather(image_momentum.float()), image_queue.float()])
+    texts = torch.cat([gather(text_momentum.float()), text_queue.float()])
+    offset = world_size_and_rank()[1] * len(image_features)
+    truth = F.one_hot(torch.arange(len(image_features), device=images.device) + offset, len(texts)).float()
+
+    def one_side(online: torch.Tensor, momentum: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = alpha * F.softmax(momentum.float() @ others.T / temperature, dim=1) + (1 - alpha) * truth
+        return -(F.log_softmax(online.float() @ others.T / temperature, dim=1) * target).sum(1).mean()
+
+    return (one_side(image_features, image_momentum, texts) + one_side(text_features, text_momentum, images)) / 2
 
 
 def hard_negatives(similarity: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -102,15 +135,47 @@ class BlipForPretraining(BlipPreTrainedModel):
             for name, _ in module.named_parameters():
                 tied[f"text_decoder.{decoder_name}.{name}"] = f"text_encoder.{encoder_name}.{name}"
         self._tied_weights_keys = _resolve(tied)
+        if self.queue_size:
+            self.vision_model_m = BlipVisionModel(config.vision_config)
+            self.text_encoder_m = BlipTextModel(config.text_config, add_pooling_layer=False)
+            self.vision_proj_m = nn.Linear(config.vision_config.hidden_size, config.image_text_hidden_size)
+            self.text_proj_m = nn.Linear(config.text_config.hidden_size, config.image_text_hidden_size)
+            for name in ("image_queue", "text_queue"):
+                queue = F.normalize(torch.randn(self.queue_size, config.image_text_hidden_size), dim=-1)
+                self.register_buffer(name, queue)
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.post_init()
+        if self.queue_size:
+            self.reset_momentum()
+
+    @property
+    def queue_size(self) -> int:
+        """ITC features kept from earlier batches (``config.itc_queue_size``; 0: no momentum encoder)."""
+        return getattr(self.config, "itc_queue_size", 0)
+
+    def _momentum_pairs(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        online = [self.vision_model, self.text_encoder, self.vision_proj, self.text_proj]
+        return online, [self.vision_model_m, self.text_encoder_m, self.vision_proj_m, self.text_proj_m]
+
+    def reset_momentum(self) -> None:
+        """Make the momentum encoder a copy of the online one (a new model, or a checkpoint without it)."""
+        frozen_copies(*self._momentum_pairs())
 
     def temperature(self) -> torch.Tensor:
         """BLIP's learnable temperature, clamped to [0.001, 0.5]."""
         return self.temp.clamp(0.001, 0.5)
 
     def forward(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        itc_alpha: float | None = None,
+        **kwargs,
     ) -> BlipPretrainingOutput:
+        """``itc_alpha``: the momentum distillation weight of this step (BLIP ramps it up over the first
+        epoch; default ``config.itc_alpha``); in training mode the momentum encoder moves and the queues
+        take this global batch's momentum features."""
         input_ids = pad_to_global_length(input_ids, self.config.text_config.pad_token_id)
         attention_mask = pad_to_global_length(attention_mask, 0)
         image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
@@ -119,7 +184,18 @@ class BlipForPretraining(BlipPreTrainedModel):
         text_embeds = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         text_features = F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
         temperature = self.temperature()
-        loss_itc = itc_loss(image_features, text_features, temperature)
+        if self.queue_size:
+            image_momentum, text_momentum = self.momentum_features(pixel_values, input_ids, attention_mask)
+            queues = [self.image_queue, self.text_queue]
+            alpha = self.config.itc_alpha if itc_alpha is None else itc_alpha
+            loss_itc = itc_distilled_loss(
+                image_features, text_features, image_momentum, text_momentum, *[q.clone() for q in queues],
+                temperature, alpha,
+            )  # fmt: skip
+            if self.training:
+                enqueue(queues, self.queue_ptr, [gather(image_momentum), gather(text_momentum)])
+        else:
+            loss_itc = itc_loss(image_features, text_features, temperature)
 
         # ITM: the true pairs, and for each image a hard negative caption and for each caption a hard
         # negative image, drawn from the global batch by ITC similarity
@@ -160,6 +236,16 @@ class BlipForPretraining(BlipPreTrainedModel):
             itm_accuracy=(logits.argmax(-1) == labels).float().mean().detach(),
         )
 
+    @torch.no_grad()
+    def momentum_features(self, pixel_values, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """ITC features of the momentum encoder, images and texts, L2-normalised; in training mode the
+        momentum encoder first takes its step towards the online one."""
+        if self.training:
+            momentum_update(*self._momentum_pairs(), self.config.itc_momentum)
+        images = self.vision_model_m(pixel_values=pixel_values).last_hidden_state[:, 0]
+        texts = self.text_encoder_m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        return F.normalize(self.vision_proj_m(images), dim=-1), F.normalize(self.text_proj_m(texts), dim=-1)
+
 
 def blip_config(
     tokenizer,
@@ -169,10 +255,14 @@ def blip_config(
     num_layers: int = 4,
     num_heads: int = 3,
     image_text_hidden_size: int = 128,
+    itc_queue_size: int = 0,
+    itc_momentum: float = 0.995,
+    itc_alpha: float = 0.4,
 ) -> BlipConfig:
     """A small BLIP for training from scratch: vision and text transformers of ``num_layers`` layers of
     width ``hidden_size``, the text vocabulary and special tokens of ``tokenizer`` (BLIP's ``[DEC]`` as
-    ``bos_token``), LM label smoothing 0.1, every weight drawn with std 0.02."""
+    ``bos_token``), LM label smoothing 0.1, every weight drawn with std 0.02; ITC with a momentum encoder
+    and queues of ``itc_queue_size`` features when it is positive (BLIP: 57600, momentum 0.995, alpha 0.4)."""
     common = dict(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads)
     text = dict(
         **common,
@@ -189,7 +279,8 @@ def blip_config(
     # checkpoints are always loaded): from scratch every image's CLS token would be the same and ITC stuck
     vision = dict(**common, intermediate_size=4 * hidden_size, image_size=image_size, patch_size=patch_size)
     vision["initializer_range"] = 0.02
-    return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=image_text_hidden_size)
+    itc = dict(itc_queue_size=itc_queue_size, itc_momentum=itc_momentum, itc_alpha=itc_alpha)
+    return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=image_text_hidden_size, **itc)
 
 
 def retrieval_export(model: BlipForPretraining) -> BlipForImageTextRetrieval:

@@ -55,8 +55,13 @@ class PositionPromptTrainer(FreeATMTrainer):
         )
         device = view.pixel_values.device
         pixels = (view.pixel_values - self.image_mean.to(device)) / self.image_std.to(device)
+        # BLIP's momentum distillation weight grows linearly over the first epoch
+        alpha = getattr(self.model.config, "itc_alpha", 0.0) * min(1.0, self.state.epoch or 0.0)
         outputs = model(
-            pixel_values=pixels, input_ids=text.input_ids.to(device), attention_mask=text.attention_mask.to(device)
+            pixel_values=pixels,
+            input_ids=text.input_ids.to(device),
+            attention_mask=text.attention_mask.to(device),
+            itc_alpha=alpha if model.training else None,
         )
         if model.training:
             self.accumulate(

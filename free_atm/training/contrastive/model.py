@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import ModelOutput
 
 from ..distributed import gather_with_grad, world_size_and_rank
+from ..momentum import enqueue, frozen_copies, momentum_update
 from ..pooling import attentive_pool
 from .losses import moco_infonce, nt_xent
 
@@ -93,10 +94,7 @@ class InstanceContrastiveModel(PreTrainedModel):
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.post_init()
         if config.method == "moco":  # the key encoder starts as a copy and only follows by momentum
-            self.key_backbone.load_state_dict(self.backbone.state_dict())
-            self.key_projection.load_state_dict(self.projection.state_dict())
-            for parameter in [*self.key_backbone.parameters(), *self.key_projection.parameters()]:
-                parameter.requires_grad_(False)
+            frozen_copies([self.backbone, self.projection], [self.key_backbone, self.key_projection])
 
     @staticmethod
     def _feature_width(backbone_config: PretrainedConfig) -> int:
@@ -135,24 +133,6 @@ class InstanceContrastiveModel(PreTrainedModel):
         restored[order] = all_keys
         return restored.view(world_size, len(mine), *keys.shape[1:])[rank].flatten(0, 1)
 
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        """key = m * key + (1 - m) * query, for the backbone and the projection."""
-        m = self.config.momentum
-        for key, query in zip(
-            [*self.key_backbone.parameters(), *self.key_projection.parameters()],
-            [*self.backbone.parameters(), *self.projection.parameters()],
-        ):
-            key.mul_(m).add_(query.detach(), alpha=1 - m)
-
-    @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Write ``keys`` into the ring buffer of negatives, oldest first out."""
-        keys = F.normalize(keys.float(), dim=-1)[-self.config.queue_size :]
-        index = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % self.config.queue_size
-        self.queue[index] = keys.to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % self.config.queue_size)
-
     def forward(
         self, pixel_values_1, pixel_values_2, object_maps_1, object_maps_2, object_valid, **kwargs
     ) -> ContrastiveOutput:
@@ -169,12 +149,16 @@ class InstanceContrastiveModel(PreTrainedModel):
             return ContrastiveOutput(loss=loss, **metrics)
         with torch.no_grad():
             if self.training:
-                self.momentum_update()
+                momentum_update(
+                    [self.backbone, self.projection],
+                    [self.key_backbone, self.key_projection],
+                    self.config.momentum,
+                )
             keys = self.momentum_keys(pixel_values_2, object_maps_2)
         loss, metrics = moco_infonce(z1[valid], keys[valid], self.queue.clone(), self.config.logit_temperature)
         all_keys, all_valid = gather_with_grad(keys), gather_with_grad(valid.float()).bool()  # fixed M: same shapes
         if self.training:
-            self.enqueue(all_keys[all_valid])
+            enqueue([self.queue], self.queue_ptr, [all_keys[all_valid]])
         return ContrastiveOutput(loss=loss, valid_objects=all_valid.sum().float(), **metrics)
 
 

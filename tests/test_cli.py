@@ -206,41 +206,10 @@ def test_shapes_trainer_rejects_bad_settings(values, message):
             ["--dataset_name", "{tmp}/plain", "--output_dir", "{tmp}/run"],
             "train_mae.py: error: dataset {tmp}/plain lacks the free-atm columns ['objects', 'attention_maps']",
         ),
-        *(
-            (
-                "train_mae.py",
-                ["--dataset_name", "shapes:4", "--output_dir", "{tmp}/run", *bad],
-                f"train_mae.py: error: {message}",
-            )
-            for bad, message in (
-                (["--mask_ratio", "1.5"], "--mask_ratio must lie in (0, 1), got 1.5"),
-                (["--guided_ratio_max", "2"], "--guided_ratio_max must lie in [0, 1], got 2.0"),
-                (["--guided_schedule", "cosine"], "--guided_schedule must be one of linear, constant, got 'cosine'"),
-                (["--image_size", "30"], "--image_size 30 is not a multiple of --patch_size 8"),
-                (["--config_overrides", "hiden_size=3"], "--config_overrides 'hiden_size=3': key hiden_size isn't in"),
-                (["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
-                (["--probe_scenes", "1"], "--probe_scenes must be 0 (no probe) or at least 2, got 1"),
-                (["--train_val_split", "1"], "--train_val_split must lie in [0, 1), got 1.0"),
-            )
-        ),
         (
             "train_blip.py",
             ["--dataset_name", "{tmp}/plain", "--output_dir", "{tmp}/run"],
             "error: dataset {tmp}/plain lacks the free-atm columns ['objects', 'attention_maps', 'prompt']",
-        ),
-        *(
-            (
-                "train_blip.py",
-                ["--dataset_name", "shapes:4", "--output_dir", "{tmp}/run", *bad],
-                f"train_blip.py: error: {message}",
-            )
-            for bad, message in (
-                (["--position_prompts", "some"], "position prompts must be one of all, one, none, got 'some'"),
-                (["--grid", "0"], "--grid must be at least 1, got 0"),
-                (["--hidden_size", "30", "--num_heads", "4"], "--hidden_size 30 is not a multiple of --num_heads 4"),
-                (["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
-                (["--vocab_size", "10"], "a vocabulary of 10 tokens cannot hold the 7 special tokens"),
-            )
         ),
         (
             "train_shapes_diffusion.py",
@@ -273,6 +242,56 @@ def test_training_scripts_report_bad_input_in_one_line(script, arguments, messag
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert message.replace("{tmp}", str(tmp_path)) in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+SETTINGS_BAD_INPUTS = [
+    ("train_mae", ["--mask_ratio", "1.5"], "--mask_ratio must lie in (0, 1), got 1.5"),
+    ("train_mae", ["--guided_ratio_max", "2"], "--guided_ratio_max must lie in [0, 1], got 2.0"),
+    ("train_mae", ["--guided_schedule", "cosine"], "--guided_schedule must be one of linear, constant, got 'cosine'"),
+    ("train_mae", ["--image_size", "30"], "--image_size 30 is not a multiple of --patch_size 8"),
+    ("train_mae", ["--config_overrides", "hiden_size=3"], "--config_overrides 'hiden_size=3': key hiden_size isn't"),
+    ("train_mae", ["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
+    ("train_mae", ["--probe_scenes", "1"], "--probe_scenes must be 0 (no probe) or at least 2, got 1"),
+    ("train_mae", ["--train_val_split", "1"], "--train_val_split must lie in [0, 1), got 1.0"),
+    ("train_blip", ["--position_prompts", "some"], "position prompts must be one of all, one, none, got 'some'"),
+    ("train_blip", ["--grid", "0"], "--grid must be at least 1, got 0"),
+    ("train_blip", ["--hidden_size", "30", "--num_heads", "4"], "--hidden_size 30 is not a multiple of --num_heads 4"),
+    ("train_blip", ["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
+    ("train_blip", ["--vocab_size", "10"], "a vocabulary of 10 tokens cannot hold the 7 special tokens"),
+    ("train_blip", ["--itc_queue_size", "-1"], "--itc_queue_size must be 0 (no momentum encoder) or more, got -1"),
+    ("train_blip", ["--itc_alpha", "1"], "--itc_alpha must lie in [0, 1), got 1.0"),
+    ("train_blip", ["--retrieval_scenes", "-2"], "--retrieval_scenes must be 0 (none) or more, got -2"),
+    ("train_blip", ["--probe_scenes", "10"], "--probe_scenes 10: BLIP pretraining is measured by --retrieval_scenes"),
+    ("train_diffusion_probe", ["--head", "mlp"], "--head must be one of linear, difformer, diffeed, got 'mlp'"),
+    ("train_diffusion_probe", ["--noise_draws", "0"], "--noise_draws must be at least 1, got 0"),
+    ("train_diffusion_probe", ["--blocks", "down_blocks.9"], "block 'down_blocks.9' is not one of the U-Net's"),
+    ("train_diffusion_probe", ["--timesteps", "1000"], "timestep 1000 is outside the scheduler's noise levels 0..999"),
+    ("train_diffusion_probe", ["--dataset_name", "shapes:1"], "'shapes:1': shapes:N needs at least 2 scenes"),
+    ("train_diffusion_probe", ["--unet", "./no-unet"], "model folder './no-unet' does not exist"),
+    (
+        "train_diffusion_probe",
+        ["--head", "diffeed", "--feedback_blocks", "mid_block"],
+        "--feedback_blocks 'mid_block' has no skip connection to feed back along",
+    ),
+]
+
+
+@pytest.mark.parametrize(("script", "bad", "message"), SETTINGS_BAD_INPUTS)
+def test_training_scripts_report_bad_settings_in_one_line(script, bad, message, tmp_path, capsys, monkeypatch):
+    """In this process (the script's own ``main`` and error reporting; the subprocess rows above show it
+    is the same from a shell)."""
+    import sys
+
+    from free_atm.usage import run_reporting_bad_input
+
+    module = _load_script(script)
+    arguments = ["--dataset_name", "shapes:4", "--output_dir", str(tmp_path / "run"), *bad]
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *arguments])
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_bad_input(module.main, f"{script}.py")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{script}.py: error: {message}" in error, error
     assert not (tmp_path / "run").exists()
 
 

@@ -11,7 +11,7 @@ from .arguments import DataArguments
 
 def write_model_card(
     template: str,
-    data_args: DataArguments,
+    data_args: DataArguments,  # or any arguments with a dataset_name
     training_args: TrainingArguments,
     tags: list[str],
     pipeline_tag: str,
@@ -20,7 +20,7 @@ def write_model_card(
     """Render ``hub_cards/{template}`` into ``output_dir/README.md`` with the fields every card has (name,
     data and mix, steps, batch size, where to load it from) and the framework's own ``fields``."""
     datasets = [data_args.dataset_name]
-    if data_args.real_dataset_name and data_args.real_ratio:
+    if getattr(data_args, "real_dataset_name", None) and data_args.real_ratio:
         datasets.append(f"{data_args.real_dataset_name} ({data_args.real_ratio:.0%})")
     card = ModelCard.from_template(
         ModelCardData(

@@ -1,0 +1,186 @@
+"""Which block and noise level of a diffusion U-Net carry the most (the second seed's figure 4, in miniature).
+
+On the task of ``free-atm probe --pooling mean`` (the shape kind of one-object rendered scenes, half to
+fit and half to test, chance 0.2): a linear probe (features average-pooled to 2 x 2, diffssl's) per
+block and per noise level t of the shipped shapes model; then DifFormer on the best blocks at the best
+noise levels and DifFeed at the best block and level; against the same linear probe on a random-init
+U-Net of the same architecture (same VAE), and the mean-pooled linear probe of any ``--backbones`` (the
+contrastive or MAE backbones ``free-atm probe`` reads) and of a random-init contrastive ResNet.
+
+    python benchmarks/diffusion_features.py                       # ~15 min on 2 CPU cores
+    python benchmarks/diffusion_features.py --backbones outputs/simclr-instance/backbone
+
+Writes ``--out`` (the table as JSON and the plot, accuracy against t with one line per block, as PNG) and
+prints JSON, then ``best_block=<b> best_t=<t> linear=<a> difformer=<c> diffeed=<d> random_unet_linear=<e>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoModel, TrainingArguments
+
+from free_atm.features import DiffusionFeatureExtractor
+from free_atm.features.recipe import DiffusionHeadArguments, LabelledDataArguments, cache_features, head_trainer
+from free_atm.training import ObjectMapCollator, probe_backbone, shapes_probe_splits
+
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]  # fmt: skip
+
+
+def train_and_score(head, train, test, epochs: int, learning_rate: float, batch_size: int = 64) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate, weight_decay=0.01, report_to=[], save_strategy="no",
+            logging_strategy="no", disable_tqdm=True, seed=0, dataloader_num_workers=0,
+        )  # fmt: skip
+        trainer = head_trainer(head, train, test, args, head.config.image_size)
+        trainer.train()
+        return trainer.evaluate()["eval_accuracy"]
+
+
+def sweep(extractor, arguments, train, test, names, epochs, learning_rate) -> dict[str, dict[int, float]]:
+    """Linear-probe accuracy per block and t, from one pass per t over the data (features pooled 2 x 2)."""
+    keys = [(t, block) for t in extractor.timesteps for block in extractor.blocks]
+    cached = [cache_features(extractor, d, keys, pool=2) for d in (train, test)]
+    table: dict[str, dict[int, float]] = {}
+    for index, (t, block) in enumerate(keys):
+        arguments.blocks, arguments.timesteps = [block], [t]
+        head = arguments.head_model(extractor, names)
+        one = [type(c)([c.features[index]], c.labels) for c in cached]
+        table.setdefault(block, {})[t] = train_and_score(head, *one, epochs, learning_rate)
+    return table
+
+
+def plot(table: dict[str, dict[int, float]], path: Path, title: str) -> None:
+    """Accuracy against t, one line per block (the ten best blocks), as PNG, drawn with PIL."""
+    width, height, margin = 900, 560, 70
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    steps = sorted({t for row in table.values() for t in row})
+    best = sorted(table, key=lambda b: -max(table[b].values()))[:10]
+    low, high = 0.0, max(0.5, max(max(row.values()) for row in table.values()) + 0.05)
+
+    def point(k: int, accuracy: float) -> tuple[float, float]:
+        x = margin + k * (width - 2 * margin - 180) / max(1, len(steps) - 1)
+        return x, height - margin - (accuracy - low) / (high - low) * (height - 2 * margin)
+
+    draw.line([point(0, low), point(len(steps) - 1, low)], fill="black")
+    draw.line([point(0, low), point(0, high)], fill="black")
+    for k, t in enumerate(steps):
+        x, y = point(k, low)
+        draw.text((x - 8, y + 8), str(t), fill="black")
+    for tick in [v / 10 for v in range(int(high * 10) + 1)]:
+        x, y = point(0, tick)
+        draw.text((x - 34, y - 6), f"{tick:.1f}", fill="black")
+    chance = point(0, 0.2), point(len(steps) - 1, 0.2)
+    draw.line(chance, fill="#aaaaaa")
+    for colour, block in zip(COLOURS, best):
+        draw.line([point(k, table[block][t]) for k, t in enumerate(steps)], fill=colour, width=3)
+    for row, (colour, block) in enumerate(zip(COLOURS, best)):
+        y = margin + 18 * row
+        draw.line([(width - 230, y + 6), (width - 210, y + 6)], fill=colour, width=3)
+        draw.text((width - 205, y), block, fill="black")
+    draw.text((margin, 20), title, fill="black")
+    draw.text((width // 2 - 60, height - 30), "noise level t", fill="black")
+    image.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", default="shapes")
+    parser.add_argument("--scenes", type=int, default=1000, help="one-object scenes, half fit and half test")
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[0, 25, 50, 100, 200, 400, 700])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--top-blocks", type=int, default=3, help="DifFormer fuses this many best blocks")
+    parser.add_argument("--top-timesteps", type=int, default=2, help="... at this many best noise levels")
+    parser.add_argument("--diffeed-epochs", type=int, default=10)
+    parser.add_argument("--backbones", nargs="*", default=[], help="backbone folders to probe the same way")
+    parser.add_argument("--out", default="outputs/diffusion_features")
+    options = parser.parse_args()
+    start = time.perf_counter()
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test, names = LabelledDataArguments(dataset_name=f"shapes:{options.scenes}").splits()
+    arguments = DiffusionHeadArguments(unet=options.unet, timesteps=options.timesteps)
+    probe = arguments.extractor()
+    everything = DiffusionFeatureExtractor(
+        probe.unet, probe.scheduler, [b.name for b in probe.all_blocks], options.timesteps, probe.vae,
+        probe.conditioning, sample_size=probe.image_size,
+    )  # fmt: skip
+    table = sweep(everything, arguments, train, test, names, options.epochs, options.learning_rate)
+    ranked = sorted(((acc, block, t) for block, row in table.items() for t, acc in row.items()), reverse=True)
+    linear, best_block, best_t = ranked[0]
+    blocks = sorted(table, key=lambda b: -max(table[b].values()))[: options.top_blocks]
+    levels = sorted(options.timesteps, key=lambda t: -max(row[t] for row in table.values()))[: options.top_timesteps]
+    plot(table, out / "accuracy_by_block_and_t.png", f"linear probe on {options.unet}: accuracy against t")
+
+    fused = DiffusionHeadArguments(unet=options.unet, head="difformer", blocks=blocks, timesteps=levels,
+                                   hidden_size=128, num_heads=4)  # fmt: skip
+    extractor = fused.extractor()
+    head = fused.head_model(extractor, names)
+    cached = [cache_features(extractor, d, head.config.feature_keys()) for d in (train, test)]
+    difformer = train_and_score(head, *cached, options.epochs, 1e-3)
+
+    feedback = DiffusionHeadArguments(unet=options.unet, head="diffeed", blocks=[best_block], timesteps=[best_t],
+                                      hidden_size=128, num_heads=4)  # fmt: skip
+    head = feedback.head_model(feedback.extractor(), names)
+    diffeed = train_and_score(head, train, test, options.diffeed_epochs, 1e-3, batch_size=32)
+
+    # the same linear probe on a random-init U-Net of the same architecture (the trained VAE kept)
+    torch.manual_seed(0)
+    random_unet = type(probe.unet).from_config(probe.unet.config).eval()
+    random_extractor = DiffusionFeatureExtractor(
+        random_unet, probe.scheduler, [best_block], [best_t], probe.vae, probe.conditioning,
+        sample_size=probe.image_size,
+    )  # fmt: skip
+    arguments.blocks, arguments.timesteps = [best_block], [best_t]
+    head = arguments.head_model(random_extractor, names)
+    cached = [cache_features(random_extractor, d, head.config.feature_keys(), pool=2) for d in (train, test)]
+    random_unet_linear = train_and_score(head, *cached, options.epochs, options.learning_rate)
+
+    # backbones through free-atm probe's own mean-pooled probes, on the same scenes
+    splits = shapes_probe_splits(options.scenes, max_objects=1)
+    collator = ObjectMapCollator(probe.image_size)
+    backbones = {}
+    for path in options.backbones:
+        backbones[path] = probe_backbone(AutoModel.from_pretrained(path), splits["train"], splits["test"], collator,
+                                         pooling="mean")  # fmt: skip
+    from free_atm.training.contrastive.model import InstanceContrastiveConfig, InstanceContrastiveModel
+
+    torch.manual_seed(0)
+    resnet = InstanceContrastiveModel(InstanceContrastiveConfig()).backbone
+    backbones["random-init contrastive ResNet"] = probe_backbone(
+        resnet, splits["train"], splits["test"], collator, pooling="mean"
+    )
+    result = {
+        "unet": options.unet,
+        "test_images": len(test),
+        "linear_by_block_and_t": table,
+        "best_block": best_block,
+        "best_t": best_t,
+        "linear": linear,
+        "difformer": {"blocks": blocks, "timesteps": levels, "accuracy": difformer},
+        "diffeed": {"block": best_block, "t": best_t, "accuracy": diffeed},
+        "random_unet_linear": random_unet_linear,
+        "backbones_mean_pooled": backbones,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(
+        f"best_block={best_block} best_t={best_t} linear={linear:.3f} difformer={difformer:.3f} "
+        f"diffeed={diffeed:.3f} random_unet_linear={random_unet_linear:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -3,11 +3,12 @@
 On the task of ``free-atm probe --pooling mean`` (the shape kind of one-object rendered scenes, half to
 fit and half to test, chance 0.2): a linear probe (features average-pooled to 2 x 2, diffssl's) per
 block and per noise level t of the shipped shapes model; then DifFormer on the best blocks at the best
-noise levels and DifFeed at the best block and level; against the same linear probe on a random-init
+noise levels and DifFeed at the best block and level (both as DifFormers of width 128 pooling to 8 x 8 by
+default: diffssl's 16 x 16 and width 1024 take hours on a CPU); against the same linear probe on a random-init
 U-Net of the same architecture (same VAE), and the mean-pooled linear probe of any ``--backbones`` (the
 contrastive or MAE backbones ``free-atm probe`` reads) and of a random-init contrastive ResNet.
 
-    python benchmarks/diffusion_features.py                       # ~15 min on 2 CPU cores
+    python benchmarks/diffusion_features.py                       # the CPU-sized run
     python benchmarks/diffusion_features.py --backbones outputs/simclr-instance/backbone
 
 Writes ``--out`` (the table as JSON and the plot, accuracy against t with one line per block, as PNG) and
@@ -102,7 +103,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--top-blocks", type=int, default=3, help="DifFormer fuses this many best blocks")
     parser.add_argument("--top-timesteps", type=int, default=2, help="... at this many best noise levels")
-    parser.add_argument("--diffeed-epochs", type=int, default=10)
+    parser.add_argument("--fusion-pool", type=int, default=8, help="DifFormer's pool (diffssl: 16; 8 fits a CPU)")
+    parser.add_argument("--fusion-epochs", type=int, default=10)
+    parser.add_argument("--diffeed-epochs", type=int, default=5)
     parser.add_argument("--backbones", nargs="*", default=[], help="backbone folders to probe the same way")
     parser.add_argument("--out", default="outputs/diffusion_features")
     options = parser.parse_args()
@@ -122,16 +125,20 @@ def main() -> None:
     blocks = sorted(table, key=lambda b: -max(table[b].values()))[: options.top_blocks]
     levels = sorted(options.timesteps, key=lambda t: -max(row[t] for row in table.values()))[: options.top_timesteps]
     plot(table, out / "accuracy_by_block_and_t.png", f"linear probe on {options.unet}: accuracy against t")
+    (out / "linear_by_block_and_t.json").write_text(json.dumps(table, indent=2))
+    print(f"linear sweep done in {time.perf_counter() - start:.0f} s: best {best_block} at t={best_t}", flush=True)
 
-    fused = DiffusionHeadArguments(unet=options.unet, head="difformer", blocks=blocks, timesteps=levels,
-                                   hidden_size=128, num_heads=4)  # fmt: skip
+    fusion = dict(hidden_size=128, num_heads=4, pool_size=options.fusion_pool)
+    fused = DiffusionHeadArguments(unet=options.unet, head="difformer", blocks=blocks, timesteps=levels, **fusion)
     extractor = fused.extractor()
     head = fused.head_model(extractor, names)
     cached = [cache_features(extractor, d, head.config.feature_keys()) for d in (train, test)]
-    difformer = train_and_score(head, *cached, options.epochs, 1e-3)
+    difformer = train_and_score(head, *cached, options.fusion_epochs, 1e-3)
+    print(f"DifFormer done in {time.perf_counter() - start:.0f} s: {difformer:.3f}", flush=True)
 
-    feedback = DiffusionHeadArguments(unet=options.unet, head="diffeed", blocks=[best_block], timesteps=[best_t],
-                                      hidden_size=128, num_heads=4)  # fmt: skip
+    feedback = DiffusionHeadArguments(
+        unet=options.unet, head="diffeed", blocks=[best_block], timesteps=[best_t], **fusion
+    )
     head = feedback.head_model(feedback.extractor(), names)
     diffeed = train_and_score(head, train, test, options.diffeed_epochs, 1e-3, batch_size=32)
 

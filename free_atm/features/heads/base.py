@@ -14,14 +14,15 @@ class DiffusionHeadModel(PreTrainedModel):
     """A classifier on frozen U-Net features. ``forward`` takes the features (a list in
     ``config.feature_keys()`` order, as a cache holds them) or images, which the attached
     :class:`~free_atm.features.DiffusionFeatureExtractor` turns into features. The extractor is not a
-    sub-module: it is not saved with the head (``config.unet`` names it; :func:`attach_extractor` rebuilds it)."""
+    sub-module and is not saved with the head: ``config`` names the U-Net, blocks, timesteps and noise, from
+    which :func:`~free_atm.features.load_feature_extractor` rebuilds it for :meth:`attach`."""
 
     config_class = DiffusionHeadConfig
     main_input_name = "pixel_values"
 
     def __init__(self, config: DiffusionHeadConfig):
         super().__init__(config)
-        self.__dict__["extractor"] = None  # outside the module tree: never saved, never moved by .to()
+        self.extractor = None  # not an nn.Module: outside the module tree, never saved, never moved by .to()
 
     def attach(self, extractor) -> None:
         """Read images through ``extractor`` (it must give this head's blocks and timesteps)."""
@@ -31,7 +32,7 @@ class DiffusionHeadModel(PreTrainedModel):
                 f"the extractor reads blocks {extractor.blocks} at t {extractor.timesteps}; this head needs "
                 f"{self.config.blocks} at t {self.config.timesteps}"
             )
-        self.__dict__["extractor"] = extractor
+        self.extractor = extractor
 
     def features_of(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The features of images ``(B, 3, H, W)`` in [0, 1], in ``config.feature_keys()`` order."""

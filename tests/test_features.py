@@ -209,3 +209,35 @@ def test_training_script_beats_chance_on_the_shapes_labels_and_saves_a_loadable_
     assert "up_blocks.1.resnets.0" in card and f"**{round(metrics['eval_accuracy'], 4)}**" in card
     listed = subprocess.run([*command[:4], "--list_blocks"], env=ENV, capture_output=True, text=True, timeout=300)
     assert "  9  mid_block" in listed.stdout and "96 ch  4x4" in listed.stdout, listed.stdout
+
+
+def test_a_labelled_image_folder_trains_and_pushes_to_the_hub(tmp_path, monkeypatch):
+    """A user's dataset: an image and a string label column, no test split (20% of train is held out)."""
+    import json
+    import sys
+
+    from datasets import Dataset
+    from hub_fake import fake_hub
+    from PIL import Image
+    from training_runs import ROOT
+
+    colours = ["red", "blue", "green"] * 6
+    rows = {"picture": [Image.new("RGB", (40, 40), c) for c in colours], "colour": colours}
+    Dataset.from_dict(rows).to_parquet(str(tmp_path / "colours" / "data" / "train.parquet"))
+    monkeypatch.syspath_prepend(str(ROOT / "trainers"))
+    from train_diffusion_probe import main
+
+    arguments = [
+        "--dataset_name", str(tmp_path / "colours"), "--image_column", "picture", "--label_column", "colour",
+        "--output_dir", str(tmp_path / "run"), "--max_steps", "3", "--per_device_train_batch_size", "4",
+        "--report_to", "none", "--save_strategy", "no", "--push_to_hub", "--hub_model_id", "me/colour-probe",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["train_diffusion_probe.py", *arguments])
+    with fake_hub(monkeypatch) as hub:
+        main()
+    head = DiffusionLinearProbe.from_pretrained(tmp_path / "run")
+    assert head.config.id2label == {0: "blue", 1: "green", 2: "red"}  # string labels, sorted
+    assert json.loads((tmp_path / "run" / "eval_results.json").read_text())["eval_samples_per_second"] > 0
+    assert {"name": "colour-probe", "organization": "me"}.items() <= hub.created[0].items()
+    assert {"README.md", "model.safetensors", "config.json"} <= set(hub.uploaded)
+    assert "me/colour-probe" in hub.uploaded["README.md"].decode()

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, load_dataset
 from torch.utils.data import DataLoader
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, TrainingArguments
 
 from ..training.probes import shapes_probe_splits
+from ..training.trainer import FreeATMTrainer
 from ..usage import names_a_folder
 from .extractor import DiffusionFeatureExtractor
 from .heads.base import DiffusionHeadModel
@@ -228,11 +229,12 @@ def accuracy(prediction: EvalPrediction) -> dict[str, float]:
 
 def head_trainer(
     head: DiffusionHeadModel, train, evaluation, training_args: TrainingArguments, image_size: int
-) -> Trainer:
-    """A ``Trainer`` for ``head``: on cached ``FeatureSet``s (linear, DifFormer) or images (DifFeed)."""
+) -> FreeATMTrainer:
+    """A ``Trainer`` for ``head`` (free-atm's: it keeps the model card the script writes): on cached
+    ``FeatureSet``s (linear, DifFormer) or images (DifFeed)."""
     training_args.remove_unused_columns = False
     cached = isinstance(train, FeatureSet)
-    return Trainer(
+    return FreeATMTrainer(
         model=head,
         args=training_args,
         train_dataset=train,

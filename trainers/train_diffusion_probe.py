@@ -43,7 +43,7 @@ def main() -> None:
         print("\n".join(str(block) for block in extractor.all_blocks))
         return
     train, evaluation, labels = data_args.splits()
-    head = head_args.head_model(extractor, labels)
+    head = head_args.head_model(extractor, labels, training_args.seed)
     settings = {**asdict(head_args), **asdict(data_args)}
     resume = resume_point(training_args.output_dir, settings, training_args.resume_from_checkpoint)
     if head_args.head != "diffeed":  # features once: the U-Net is frozen and its noise seeded

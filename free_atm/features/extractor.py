@@ -47,6 +47,7 @@ class DiffusionFeatureExtractor:
         if vae is not None:
             vae.eval().requires_grad_(False)
         self.conditioning = dict(conditioning or {})
+        self._takes_text = "encoder_hidden_states" in inspect.signature(unet.forward).parameters
         self.noise_seed, self.noise_draws = noise_seed, noise_draws
         self.latent_scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_size = sample_size or unet.config.sample_size * self.latent_scale
@@ -181,7 +182,7 @@ class DiffusionFeatureExtractor:
                 kwargs[key] = {k: v.expand(batch, *v.shape[1:]) for k, v in value.items()}
             else:
                 kwargs[key] = value.expand(batch, *value.shape[1:])
-        if "encoder_hidden_states" in inspect.signature(self.unet.forward).parameters:
+        if self._takes_text:
             kwargs.setdefault("encoder_hidden_states", None)
         return self.unet(sample, timesteps, **kwargs)
 

@@ -74,9 +74,9 @@ class DiffusionHeadArguments:
             self.unet, self.blocks, self.timesteps, self.noise_seed, self.noise_draws, image_size, device
         )
 
-    def head_model(self, extractor: DiffusionFeatureExtractor, labels: list[str]) -> DiffusionHeadModel:
+    def head_model(self, extractor: DiffusionFeatureExtractor, labels: list[str], seed: int = 0) -> DiffusionHeadModel:
         """A new head for these blocks and timesteps (``extractor`` must read them), classifying into
-        ``labels``, attached to ``extractor``."""
+        ``labels``, attached to ``extractor``, its weights drawn from ``seed``."""
         config_class, model_class = HEADS[self.head]
         blocks = sorted((extractor.block(name) for name in set(self.blocks)), key=lambda block: block.ordinal)
         settings = dict(
@@ -101,7 +101,7 @@ class DiffusionHeadArguments:
                 feedback_channels=[extractor.block(name).channels for name in fed],
                 target_channels=[extractor.block(pairs[name]).channels for name in fed],
             )
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = model_class(config_class(**settings))
         model.attach(extractor)
         return model

@@ -44,6 +44,24 @@ def test_aggregated_maps_equal_store_all_reference(sd_pipe, guidance_scale):
     torch.testing.assert_close(aggregator.result(), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_capture_projects_no_query_or_key_again(sd_pipe):
+    """The maps come from the query and key that the stock processor projects itself: each cross-attention
+    layer's to_q and to_k run once per U-Net call (one a step, both guidance halves batched), as without."""
+    from free_atm.attention import cross_attention_processor_names
+
+    names = cross_attention_processor_names(sd_pipe.unet)
+    layers = [sd_pipe.unet.get_submodule(name.removesuffix(".processor")) for name in names]
+    projections = [module for layer in layers for module in (layer.to_q, layer.to_k)]
+    calls = []
+    handles = [module.register_forward_hook(lambda *args: calls.append(1)) for module in projections]
+    try:
+        aggregator = raw_maps(sd_pipe, PROMPTS, OBJECTS, num_inference_steps=2, height=64, width=64)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert aggregator.count == 2 * len(layers) and len(calls) == 2 * len(projections)
+
+
 def test_pipeline_output_maps_are_normalised_reference_maps(sd_pipe):
     reference = reference_for(sd_pipe, PROMPTS, OBJECTS)
     out = sd_pipe(PROMPTS, objects=OBJECTS, num_inference_steps=2, height=64, width=64, generator=generator())

@@ -33,8 +33,14 @@ def cross_attention_probs(
         hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
     if attn.norm_cross:
         text_states = attn.norm_encoder_hidden_states(text_states)
-    query = attn.to_q(hidden_states)
-    key = attn.to_k(text_states)
+    return probs_from_projections(attn, attn.to_q(hidden_states), attn.to_k(text_states), attention_mask)
+
+
+def probs_from_projections(
+    attn: Attention, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The probabilities of :func:`cross_attention_probs` from the layer's projected query ``(B, Q, D)``
+    and key ``(B, K, D)``: heads split, q/k norms, float32 scores, the mask, the softmax."""
     batch, num_keys = key.shape[:2]
     head_dim = key.shape[-1] // attn.heads
     query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
@@ -50,13 +56,45 @@ def cross_attention_probs(
     return scores.softmax(dim=-1)
 
 
+class _Projections:
+    """Forward hooks on a layer's ``to_q`` and ``to_k`` for the length of one call of the wrapped
+    processor: the query and key it projects itself, so that the capture does not project them again."""
+
+    def __init__(self, attn: Attention):
+        self.attn, self.queries, self.keys = attn, [], []
+
+    def __enter__(self) -> _Projections:
+        self.handles = [
+            self.attn.to_q.register_forward_hook(lambda module, inputs, output: self.queries.append(output)),
+            self.attn.to_k.register_forward_hook(lambda module, inputs, output: self.keys.append(output)),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def pair(self, batch: int, num_queries: int, num_keys: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The one query and key of the whole batch, when the processor made exactly those (fused
+        projections, processors that project in slices or twice give None: the capture projects itself)."""
+        if len(self.queries) != 1 or len(self.keys) != 1:
+            return None
+        query, key = self.queries[0], self.keys[0]
+        if query.shape[:2] != (batch, num_queries) or key.shape[:2] != (batch, num_keys):
+            return None
+        return query, key
+
+
 class AttentionCaptureProcessor:
     """Wraps a cross-attention layer's processor: the output is the wrapped processor's, untouched.
 
-    Before delegating, it computes the probabilities of the conditional half (the second half of the
-    batch under classifier-free guidance, the whole batch without it) and hands them to the aggregator.
-    The text keys are the plain text states, so IP-Adapter processors (which receive a tuple of text
-    and image states) keep working.
+    It hands the aggregator the probabilities of the conditional half (the second half of the batch under
+    classifier-free guidance, the whole batch without it), formed from the query and key that the wrapped
+    processor projects itself (caught by hooks on ``to_q`` and ``to_k`` during its call), so the only
+    extra work is the conditional half's scores and softmax; a processor that projects otherwise (fused
+    projections, slices) gets the projections made again. The text keys are the plain text states, so
+    IP-Adapter processors (which receive a tuple of text and image states, and project the image keys
+    with their own layers) keep working.
     """
 
     def __init__(self, processor, aggregator: AttentionAggregator) -> None:
@@ -80,26 +118,32 @@ class AttentionCaptureProcessor:
         num_queries = (
             hidden_states.shape[-2] * hidden_states.shape[-1] if hidden_states.ndim == 4 else hidden_states.shape[1]
         )
-        if self.aggregator.wants(num_queries):
-            n = self.aggregator.num_images
-            if text_states.shape[0] not in (n, 2 * n):
-                raise RuntimeError(
-                    f"cross-attention batch {text_states.shape[0]} is neither {n} images nor {2 * n} "
-                    "(classifier-free guidance)"
-                )
-            conditional = slice(text_states.shape[0] - n, None)
+        call = {"encoder_hidden_states": encoder_hidden_states, "attention_mask": attention_mask, **kwargs}
+        if not self.aggregator.wants(num_queries):
+            return self.processor(attn, hidden_states, **call)
+        n, total = self.aggregator.num_images, text_states.shape[0]
+        if total not in (n, 2 * n):
+            raise RuntimeError(
+                f"cross-attention batch {total} is neither {n} images nor {2 * n} (classifier-free guidance)"
+            )
+        with _Projections(attn) as projections:
+            output = self.processor(attn, hidden_states, **call)
+        conditional = slice(total - n, None)
+        mask = None if attention_mask is None else attention_mask[conditional]
+        pair = projections.pair(total, num_queries, text_states.shape[1])
+        if pair is not None:  # the wrapped processor's own projections, conditional half
+            probs = probs_from_projections(attn, pair[0][conditional], pair[1][conditional], mask)
+        else:
             temb = kwargs.get("temb")
             probs = cross_attention_probs(
                 attn,
                 hidden_states[conditional],
                 text_states[conditional],
-                None if attention_mask is None else attention_mask[conditional],
+                mask,
                 None if temb is None else temb[conditional],
             )
-            self.aggregator.add(probs)
-        return self.processor(
-            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
-        )
+        self.aggregator.add(probs)
+        return output
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self._forward(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""``ProbeCallback``: kNN and linear probes of the backbone being trained, as a ``TrainerCallback``."""
+"""Measurements of the model being trained as ``TrainerCallback``s: ``MeasureCallback`` (when and where a
+measurement runs and where its results go) and ``ProbeCallback`` (kNN and linear probes of the backbone)."""
 
 from __future__ import annotations
 
@@ -25,29 +26,21 @@ class Probe:
     prefix: str = ""
 
 
-class ProbeCallback(TrainerCallback):
-    """kNN and linear-probe accuracy of the backbone for each of ``probes``, at every evaluation and at
-    the end of training, on the main process only; each round's results go into the log history as one
-    entry. ``backbone`` takes the trained model to the module to probe (``model.backbone`` by default)."""
+class MeasureCallback(TrainerCallback):
+    """Runs :meth:`measure` at every evaluation and at the end of training, on the main process only
+    (every process holds the same weights); each round's results, with the step, go into ``history`` and
+    the trainer's log history as one entry."""
 
-    def __init__(
-        self,
-        probes: Sequence[Probe],
-        collator: ObjectMapCollator,
-        k: int = 20,
-        backbone: Callable[[nn.Module], nn.Module] = attrgetter("backbone"),
-    ):
-        self.probes, self.collator, self.k, self.backbone = list(probes), collator, k, backbone
+    def __init__(self):
         self.history: list[dict] = []
 
-    def _run(self, state, model):
-        if not state.is_world_process_zero:  # every process holds the same weights
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _run(self, state, model) -> None:
+        if not state.is_world_process_zero:
             return
-        backbone, result = self.backbone(model), {"step": state.global_step}
-        for probe in self.probes:
-            probed = probe_backbone(backbone, probe.train, probe.test, self.collator, self.k, probe.pooling)
-            result.update({probe.prefix + name: value for name, value in probed.items()})
-        model.train()
+        result = {"step": state.global_step, **self.measure(model)}
         self.history.append(result)
         state.log_history.append(result)
 
@@ -56,3 +49,26 @@ class ProbeCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._run(state, model)
+
+
+class ProbeCallback(MeasureCallback):
+    """kNN and linear-probe accuracy of the backbone for each of ``probes``. ``backbone`` takes the trained
+    model to the module to probe (``model.backbone`` by default)."""
+
+    def __init__(
+        self,
+        probes: Sequence[Probe],
+        collator: ObjectMapCollator,
+        k: int = 20,
+        backbone: Callable[[nn.Module], nn.Module] = attrgetter("backbone"),
+    ):
+        super().__init__()
+        self.probes, self.collator, self.k, self.backbone = list(probes), collator, k, backbone
+
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        backbone, result = self.backbone(model), {}
+        for probe in self.probes:
+            probed = probe_backbone(backbone, probe.train, probe.test, self.collator, self.k, probe.pooling)
+            result.update({probe.prefix + name: value for name, value in probed.items()})
+        model.train()
+        return result

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
 
 from ...metrics.retrieval import retrieval_recalls
 from ...seeds import derive_seed
 from ...shapes.render import render_scene
+from ..callbacks import MeasureCallback
 from .prompts import object_blocks, prompted_caption
 from .retrieval import retrieval_scores
 
@@ -76,25 +76,14 @@ def evaluate_retrieval(model, processor, retrieval_set: RetrievalSet, k: int = 1
     return retrieval_recalls(image_to_text.cpu().numpy(), text_image, text_to_image_scores=text_to_image.cpu().numpy())
 
 
-class RetrievalCallback(TrainerCallback):
-    """Retrieval recalls of the model being trained on ``retrieval_set``, at every evaluation and at the
-    end of training, on the main process only; each round goes into the log history as one entry with
-    ``retrieval_`` names (``retrieval_txt_r1``: image to text, ``retrieval_img_r1``: text to image)."""
+class RetrievalCallback(MeasureCallback):
+    """Retrieval recalls of the model being trained on ``retrieval_set``, named ``retrieval_...``
+    (``retrieval_txt_r1``: image to text, ``retrieval_img_r1``: text to image)."""
 
     def __init__(self, retrieval_set: RetrievalSet, processor, k: int = 16):
+        super().__init__()
         self.retrieval_set, self.processor, self.k = retrieval_set, processor, k
-        self.history: list[dict] = []
 
-    def _run(self, state, model) -> None:
-        if not state.is_world_process_zero:
-            return
+    def measure(self, model) -> dict[str, float]:
         recalls = evaluate_retrieval(model, self.processor, self.retrieval_set, self.k)
-        result = {"step": state.global_step, **{f"retrieval_{name}": value for name, value in recalls.items()}}
-        self.history.append(result)
-        state.log_history.append(result)
-
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
-        self._run(state, model)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._run(state, model)
+        return {f"retrieval_{name}": value for name, value in recalls.items()}

@@ -77,20 +77,23 @@ def itc_distilled_loss(
     alpha: float,
 ) -> torch.Tensor:
     """BLIP's ITC with a momentum encoder: this process's online features against the momentum features
-    of the global batch followed by the queue; the target of image i is ``(1 - alpha)`` on text i plus
-    ``alpha`` times the softmax of the momentum image's own similarities (momentum distillation), and the
-    same from the texts' side. All features L2-normalised; logits in float32."""
-    images = torch.cat([gather(image_momentum.float()), image_queue.float()])
-    texts = torch.cat([gather(text_momentum.float()), text_queue.float()])
-    offset = world_size_and_rank()[1] * len(image_features)
-    truth = F.one_hot(torch.arange(len(image_features), device=images.device) + offset, len(texts)).float()
+    of the global batch (``image_momentum``, ``text_momentum``: every process's, gathered) followed by the
+    queue; the target of image i is ``(1 - alpha)`` on text i plus ``alpha`` times the softmax of the
+    momentum image's own similarities (momentum distillation), and the same from the texts' side. All
+    features L2-normalised; logits in float32."""
+    images = torch.cat([image_momentum.float(), image_queue.float()])
+    texts = torch.cat([text_momentum.float(), text_queue.float()])
+    mine = torch.arange(len(image_features), device=images.device) + world_size_and_rank()[1] * len(image_features)
+    truth = F.one_hot(mine, len(texts)).float()
 
     def one_side(online: torch.Tensor, momentum: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = alpha * F.softmax(momentum.float() @ others.T / temperature, dim=1) + (1 - alpha) * truth
         return -(F.log_softmax(online.float() @ others.T / temperature, dim=1) * target).sum(1).mean()
 
-    return (one_side(image_features, image_momentum, texts) + one_side(text_features, text_momentum, images)) / 2
+    return (
+        one_side(image_features, image_momentum[mine], texts) + one_side(text_features, text_momentum[mine], images)
+    ) / 2
 
 
 def hard_negatives(similarity: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -185,15 +188,14 @@ class BlipForPretraining(BlipPreTrainedModel):
         text_features = F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
         temperature = self.temperature()
         if self.queue_size:
-            image_momentum, text_momentum = self.momentum_features(pixel_values, input_ids, attention_mask)
+            momentum = [gather(f) for f in self.momentum_features(pixel_values, input_ids, attention_mask)]
             queues = [self.image_queue, self.text_queue]
             alpha = self.config.itc_alpha if itc_alpha is None else itc_alpha
             loss_itc = itc_distilled_loss(
-                image_features, text_features, image_momentum, text_momentum, *[q.clone() for q in queues],
-                temperature, alpha,
-            )  # fmt: skip
+                image_features, text_features, *momentum, *[q.clone() for q in queues], temperature, alpha
+            )
             if self.training:
-                enqueue(queues, self.queue_ptr, [gather(image_momentum), gather(text_momentum)])
+                enqueue(queues, self.queue_ptr, momentum)  # the global batch's, gathered once
         else:
             loss_itc = itc_loss(image_features, text_features, temperature)
 

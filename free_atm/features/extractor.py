@@ -51,8 +51,9 @@ class DiffusionFeatureExtractor:
         self.noise_seed, self.noise_draws = noise_seed, noise_draws
         self.latent_scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_size = sample_size or unet.config.sample_size * self.latent_scale
+        self._modules = dict(unet.named_modules())
         self.all_blocks = self.list_blocks(self.image_size)
-        known = {block.name: block for block in self.all_blocks}
+        self._by_name = known = {block.name: block for block in self.all_blocks}
         if not blocks:
             raise ValueError("pick at least one block (list_blocks() shows them)")
         for name in blocks:
@@ -76,13 +77,13 @@ class DiffusionFeatureExtractor:
         return next(self.unet.parameters()).dtype
 
     def block(self, name: str) -> Block:
-        return next(block for block in self.all_blocks if block.name == name)
+        return self._by_name[name]
 
     @torch.no_grad()
     def list_blocks(self, image_size: int) -> list[Block]:
         """Every addressable block with its forward ordinal, channels and grid for ``image_size`` images."""
         found: dict[str, torch.Size] = {}
-        modules = dict(self.unet.named_modules())
+        modules = self._modules
 
         def record(module, inputs, output, name: str) -> None:
             found.setdefault(name, feature_map(output).shape)
@@ -148,7 +149,7 @@ class DiffusionFeatureExtractor:
     def _forward(self, sample, t: int, blocks: list[str], added: Mapping[str, torch.Tensor]):
         kept: dict[str, torch.Tensor] = {}
         last = max(blocks, key=lambda name: self.block(name).ordinal)
-        modules = dict(self.unet.named_modules())
+        modules = self._modules
 
         def hook(module, inputs, output, name):
             if name in added:  # DifFeed: the feedback joins this block's output, skip connection included

@@ -132,12 +132,12 @@ class LabelledDataArguments:
         """Train and evaluation sets with ``image`` and ``label`` columns, and the label names."""
         if self.dataset_name.startswith("shapes:"):
             scenes = shapes_probe_splits(int(self.dataset_name.split(":", 1)[1]), max_objects=1)
+
+            def lone_kind(split: Dataset) -> Dataset:  # one object per scene: its kind is the label
+                return split.select_columns(["image"]).add_column("label", [kinds[0] for kinds in split["labels"]])
+
             names = scenes["train"].features["labels"].feature.names
-            lone = {"label": [labels[0] for labels in scenes["train"]["labels"]]}
-            train = scenes["train"].select_columns(["image"]).add_column("label", lone["label"])
-            test = scenes["test"].select_columns(["image"])
-            test = test.add_column("label", [labels[0] for labels in scenes["test"]["labels"]])
-            return train, test, list(names)
+            return lone_kind(scenes["train"]), lone_kind(scenes["test"]), list(names)
         data = load_dataset(self.dataset_name)
         first = data[next(iter(data))]
         for column in (self.image_column, self.label_column):

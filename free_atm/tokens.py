@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-__all__ = ["find_phrase", "object_token_indices", "object_token_weights"]
+__all__ = ["TextSource", "find_phrase", "object_token_indices", "object_token_weights"]
+
+
+class TextSource(NamedTuple):
+    """One tokenizer whose tokens the denoiser attends to, the prompts it encodes, where its tokens start in
+    the attended text sequence (SD3 puts T5's after CLIP's 77) and the length it truncates to (``None``: the
+    tokenizer's ``model_max_length``)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    prompts: Sequence[str]
+    offset: int = 0
+    max_length: int | None = None
 
 
 def find_phrase(prompt: str, phrase: str) -> list[tuple[int, int]]:
@@ -30,12 +42,15 @@ def find_phrase(prompt: str, phrase: str) -> list[tuple[int, int]]:
     return [m.span() for m in re.finditer(pattern, prompt, flags=re.IGNORECASE)]
 
 
-def object_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, phrase: str) -> list[int]:
+def object_token_indices(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, phrase: str, max_length: int | None = None
+) -> list[int]:
     """Positions, in the encoded and truncated prompt, of the tokens that spell ``phrase``.
 
     Every occurrence counts. Raises ``ValueError`` naming the object and the prompt when the phrase does
-    not occur, or occurs only past the tokenizer's maximum length.
+    not occur, or occurs only past ``max_length`` (default: the tokenizer's maximum length).
     """
+    max_length = max_length or tokenizer.model_max_length
     spans = find_phrase(prompt, phrase)
     if not spans:
         raise ValueError(f"object {phrase!r} does not occur in prompt {prompt!r}")
@@ -43,7 +58,7 @@ def object_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, phrase
         raise TypeError(
             f"{type(tokenizer).__name__} gives no character offsets; object tokens need a fast (tokenizers) tokenizer"
         )
-    encoding = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length, return_offsets_mapping=True)
+    encoding = tokenizer(prompt, truncation=True, max_length=max_length, return_offsets_mapping=True)
     special = set(tokenizer.all_special_ids)
     indices = [
         i
@@ -52,32 +67,35 @@ def object_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, phrase
     ]
     if not indices:
         raise ValueError(
-            f"object {phrase!r} of prompt {prompt!r} lies past the tokenizer's {tokenizer.model_max_length} "
+            f"object {phrase!r} of prompt {prompt!r} lies past the tokenizer's {max_length} "
             "tokens and was truncated away"
         )
     return indices
 
 
 def object_token_weights(
-    sources: Sequence[tuple[PreTrainedTokenizerBase, Sequence[str]]],
+    sources: Sequence[TextSource | tuple[PreTrainedTokenizerBase, Sequence[str]]],
     objects: Sequence[Sequence[str]],
     sequence_length: int,
 ) -> torch.Tensor:
     """Weights ``(num_prompts, sequence_length, max_objects)`` whose column ``m`` averages object m's tokens.
 
-    ``sources`` pairs each tokenizer that feeds the text encoders with the prompts it encodes (SDXL has
-    two, and ``prompt_2`` may differ from ``prompt``); a phrase's positions are the union over the sources
-    in which it occurs. Missing objects are zero columns.
+    ``sources`` are :class:`TextSource` s (or ``(tokenizer, prompts)`` pairs), one per tokenizer whose
+    tokens the denoiser attends to (SDXL has two, and ``prompt_2`` may differ from ``prompt``; SD3 adds
+    T5's after CLIP's); a phrase's positions are the union over the sources in which it occurs. Missing
+    objects are zero columns.
     """
+    sources = [TextSource(*source) for source in sources]
     num_prompts = len(objects)
     weights = torch.zeros(num_prompts, sequence_length, max((len(o) for o in objects), default=0))
     for i, phrases in enumerate(objects):
         for m, phrase in enumerate(phrases):
             positions: set[int] = set()
             errors = []
-            for tokenizer, prompts in sources:
+            for source in sources:
                 try:
-                    positions.update(object_token_indices(tokenizer, prompts[i], phrase))
+                    found = object_token_indices(source.tokenizer, source.prompts[i], phrase, source.max_length)
+                    positions.update(source.offset + position for position in found)
                 except ValueError as error:
                     errors.append(error)
             if not positions:

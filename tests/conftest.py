@@ -112,3 +112,32 @@ def normalize(maps: torch.Tensor) -> torch.Tensor:
     flat = maps.flatten(-2)
     low, high = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
     return ((flat - low) / (high - low)).view_as(maps)
+
+
+@pytest.fixture
+def sd3_pipe():
+    from free_atm.diffusion import FreeATMStableDiffusion3Pipeline
+    from free_atm.diffusion.random_components import tiny_sd3_components
+
+    pipe = FreeATMStableDiffusion3Pipeline(**tiny_sd3_components())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def flux_pipe():
+    from free_atm.diffusion import FreeATMFluxPipeline
+    from free_atm.diffusion.random_components import tiny_flux_components
+
+    pipe = FreeATMFluxPipeline(**tiny_flux_components())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def fresh_custom_module():
+    """diffusers executes every local ``pipeline.py`` into one cached module, ``diffusers_modules.local.pipeline``,
+    so a second custom pipeline in the same process would find both classes; start as a new process would."""
+    import sys
+
+    sys.modules.pop("diffusers_modules.local.pipeline", None)

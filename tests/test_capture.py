@@ -155,7 +155,7 @@ def test_processor_replaced_mid_call_raises(sd_pipe):
 
 
 def test_window_that_excludes_every_step_is_an_error(sd_pipe):
-    with pytest.raises(RuntimeError, match="no cross-attention map was captured"):
+    with pytest.raises(RuntimeError, match="no attention map was captured"):
         sd_pipe(
             PROMPTS[0],
             objects=OBJECTS[0],

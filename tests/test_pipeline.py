@@ -223,15 +223,6 @@ def test_capture_config_saved_loaded_and_overridden(sd_pipe, tmp_path):
     assert loaded.capture_config.attention_resolution is None  # per-call override is not saved
 
 
-@pytest.fixture
-def fresh_custom_module():
-    """diffusers executes every local ``pipeline.py`` into one cached module, ``diffusers_modules.local.pipeline``,
-    so a second custom pipeline in the same process would find both classes; start as a new process would."""
-    import sys
-
-    sys.modules.pop("diffusers_modules.local.pipeline", None)
-
-
 @pytest.mark.usefixtures("fresh_custom_module")
 def test_custom_pipeline_loads_a_stock_folder_offline(sd_pipe, tmp_path):
     parent_of(sd_pipe).save_pretrained(tmp_path)

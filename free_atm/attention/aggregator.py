@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +43,9 @@ class AttentionAggregator:
             of object ``m`` (see :func:`free_atm.tokens.object_token_weights`).
         config: which layers and timesteps count, and the aggregation resolution.
 
-    The UNet calls :meth:`on_unet_call` before each denoising step (a forward pre-hook) and each capture
-    processor calls :meth:`wants` and :meth:`add`. Only the sums and a counter are kept, so memory does
-    not depend on the number of steps or layers.
+    A forward pre-hook of the denoiser (UNet or transformer) calls :meth:`start_call` before each call,
+    and each capture processor calls :meth:`wants` and :meth:`add`. Only the sums and a counter are kept,
+    so memory does not depend on the number of steps or layers.
     """
 
     def __init__(self, token_weights: torch.Tensor, config: CaptureConfig) -> None:
@@ -54,6 +53,7 @@ class AttentionAggregator:
         self.config = config
         self.latent_size: tuple[int, int] | None = None
         self.active = True
+        self.last_timestep: float | None = None
         self.sums: torch.Tensor | None = None
         self.count = 0
 
@@ -70,20 +70,26 @@ class AttentionAggregator:
             return height, width
         return target, max(1, round(target * width / height))
 
-    def on_unet_call(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Forward pre-hook of the UNet: records the latent size and whether this timestep counts."""
-        sample = args[0] if args else kwargs["sample"]
-        self.latent_size = tuple(sample.shape[-2:])
-        window = self.config.timestep_range
-        if window is not None:
-            timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-            value = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
-            self.active = window[0] <= value <= window[1]
+    def start_call(self, latent_size: tuple[int, int], timestep: float, first_per_timestep: bool = False) -> None:
+        """Called before each denoiser call: the latent size, and whether this call's maps count.
 
-    def wants(self, num_queries: int) -> bool:
-        """Whether a layer with ``num_queries`` positions counts at the current step."""
+        ``timestep`` is on the scheduler's 0-1000 scale. With ``first_per_timestep`` only the first call of
+        each timestep counts: transformer pipelines call again at the same timestep for true classifier-free
+        guidance's negative prompt (Flux) or skip-layer guidance (SD3), after the conditional call.
+        """
+        self.latent_size = tuple(int(s) for s in latent_size)
+        window = self.config.timestep_range
+        self.active = window is None or window[0] <= timestep <= window[1]
+        if first_per_timestep:
+            self.active = self.active and timestep != self.last_timestep
+        self.last_timestep = timestep
+
+    def wants(self, num_queries: int, block: int | None = None) -> bool:
+        """Whether a layer with ``num_queries`` positions (of transformer block ``block``) counts now."""
         if not self.active or self.token_weights.shape[-1] == 0:
             return False
+        if block is not None and self.config.blocks is not None:
+            return block in self.config.blocks
         scales = self.config.layer_scales
         return scales is None or layer_grid(num_queries, self.latent_size)[0] in scales
 
@@ -111,7 +117,8 @@ class AttentionAggregator:
         """The mean map ``(num_images, num_objects, h, w)`` over every counted layer and step."""
         if self.count == 0:
             raise RuntimeError(
-                "no cross-attention map was captured: no layer matched layer_scales="
-                f"{self.config.layer_scales} within timestep_range={self.config.timestep_range}"
+                "no attention map was captured: no layer matched layer_scales="
+                f"{self.config.layer_scales} / blocks={self.config.blocks} within "
+                f"timestep_range={self.config.timestep_range}"
             )
         return self.sums / self.count

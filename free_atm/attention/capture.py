@@ -1,14 +1,40 @@
-"""Install capture processors on a UNet's cross-attention layers for one call, then restore."""
+"""Install capture processors on a denoiser's attention layers for one call, then restore them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
 from .aggregator import AttentionAggregator
+from .joint_processor import (
+    FluxAttentionCaptureProcessor,
+    JointAttentionCaptureProcessor,
+    SD3AttentionCaptureProcessor,
+    TransformerCall,
+)
 from .processor import AttentionCaptureProcessor
+
+#: joint-attention capture processor of each transformer class
+JOINT_CAPTURE_PROCESSORS: dict[str, type[JointAttentionCaptureProcessor]] = {
+    "SD3Transformer2DModel": SD3AttentionCaptureProcessor,
+    "FluxTransformer2DModel": FluxAttentionCaptureProcessor,
+}
+
+
+def _timestep_value(timestep) -> float:
+    return float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+
+
+def _on_unet_call(aggregator: AttentionAggregator):
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        sample = args[0] if args else kwargs["sample"]
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        aggregator.start_call(tuple(sample.shape[-2:]), _timestep_value(timestep))
+
+    return hook
 
 
 def cross_attention_processor_names(unet: torch.nn.Module) -> list[str]:
@@ -30,20 +56,101 @@ def capture_cross_attention(unet: torch.nn.Module, aggregator: AttentionAggregat
     block (attention slicing, xformers), that processor is left in place and ``RuntimeError`` is raised,
     since the maps would silently miss those layers.
     """
-    originals = unet.attn_processors
-    names = cross_attention_processor_names(unet)
-    if not names:
+    config = aggregator.config
+    if config.blocks is not None or config.method != "attention":
+        raise ValueError(
+            f"blocks={config.blocks!r} and method={config.method!r} are for diffusion transformers; a UNet's "
+            "cross-attention layers are chosen with layer_scales and give query-key maps (method='attention')"
+        )
+    wrappers = {
+        name: AttentionCaptureProcessor(processor, aggregator)
+        for name, processor in unet.attn_processors.items()
+        if name in set(cross_attention_processor_names(unet))
+    }
+    if not wrappers:
         raise ValueError(f"{type(unet).__name__} has no cross-attention layer to capture")
-    wrappers = {name: AttentionCaptureProcessor(originals[name], aggregator) for name in names}
-    unet.set_attn_processor({**originals, **wrappers})
-    hook = unet.register_forward_pre_hook(aggregator.on_unet_call, with_kwargs=True)
-    try:
+    with _installed(unet, wrappers, _on_unet_call(aggregator)):
         yield aggregator
+
+
+def joint_attention_processor_names(transformer: torch.nn.Module) -> list[str]:
+    """Names of the processors of a diffusion transformer's joint-attention layers, in forward order (the
+    order of their block indices in ``CaptureConfig.blocks``)."""
+    capture = JOINT_CAPTURE_PROCESSORS[type(transformer).__name__]
+    return [
+        name
+        for name in transformer.attn_processors
+        if capture.captures(name, transformer.get_submodule(name.removesuffix(".processor")))
+    ]
+
+
+def _on_transformer_call(aggregator: AttentionAggregator, call: TransformerCall, flux: bool):
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        timestep = _timestep_value(kwargs["timestep"])
+        if flux:  # packed 2x2 latent patches, positions in img_ids; the pipeline passes timestep / 1000
+            ids = kwargs["img_ids"]
+            latent_size = (2 * (int(ids[..., 1].max()) + 1), 2 * (int(ids[..., 2].max()) + 1))
+            timestep *= 1000
+            call.text_length = kwargs["encoder_hidden_states"].shape[1]
+        else:
+            latent_size = tuple(kwargs["hidden_states"].shape[-2:])
+        aggregator.start_call(latent_size, timestep, first_per_timestep=True)
+
+    return hook
+
+
+@contextmanager
+def capture_joint_attention(
+    transformer: torch.nn.Module, aggregator: AttentionAggregator
+) -> Iterator[AttentionAggregator]:
+    """Route the joint-attention layers of an SD3 or Flux transformer through capture processors for the
+    ``with`` block; as :func:`capture_cross_attention` otherwise. Only the first transformer call of each
+    timestep counts (see :meth:`AttentionAggregator.start_call`)."""
+    family = type(transformer).__name__
+    if family not in JOINT_CAPTURE_PROCESSORS:
+        raise ValueError(f"no joint-attention capture for {family}; known: {sorted(JOINT_CAPTURE_PROCESSORS)}")
+    config = aggregator.config
+    if config.layer_scales is not None:
+        raise ValueError(
+            f"layer_scales={config.layer_scales!r} selects UNet layers by resolution; a diffusion transformer has "
+            "one resolution: choose its layers with blocks"
+        )
+    names = joint_attention_processor_names(transformer)
+    outside = sorted(set(config.blocks or ()) - set(range(len(names))))
+    if outside:
+        raise ValueError(f"blocks {outside} do not exist: {family} has joint-attention blocks 0-{len(names) - 1}")
+    processors, call = transformer.attn_processors, TransformerCall()
+    capture = JOINT_CAPTURE_PROCESSORS[family]
+    wrappers = {name: capture(processors[name], aggregator, block, call) for block, name in enumerate(names)}
+    with _installed(transformer, wrappers, _on_transformer_call(aggregator, call, family.startswith("Flux"))):
+        yield aggregator
+
+
+@contextmanager
+def capture_attention(denoiser: torch.nn.Module, aggregator: AttentionAggregator) -> Iterator[AttentionAggregator]:
+    """:func:`capture_joint_attention` for SD3 and Flux transformers, :func:`capture_cross_attention` for UNets."""
+    if type(denoiser).__name__ in JOINT_CAPTURE_PROCESSORS:
+        with capture_joint_attention(denoiser, aggregator):
+            yield aggregator
+    else:
+        with capture_cross_attention(denoiser, aggregator):
+            yield aggregator
+
+
+@contextmanager
+def _installed(model: torch.nn.Module, wrappers: dict[str, Any], pre_hook) -> Iterator[None]:
+    """Set ``wrappers`` (processor name -> capture processor) and the forward pre-hook for the block, then
+    put the wrapped processors back; raise if something replaced one of ours meanwhile."""
+    originals = model.attn_processors
+    model.set_attn_processor({**originals, **wrappers})
+    hook = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
     finally:
         hook.remove()
-        current = unet.attn_processors
+        current = model.attn_processors
         replaced = sorted(name for name, wrapper in wrappers.items() if current[name] is not wrapper)
-        unet.set_attn_processor(
+        model.set_attn_processor(
             {
                 name: originals[name] if name in wrappers and name not in replaced else proc
                 for name, proc in current.items()
@@ -51,7 +158,7 @@ def capture_cross_attention(unet: torch.nn.Module, aggregator: AttentionAggregat
         )
     if replaced:
         raise RuntimeError(
-            f"{len(replaced)} cross-attention processors were replaced during the call (for example by "
+            f"{len(replaced)} attention processors were replaced during the call (for example by "
             f"enable_attention_slicing or xformers), first {replaced[0]!r}; their maps are missing. "
             "Set the processors before calling the pipeline."
         )

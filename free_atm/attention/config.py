@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 THRESHOLD_METHODS = ("fixed", "otsu", "competition")
+NORMALIZATIONS = ("joint", "text")
+MAP_METHODS = ("attention", "concept")
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,18 @@ class CaptureConfig:
         layer_scales: downsampling factors (relative to the latent) of the layers that count, for example
             ``(2, 4)``; ``None`` counts every cross-attention layer (the paper's setting).
         timestep_range: inclusive window ``(low, high)`` of scheduler timesteps (0 = clean image) whose
-            maps count; ``None`` counts every step (the paper's setting).
+            maps count; ``None`` counts every step (the paper's setting). Flow-matching models (SD3, Flux)
+            use the same 0-1000 scale.
+        blocks: for diffusion transformers (SD3, Flux), the indices of the attention blocks that count, in
+            forward order (Flux numbers its double-stream blocks first, then its single-stream ones);
+            ``None`` counts every block. Transformers have one resolution, so ``layer_scales`` is for UNets.
+        normalization: on joint attention (SD3, Flux), ``"joint"`` keeps the probabilities of the model's
+            own softmax over image and text keys (a pixel that looks mostly at other pixels puts little mass
+            on any word, so it stays dark); ``"text"`` renormalises them over the text keys, as a UNet's
+            cross-attention would see them (and then skips the image-key scores). UNets have text keys only.
+        method: ``"attention"`` (the query-key probabilities) or ``"concept"`` (ConceptAttention's output
+            space: the same softmax over text tokens, with the layer's attention outputs of the image and
+            text tokens in place of queries and keys; joint attention only).
         threshold_method: ``"fixed"``, ``"otsu"`` or ``"competition"`` (objects and a background level
             compete per pixel, so instance masks never overlap).
         threshold: the fixed threshold, and the background level of ``"competition"``.
@@ -31,6 +44,9 @@ class CaptureConfig:
     threshold_method: str = "fixed"
     threshold: float = 0.4
     largest_component: bool = False
+    blocks: tuple[int, ...] | None = None
+    normalization: str = "joint"
+    method: str = "attention"
 
     def __post_init__(self) -> None:
         if self.attention_resolution is not None and (
@@ -47,6 +63,15 @@ class CaptureConfig:
             if len(window) != 2 or window[0] > window[1]:
                 raise ValueError(f"timestep_range must be (low, high) with low <= high, got {self.timestep_range!r}")
             object.__setattr__(self, "timestep_range", window)
+        if self.blocks is not None:
+            blocks = tuple(self.blocks)
+            if not blocks or any(not isinstance(b, int) or b < 0 for b in blocks):
+                raise ValueError(f"blocks must be non-negative ints or None, got {self.blocks!r}")
+            object.__setattr__(self, "blocks", blocks)
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.method not in MAP_METHODS:
+            raise ValueError(f"method must be one of {MAP_METHODS}, got {self.method!r}")
         if self.threshold_method not in THRESHOLD_METHODS:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
         if not 0.0 <= self.threshold <= 1.0:

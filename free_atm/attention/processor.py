@@ -9,6 +9,7 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from .aggregator import AttentionAggregator
+from .taps import ModuleTaps
 
 
 def cross_attention_probs(
@@ -56,35 +57,6 @@ def probs_from_projections(
     return scores.softmax(dim=-1)
 
 
-class _Projections:
-    """Forward hooks on a layer's ``to_q`` and ``to_k`` for the length of one call of the wrapped
-    processor: the query and key it projects itself, so that the capture does not project them again."""
-
-    def __init__(self, attn: Attention):
-        self.attn, self.queries, self.keys = attn, [], []
-
-    def __enter__(self) -> _Projections:
-        self.handles = [
-            self.attn.to_q.register_forward_hook(lambda module, inputs, output: self.queries.append(output)),
-            self.attn.to_k.register_forward_hook(lambda module, inputs, output: self.keys.append(output)),
-        ]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-    def pair(self, batch: int, num_queries: int, num_keys: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The one query and key of the whole batch, when the processor made exactly those (fused
-        projections, processors that project in slices or twice give None: the capture projects itself)."""
-        if len(self.queries) != 1 or len(self.keys) != 1:
-            return None
-        query, key = self.queries[0], self.keys[0]
-        if query.shape[:2] != (batch, num_queries) or key.shape[:2] != (batch, num_keys):
-            return None
-        return query, key
-
-
 class AttentionCaptureProcessor:
     """Wraps a cross-attention layer's processor: the output is the wrapped processor's, untouched.
 
@@ -104,7 +76,7 @@ class AttentionCaptureProcessor:
         # the wrapped processor's parameters so that each of them (IP-Adapter masks, ...) still reaches it.
         # The instance attribute is what `inspect.signature(processor.__call__)` sees; calls still go
         # through the class's __call__.
-        self.__call__ = _with_signature(self._forward, inspect.signature(processor.__call__))
+        self.__call__ = with_signature(self._forward, inspect.signature(processor.__call__))
 
     def _forward(
         self,
@@ -126,13 +98,13 @@ class AttentionCaptureProcessor:
             raise RuntimeError(
                 f"cross-attention batch {total} is neither {n} images nor {2 * n} (classifier-free guidance)"
             )
-        with _Projections(attn) as projections:
+        with ModuleTaps({"query": attn.to_q, "key": attn.to_k}) as taps:
             output = self.processor(attn, hidden_states, **call)
         conditional = slice(total - n, None)
         mask = None if attention_mask is None else attention_mask[conditional]
-        pair = projections.pair(total, num_queries, text_states.shape[1])
-        if pair is not None:  # the wrapped processor's own projections, conditional half
-            probs = probs_from_projections(attn, pair[0][conditional], pair[1][conditional], mask)
+        query, key = taps.output("query"), taps.output("key")
+        if _whole_batch(query, total, num_queries) and _whole_batch(key, total, text_states.shape[1]):
+            probs = probs_from_projections(attn, query[conditional], key[conditional], mask)
         else:
             temb = kwargs.get("temb")
             probs = cross_attention_probs(
@@ -149,7 +121,15 @@ class AttentionCaptureProcessor:
         return self._forward(*args, **kwargs)
 
 
-def _with_signature(function, signature: inspect.Signature):
+def _whole_batch(projection: torch.Tensor | None, batch: int, length: int) -> bool:
+    """Whether a tapped projection covers the whole batch and sequence in one piece."""
+    return projection is not None and tuple(projection.shape[:2]) == (batch, length)
+
+
+def with_signature(function, signature: inspect.Signature):
+    """``function`` behind a callable that reports ``signature`` to ``inspect`` (diffusers filters the
+    attention kwargs it passes by the processor's signature)."""
+
     def call(*args, **kwargs):
         return function(*args, **kwargs)
 

@@ -8,10 +8,11 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
+import torch
 
-from ..attention import AttentionAggregator, CaptureConfig, capture_cross_attention
+from ..attention import AttentionAggregator, CaptureConfig, capture_attention
 from ..masks import maps_to_masks
-from ..tokens import object_token_weights
+from ..tokens import TextSource, object_token_weights
 
 
 def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str] | None:
@@ -69,14 +70,20 @@ class AttentionCaptureMixin:
         config = self.capture_config.updated(capture_config).updated(overrides or None)
         self.register_to_config(capture_config=config.to_dict())
 
-    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[tuple[Any, list[str]]]:
-        """Pairs (tokenizer, prompts it encodes) of every text encoder that feeds the UNet."""
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
+        """The tokenizers whose tokens the denoiser attends to, each with the prompts it encodes and where
+        its tokens sit in the attended text sequence."""
         raise NotImplementedError
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The model whose attention is captured: the UNet, or the diffusion transformer."""
+        return getattr(self, "transformer", None) or self.unet
 
     def check_objects(self, prompts: Sequence[str], objects: Sequence[Sequence[str]]) -> None:
         """Raise the ``ValueError`` a call would raise for an object that is not in its prompt as the text
         encoders read it (absent, or truncated away), without running the model."""
-        object_token_weights(self._tokenizer_sources({}, list(prompts)), objects, self._text_sequence_length())
+        object_token_weights(self._tokenizer_sources({}, list(prompts)), objects, self._text_sequence_length({}))
 
     def _captured_call(
         self,
@@ -99,10 +106,10 @@ class AttentionCaptureMixin:
 
         images_per_prompt = arguments.get("num_images_per_prompt") or 1
         weights = object_token_weights(
-            self._tokenizer_sources(arguments, prompts), per_prompt, self._text_sequence_length()
+            self._tokenizer_sources(arguments, prompts), per_prompt, self._text_sequence_length(arguments)
         ).repeat_interleave(images_per_prompt, dim=0)
         aggregator = AttentionAggregator(weights, config)
-        with capture_cross_attention(self.unet, aggregator):
+        with capture_attention(self.denoiser, aggregator):
             output = parent_call(**arguments, return_dict=True)
 
         per_image = [per_prompt[i // images_per_prompt] for i in range(len(weights))]
@@ -127,8 +134,9 @@ class AttentionCaptureMixin:
                 fields_[key].append(value)
         return fields_
 
-    def _text_sequence_length(self) -> int:
-        """Length of the text sequence the UNet attends to (prompts are padded to it)."""
+    def _text_sequence_length(self, arguments: dict[str, Any]) -> int:
+        """Length of the text sequence the denoiser attends to in a call with ``arguments`` (prompts are
+        padded to it)."""
         tokenizer = getattr(self, "tokenizer", None) or self.tokenizer_2
         return tokenizer.model_max_length
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from diffusers.pipelines.flux import FluxPipelineOutput
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from diffusers.pipelines.stable_diffusion_3 import StableDiffusion3PipelineOutput
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 from diffusers.utils import BaseOutput
 
@@ -30,6 +32,16 @@ class FreeATMStableDiffusionPipelineOutput(MaskFields, StableDiffusionPipelineOu
 @dataclass
 class FreeATMStableDiffusionXLPipelineOutput(MaskFields, StableDiffusionXLPipelineOutput):
     """``StableDiffusionXLPipelineOutput`` (images) plus :class:`MaskFields`."""
+
+
+@dataclass
+class FreeATMStableDiffusion3PipelineOutput(MaskFields, StableDiffusion3PipelineOutput):
+    """``StableDiffusion3PipelineOutput`` (images) plus :class:`MaskFields`."""
+
+
+@dataclass
+class FreeATMFluxPipelineOutput(MaskFields, FluxPipelineOutput):
+    """``FluxPipelineOutput`` (images) plus :class:`MaskFields`."""
 
 
 @dataclass

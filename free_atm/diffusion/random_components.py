@@ -9,10 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+)
 
 from .clip_tokenizer import clip_tokenizer_from_words
+from .t5_tokenizer import t5_tokenizer_from_words
 
 DEMO_WORDS = [
     "a",
@@ -109,6 +124,42 @@ def _tiny_vae(seed: int) -> AutoencoderKL:
     ).eval()
 
 
+def _tiny_flow_vae(seed: int) -> AutoencoderKL:
+    """A two-level VAE with SD3's 16-channel latent, its shift and scale, and no quant convs."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    ).eval()
+
+
+def _t5_encoder(tokenizer, d_model: int, seed: int, **config) -> T5EncoderModel:
+    torch.manual_seed(seed)
+    t5_config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=config.pop("d_kv", 8),
+        d_ff=config.pop("d_ff", 2 * d_model),
+        num_layers=config.pop("num_layers", 2),
+        num_heads=config.pop("num_heads", 4),
+        feed_forward_proj=config.pop("feed_forward_proj", "gated-gelu"),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **config,
+    )
+    return T5EncoderModel(t5_config).eval()
+
+
 def tiny_sd_components(
     seed: int = 0, words: Iterable[str] = DEMO_WORDS, upcast_attention: bool = False
 ) -> dict[str, object]:
@@ -172,6 +223,74 @@ def tiny_sdxl_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> di
         "tokenizer": tokenizer,
         "tokenizer_2": tokenizer_2,
         "scheduler": DDIMScheduler(**_SD_SCHEDULER),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def tiny_sd3_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> dict[str, object]:
+    """Components of a tiny SD3 pipeline: an MM-DiT of 2 joint blocks (the last one ``context_pre_only``),
+    two CLIP encoders and T5. A 32 px image has a 16 x 16 latent and 8 x 8 image tokens; call it with a
+    short ``max_sequence_length`` (32) to keep T5's part of the text sequence small."""
+    words = list(words)
+    clip_1, clip_2 = clip_tokenizer_from_words(words), clip_tokenizer_from_words(words)
+    t5 = t5_tokenizer_from_words(words)
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=32,
+        pos_embed_max_size=16,
+        qk_norm="rms_norm",
+    ).eval()
+    return {
+        "transformer": transformer,
+        "vae": _tiny_flow_vae(seed + 1),
+        "text_encoder": _text_encoder(clip_1, 16, seed + 2, with_projection=True, projection_dim=16),
+        "text_encoder_2": _text_encoder(clip_2, 16, seed + 3, with_projection=True, projection_dim=16),
+        "text_encoder_3": _t5_encoder(t5, 64, seed + 4),
+        "tokenizer": clip_1,
+        "tokenizer_2": clip_2,
+        "tokenizer_3": t5,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def tiny_flux_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> dict[str, object]:
+    """Components of a tiny Flux pipeline: one double-stream and two single-stream blocks, CLIP for the
+    pooled vector and T5 for the tokens. A 32 px image packs into 8 x 8 image tokens; call it with a short
+    ``max_sequence_length`` (24)."""
+    words = list(words)
+    clip, t5 = clip_tokenizer_from_words(words), t5_tokenizer_from_words(words)
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 4, 8),
+    ).eval()
+    return {
+        "transformer": transformer,
+        "vae": _tiny_flow_vae(seed + 1),
+        "text_encoder": _text_encoder(clip, 32, seed + 2),
+        "text_encoder_2": _t5_encoder(t5, 32, seed + 3),
+        "tokenizer": clip,
+        "tokenizer_2": t5,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
         "image_encoder": None,
         "feature_extractor": None,
     }

@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..attention import AttentionAggregator, CaptureConfig, capture_cross_attention
-from ..tokens import object_token_weights
+from ..tokens import TextSource, object_token_weights
 from .capture_mixin import AttentionCaptureMixin, capture_call_docstring, capture_call_signature
 from .output import FreeATMAnnotationOutput, FreeATMStableDiffusionPipelineOutput
 
@@ -51,8 +51,8 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
         )
         self._register_capture_config(capture_config)
 
-    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[tuple[Any, list[str]]]:
-        return [(self.tokenizer, prompts)]
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
+        return [TextSource(self.tokenizer, prompts)]
 
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
@@ -92,7 +92,7 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
         pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)
         latents = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
         prompt_embeds, _ = self.encode_prompt(prompts, device, 1, do_classifier_free_guidance=False)
-        weights = object_token_weights([(self.tokenizer, prompts)], per_image, self._text_sequence_length())
+        weights = object_token_weights([(self.tokenizer, prompts)], per_image, self._text_sequence_length({}))
         aggregator = AttentionAggregator(weights, config)
         with capture_cross_attention(self.unet, aggregator):
             for timestep in timesteps:

@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from ..attention import CaptureConfig
+from ..tokens import TextSource
 from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
 from .output import FreeATMStableDiffusionXLPipelineOutput
 
@@ -57,10 +58,10 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
         )
         self._register_capture_config(capture_config)
 
-    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[tuple[Any, list[str]]]:
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         second = as_prompt_list(arguments.get("prompt_2")) or prompts
         pairs = [(self.tokenizer, prompts), (self.tokenizer_2, second)]
-        return [(tokenizer, texts) for tokenizer, texts in pairs if tokenizer is not None]
+        return [TextSource(tokenizer, texts) for tokenizer, texts in pairs if tokenizer is not None]
 
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):

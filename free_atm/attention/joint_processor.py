@@ -1,0 +1,204 @@
+"""Capture processors for the joint attention of multimodal diffusion transformers (SD3, Flux).
+
+In these layers image and text tokens share one softmax over all keys. An object's map is the
+probability that each image query puts on the object's text-token columns of that softmax; computing it
+needs the image queries' log-sum-exp over every key, image keys included, which costs the conditional
+half's image-query scores again (chunked, so memory stays bounded at high resolution).
+``normalization="text"`` renormalises over the text keys only and skips those image scores.
+``method="concept"`` (ConceptAttention's output space) forms the softmax from the layer's attention
+*outputs* of image and text tokens instead, which the wrapped processor has already computed.
+
+As for UNets, the wrapped processor computes the layer's output untouched; the query, keys and outputs
+it forms are read through :class:`~free_atm.attention.taps.ModuleTaps` (RMS norms and rotary embeddings,
+cheap per-token operations, are applied again to the conditional half).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.embeddings import apply_rotary_emb
+
+from .aggregator import AttentionAggregator
+from .processor import with_signature
+from .taps import ModuleTaps
+
+#: the largest number of fp32 image-query scores held at once while computing the log-sum-exp
+SCORE_CHUNK_ELEMENTS = 2**25
+
+
+def joint_text_probs(
+    query: torch.Tensor, image_keys: torch.Tensor, text_keys: torch.Tensor, normalization: str = "joint"
+) -> torch.Tensor:
+    """Probabilities ``(B, H, N, L)`` from image queries ``(B, H, N, d)`` to text keys ``(B, H, L, d)``.
+
+    ``"joint"``: columns of the softmax over ``[image_keys, text_keys]`` (the layer's own softmax);
+    ``"text"``: the softmax over the text keys alone. Float32, scale ``1 / sqrt(d)``.
+    """
+    scale = query.shape[-1] ** -0.5
+    text_scores = torch.matmul(query.float(), text_keys.float().transpose(-1, -2)) * scale
+    if normalization == "text":
+        return text_scores.softmax(dim=-1)
+    batch, heads, num_queries, _ = query.shape
+    rows = max(1, SCORE_CHUNK_ELEMENTS // (batch * heads * (image_keys.shape[2] + 1)))
+    log_norm = torch.cat(
+        [
+            torch.matmul(chunk, image_keys.transpose(-1, -2)).float().mul_(scale).logsumexp(dim=-1)
+            for chunk in query.split(rows, dim=2)
+        ],
+        dim=2,
+    )
+    log_norm = torch.logaddexp(log_norm, text_scores.logsumexp(dim=-1))
+    return (text_scores - log_norm.unsqueeze(-1)).exp_()
+
+
+def output_space_probs(image_outputs: torch.Tensor, text_outputs: torch.Tensor) -> torch.Tensor:
+    """ConceptAttention's maps ``(B, H, N, L)``: the softmax over text tokens of the dot products of the image
+    tokens' attention outputs ``(B, H, N, d)`` with the text tokens' ``(B, H, L, d)``, scale ``1 / sqrt(d)``."""
+    scale = image_outputs.shape[-1] ** -0.5
+    return (torch.matmul(image_outputs.float(), text_outputs.float().transpose(-1, -2)) * scale).softmax(dim=-1)
+
+
+@dataclass
+class TransformerCall:
+    """What the transformer's forward pre-hook learns for its layers: the text length of this call (Flux's
+    single-stream blocks receive text and image tokens as one sequence)."""
+
+    text_length: int = 0
+
+
+class JointAttentionCaptureProcessor:
+    """Wraps the processor of one joint-attention layer; the output is the wrapped processor's, untouched.
+
+    Subclasses say how their family lays out the joint sequence (:meth:`heads`, :meth:`query_and_keys`,
+    :meth:`attention_outputs`). The aggregator receives the conditional half's probabilities ``(n, H, N, L)``
+    of this layer, whose block index is ``block``.
+    """
+
+    def __init__(self, processor, aggregator: AttentionAggregator, block: int, call: TransformerCall) -> None:
+        self.processor, self.aggregator, self.block, self.call = processor, aggregator, block, call
+        self.signature = inspect.signature(processor.__call__)
+        self.__call__ = with_signature(self._forward, self.signature)
+
+    @staticmethod
+    def captures(name: str, attn: torch.nn.Module) -> bool:
+        """Whether the layer ``name`` is joint attention (image queries, text keys)."""
+        return getattr(attn, "add_k_proj", None) is not None
+
+    def _forward(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, *args, **kwargs):
+        text_length = self.text_length(hidden_states, encoder_hidden_states)
+        num_images = hidden_states.shape[1] - (0 if encoder_hidden_states is not None else text_length)
+        if not self.aggregator.wants(num_images, self.block):
+            return self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+        n, total = self.aggregator.num_images, hidden_states.shape[0]
+        if total not in (n, 2 * n):
+            raise RuntimeError(f"joint-attention batch {total} is neither {n} images nor {2 * n} (guidance)")
+        concept = self.aggregator.config.method == "concept"
+        outputs = {"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)}
+        inputs = {}
+        if concept:
+            outputs = {}
+            to_out = getattr(attn, "to_out", None)
+            inputs = {"image_out": to_out and to_out[0], "text_out": getattr(attn, "to_add_out", None)}
+        with ModuleTaps(outputs, inputs) as taps:
+            output = self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+        conditional = slice(total - n, None)
+        if concept:
+            image_out, text_out = self.attention_outputs(taps, output, text_length)
+            image_out, text_out = self.heads(attn, image_out[conditional]), self.heads(attn, text_out[conditional])
+            probs = output_space_probs(image_out, text_out)
+        else:
+            arguments = self.signature.bind(attn, hidden_states, encoder_hidden_states, *args, **kwargs).arguments
+            query, image_keys, text_keys = self.query_and_keys(
+                attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments
+            )
+            probs = joint_text_probs(query, image_keys, text_keys, self.aggregator.config.normalization)
+        self.aggregator.add(probs)
+        return output
+
+    def __call__(self, *args, **kwargs):
+        return self._forward(*args, **kwargs)
+
+    def text_length(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> int:
+        return encoder_hidden_states.shape[1]
+
+    @staticmethod
+    def heads(attn, states: torch.Tensor) -> torch.Tensor:
+        """``(B, S, H * d)`` -> ``(B, H, S, d)``."""
+        return states.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+
+    def query_and_keys(self, attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments):
+        """Image queries, image keys and text keys ``(n, H, S, d)`` of the conditional half, normed (and
+        rotated) as the wrapped processor did; ``arguments`` are the processor call's, by name."""
+        raise NotImplementedError
+
+    def attention_outputs(self, taps: ModuleTaps, output, text_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and text tokens' attention outputs ``(B, S, H * d)`` before the output projections:
+        the inputs of ``to_out[0]`` and ``to_add_out``, or the processor's own output where the layer has
+        no projection (SD3's ``context_pre_only`` text, Flux's single-stream blocks)."""
+        image_out, text_out = taps.input("image_out"), taps.input("text_out")
+        if isinstance(output, tuple):
+            image_out = image_out if image_out is not None else output[0]
+            text_out = text_out if text_out is not None else output[1]
+        else:
+            image_out = image_out if image_out is not None else output[:, text_length:]
+            text_out = text_out if text_out is not None else output[:, :text_length]
+        return image_out, text_out
+
+
+def _projected(taps: ModuleTaps, name: str, layer, states: torch.Tensor) -> torch.Tensor:
+    """The tapped projection, or the projection made again (fused-projection processors do not run it)."""
+    tapped = taps.output(name)
+    return tapped if tapped is not None and tapped.shape[:2] == states.shape[:2] else layer(states)
+
+
+class SD3AttentionCaptureProcessor(JointAttentionCaptureProcessor):
+    """SD3 (``JointAttnProcessor2_0``): the joint sequence is image tokens, then text tokens; q/k RMS norms
+    per stream; under classifier-free guidance the batch is ``[negative, conditional]``. SD3.5's ``attn2``
+    (image self-attention) has no text keys and is left alone."""
+
+    def query_and_keys(self, attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments):
+        query = self.heads(attn, _projected(taps, "query", attn.to_q, hidden_states)[conditional])
+        image_keys = self.heads(attn, _projected(taps, "key", attn.to_k, hidden_states)[conditional])
+        text_keys = self.heads(attn, _projected(taps, "text_key", attn.add_k_proj, encoder_hidden_states)[conditional])
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            image_keys = attn.norm_k(image_keys)
+        if attn.norm_added_k is not None:
+            text_keys = attn.norm_added_k(text_keys)
+        return query, image_keys, text_keys
+
+
+class FluxAttentionCaptureProcessor(JointAttentionCaptureProcessor):
+    """Flux (``FluxAttnProcessor``): the joint sequence is text tokens, then image tokens, with rotary
+    embeddings applied over it after the q/k norms. Double-stream blocks project the streams apart;
+    single-stream blocks receive the concatenated sequence (its text length comes from the transformer
+    call). True classifier-free guidance runs the negative prompt as a separate call (the aggregator counts
+    the first call of each timestep)."""
+
+    @staticmethod
+    def captures(name: str, attn: torch.nn.Module) -> bool:
+        return JointAttentionCaptureProcessor.captures(name, attn) or name.startswith("single_transformer_blocks.")
+
+    def text_length(self, hidden_states, encoder_hidden_states) -> int:
+        return encoder_hidden_states.shape[1] if encoder_hidden_states is not None else self.call.text_length
+
+    def query_and_keys(self, attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments):
+        def tokens(name, layer, states, norm):  # (n, S, H, d): the processor's layout
+            return norm(_projected(taps, name, layer, states)[conditional].unflatten(-1, (attn.heads, -1)))
+
+        query = tokens("query", attn.to_q, hidden_states, attn.norm_q)
+        keys = tokens("key", attn.to_k, hidden_states, attn.norm_k)
+        if encoder_hidden_states is not None:  # double-stream: the text keys go first
+            keys = torch.cat([tokens("text_key", attn.add_k_proj, encoder_hidden_states, attn.norm_added_k), keys], 1)
+        else:  # single-stream: the queries of the text tokens are not needed
+            query = query[:, text_length:]
+        rotary = arguments.get("image_rotary_emb")
+        if rotary is not None:
+            query = apply_rotary_emb(query, tuple(r[text_length:] for r in rotary), sequence_dim=1)
+            keys = apply_rotary_emb(keys, rotary, sequence_dim=1)
+        keys = keys.transpose(1, 2)
+        return query.transpose(1, 2), keys[:, :, text_length:], keys[:, :, :text_length]

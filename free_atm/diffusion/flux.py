@@ -1,0 +1,63 @@
+"""``FreeATMFluxPipeline``: Flux with joint-attention masks."""
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+from ..attention import CaptureConfig
+from ..tokens import TextSource
+from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
+from .output import FreeATMFluxPipelineOutput
+
+
+class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
+    """``FluxPipeline`` whose call also returns, per object phrase, the attention map, mask and box.
+
+    Flux's CLIP gives only a pooled vector; the image tokens attend to T5's tokens, so objects are found in
+    the T5 prompt (``prompt_2``, else ``prompt``) and an object missing from it is a ``ValueError`` naming
+    it. Double- and single-stream blocks both count. Takes the parent's components plus ``capture_config``.
+    """
+
+    output_class = FreeATMFluxPipelineOutput
+
+    def __init__(
+        self,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        text_encoder_2: T5EncoderModel,
+        tokenizer_2: T5TokenizerFast,
+        transformer: FluxTransformer2DModel,
+        image_encoder=None,
+        feature_extractor=None,
+        capture_config: CaptureConfig | dict | None = None,
+    ):
+        super().__init__(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            transformer=transformer,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+        )
+        self._register_capture_config(capture_config)
+
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
+        t5_prompts = as_prompt_list(arguments.get("prompt_2")) or prompts
+        return [TextSource(self.tokenizer_2, t5_prompts, 0, self._text_sequence_length(arguments))]
+
+    def _text_sequence_length(self, arguments: dict[str, Any]) -> int:
+        return arguments.get("max_sequence_length") or 512
+
+    @torch.no_grad()
+    def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
+        return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
+
+    __call__.__doc__ = capture_call_docstring(FluxPipeline.__call__)
+    __call__.__signature__ = capture_call_signature(FluxPipeline.__call__)

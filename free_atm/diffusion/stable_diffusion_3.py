@@ -1,0 +1,73 @@
+"""``FreeATMStableDiffusion3Pipeline``: Stable Diffusion 3.x with joint-attention masks."""
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+from ..attention import CaptureConfig
+from ..tokens import TextSource
+from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
+from .output import FreeATMStableDiffusion3PipelineOutput
+
+
+class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pipeline):
+    """``StableDiffusion3Pipeline`` whose call also returns, per object phrase, the attention map, mask and box.
+
+    The image tokens attend to one text sequence: 77 CLIP positions (CLIP-L reads ``prompt``, CLIP-G
+    ``prompt_2``, their embeddings side by side), then ``max_sequence_length`` T5 positions (``prompt_3``).
+    An object's columns are its tokens in whichever of the three prompts contain it; an object in none of
+    them is a ``ValueError`` naming it. Takes the parent's components plus ``capture_config``.
+    """
+
+    output_class = FreeATMStableDiffusion3PipelineOutput
+
+    def __init__(
+        self,
+        transformer: SD3Transformer2DModel,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModelWithProjection,
+        tokenizer: CLIPTokenizer,
+        text_encoder_2: CLIPTextModelWithProjection,
+        tokenizer_2: CLIPTokenizer,
+        text_encoder_3: T5EncoderModel,
+        tokenizer_3: T5TokenizerFast,
+        image_encoder=None,
+        feature_extractor=None,
+        capture_config: CaptureConfig | dict | None = None,
+    ):
+        super().__init__(
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            text_encoder_3=text_encoder_3,
+            tokenizer_3=tokenizer_3,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+        )
+        self._register_capture_config(capture_config)
+
+    def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
+        second = as_prompt_list(arguments.get("prompt_2")) or prompts
+        third = as_prompt_list(arguments.get("prompt_3")) or prompts
+        sources = [TextSource(self.tokenizer, prompts), TextSource(self.tokenizer_2, second)]
+        if self.text_encoder_3 is not None:  # without T5 its positions hold zeros
+            length = arguments.get("max_sequence_length") or 256
+            sources.append(TextSource(self.tokenizer_3, third, self.tokenizer_max_length, length))
+        return sources
+
+    def _text_sequence_length(self, arguments: dict[str, Any]) -> int:
+        return self.tokenizer_max_length + (arguments.get("max_sequence_length") or 256)
+
+    @torch.no_grad()
+    def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
+        return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
+
+    __call__.__doc__ = capture_call_docstring(StableDiffusion3Pipeline.__call__)
+    __call__.__signature__ = capture_call_signature(StableDiffusion3Pipeline.__call__)

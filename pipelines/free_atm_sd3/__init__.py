@@ -1,0 +1,1 @@
+"""Shim folder for `custom_pipeline=`; see pipeline.py."""

@@ -1,0 +1,169 @@
+"""SD3 and Flux: maps against a hand-written joint-attention reference, parity with the stock pipelines,
+block selection, errors, and loading through ``custom_pipeline``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import generator, normalize
+from diffusers import DiffusionPipeline, FluxPipeline, StableDiffusion3Pipeline
+from joint_reference import JointReference
+
+from free_atm import CaptureConfig, custom_pipeline_path
+
+# every word is one token of the tiny tokenizers: CLIP puts word i at position 1 + i (after its BOS),
+# T5 at position i (no BOS), and SD3 places T5's positions after CLIP's 77
+PROMPTS = ["a dog with a teddy bear in the park", "a red circle and a blue square"]
+OBJECTS = [["dog", "teddy bear"], ["circle", "square"]]
+WORDS = [[[1], [4, 5]], [[2], [6]]]
+SD3_CALL = dict(height=32, width=32, num_inference_steps=2, max_sequence_length=32, output_type="np")
+FLUX_CALL = dict(height=32, width=32, num_inference_steps=2, max_sequence_length=24, output_type="np")
+GRID, LATENT = (8, 8), (16, 16)
+
+
+def positions(family: str) -> list[list[list[int]]]:
+    if family == "sd3":
+        return [[[1 + i for i in w] + [77 + i for i in w] for w in words] for words in WORDS]
+    return WORDS
+
+
+def parent_of(pipe):
+    parent_class = FluxPipeline if "Flux" in type(pipe).__name__ else StableDiffusion3Pipeline
+    parent = parent_class(**pipe.components)
+    parent.set_progress_bar_config(disable=True)
+    return parent
+
+
+def reference_run(pipe, call, **extra):
+    """The stock pipeline with every joint layer computed by hand; its images and the reference."""
+    reference = JointReference(pipe.transformer, num_images=len(PROMPTS))
+    try:
+        images = parent_of(pipe)(PROMPTS, generator=generator(), **call, **extra).images
+    finally:
+        reference.restore()
+    return images, reference
+
+
+@pytest.fixture(params=["sd3", "flux"])
+def family(request):
+    return request.param
+
+
+@pytest.fixture
+def joint_pipe(family, request):
+    return request.getfixturevalue(f"{family}_pipe")
+
+
+def call_for(family):
+    return SD3_CALL if family == "sd3" else FLUX_CALL
+
+
+@pytest.mark.parametrize("method", ["joint", "text", "concept"])
+def test_maps_equal_hand_written_reference(family, joint_pipe, method):
+    call = call_for(family)
+    config = {"method": "concept"} if method == "concept" else {"normalization": method}
+    out = joint_pipe(PROMPTS, objects=OBJECTS, capture_config=config, generator=generator(), **call)
+    stock = parent_of(joint_pipe)(PROMPTS, generator=generator(), **call).images
+    reference_images, reference = reference_run(joint_pipe, call)
+    np.testing.assert_allclose(reference_images, stock, atol=1e-5)  # the hand-written layers are the model's
+    np.testing.assert_array_equal(out.images, stock)  # capture leaves the images alone
+    expected = normalize(reference.maps(positions(family), GRID, LATENT, method=method))
+    layers = 2 if family == "sd3" else 3
+    assert len(reference.records) == layers * call["num_inference_steps"]
+    # the concept maps read the stock layer's outputs (fused SDPA), the reference's are an explicit product
+    atol = 1e-4 if method == "concept" else 1e-5
+    for i in range(len(PROMPTS)):
+        torch.testing.assert_close(torch.from_numpy(out.attention_maps[i]), expected[i], atol=atol, rtol=1e-4)
+        assert out.masks[i].shape == (2, 32, 32) and out.boxes[i].shape == (2, 4)
+
+
+def test_flux_true_guidance_counts_the_conditional_call_only(flux_pipe):
+    """True classifier-free guidance runs the negative prompt as a second call at each timestep."""
+    extra = dict(negative_prompt=["a cat", "a bus"], true_cfg_scale=3.0)
+    out = flux_pipe(PROMPTS, objects=OBJECTS, generator=generator(), **FLUX_CALL, **extra)
+    images, reference = reference_run(flux_pipe, FLUX_CALL, **extra)
+    assert sum(r["repeat"] == 1 for r in reference.records) == 3 * 2  # the negative calls exist
+    np.testing.assert_allclose(images, out.images, atol=1e-5)
+    expected = normalize(reference.maps(WORDS, GRID, LATENT))
+    for i in range(len(PROMPTS)):
+        torch.testing.assert_close(torch.from_numpy(out.attention_maps[i]), expected[i], atol=1e-5, rtol=1e-4)
+
+
+def test_blocks_select_layers_and_timesteps_still_apply(sd3_pipe):
+    config = CaptureConfig(blocks=(1,), timestep_range=(0, 900))
+    out = sd3_pipe(PROMPTS, objects=OBJECTS, capture_config=config, generator=generator(), **SD3_CALL)
+    _, reference = reference_run(sd3_pipe, SD3_CALL)
+    reference.records = [r for r in reference.records if r["timestep"] <= 900]
+    assert 0 < len(reference.records) < 4  # the window drops the first step
+    expected = normalize(reference.maps(positions("sd3"), GRID, LATENT, blocks=[1]))
+    torch.testing.assert_close(torch.from_numpy(out.attention_maps[0]), expected[0], atol=1e-5, rtol=1e-4)
+
+
+def test_capture_projects_no_query_or_key_again(flux_pipe):
+    layers = [m for name, m in flux_pipe.transformer.named_modules() if name.endswith(".attn")]
+    projections = [getattr(layer, n) for layer in layers for n in ("to_q", "to_k", "add_k_proj") if hasattr(layer, n)]
+    counts = []
+
+    def count(**capture):
+        calls = []
+        handles = [module.register_forward_hook(lambda *args: calls.append(1)) for module in projections]
+        try:
+            flux_pipe(PROMPTS, generator=generator(), **FLUX_CALL, **capture)
+        finally:
+            for handle in handles:
+                handle.remove()
+        counts.append(len(calls))
+
+    count()
+    count(objects=OBJECTS)
+    assert counts[0] == counts[1] == 2 * len(projections)
+
+
+def test_processors_restored_and_bad_settings_are_clear_errors(family, joint_pipe):
+    call = call_for(family)
+    before = joint_pipe.transformer.attn_processors
+    joint_pipe(PROMPTS, objects=OBJECTS, generator=generator(), **call)
+    assert joint_pipe.transformer.attn_processors == before
+    last = 1 if family == "sd3" else 2
+    with pytest.raises(ValueError, match=rf"blocks \[7\] do not exist: .* joint-attention blocks 0-{last}"):
+        joint_pipe(PROMPTS, objects=OBJECTS, capture_config={"blocks": [0, 7]}, **call)
+    with pytest.raises(ValueError, match="layer_scales=\\(2,\\) selects UNet layers by resolution"):
+        joint_pipe(PROMPTS, objects=OBJECTS, capture_config={"layer_scales": [2]}, **call)
+    with pytest.raises(ValueError, match="normalization must be one of \\('joint', 'text'\\), got 'softmax'"):
+        joint_pipe(PROMPTS, objects=OBJECTS, capture_config={"normalization": "softmax"}, **call)
+    assert joint_pipe.transformer.attn_processors == before
+
+
+def test_unet_rejects_transformer_settings(sd_pipe):
+    with pytest.raises(ValueError, match="blocks=\\(0,\\) and method='attention' are for diffusion transformers"):
+        sd_pipe("a dog", objects=["dog"], capture_config={"blocks": [0]}, num_inference_steps=1, height=64, width=64)
+
+
+def test_objects_are_found_in_the_prompts_the_image_attends_to(sd3_pipe, flux_pipe):
+    # SD3: an object only in T5's prompt is found there (positions after CLIP's 77) ...
+    out = sd3_pipe("a dog", prompt_3="a dog and a cat", objects=["cat"], generator=generator(), **SD3_CALL)
+    assert out.objects == [["cat"]]
+    # ... and one in none of the three prompts names itself
+    with pytest.raises(ValueError, match="object 'bird' does not occur in prompt 'a dog'"):
+        sd3_pipe("a dog", objects=["bird"], **SD3_CALL)
+    # Flux attends to T5 only: an object in the CLIP prompt but not the T5 prompt is missing
+    with pytest.raises(ValueError, match="object 'cat' does not occur in prompt 'a dog in the park'"):
+        flux_pipe("a cat", prompt_2="a dog in the park", objects=["cat"], **FLUX_CALL)
+    with pytest.raises(ValueError, match="object 'bear' of prompt .* lies past the tokenizer's 3 tokens"):
+        flux_pipe("a dog and a bear", objects=["bear"], **{**FLUX_CALL, "max_sequence_length": 3})
+
+
+@pytest.mark.usefixtures("fresh_custom_module")
+def test_custom_pipeline_loads_a_stock_folder_offline(family, joint_pipe, tmp_path):
+    parent_of(joint_pipe).save_pretrained(tmp_path)
+    name = {"sd3": "free_atm_sd3", "flux": "free_atm_flux"}[family]
+    pipe = DiffusionPipeline.from_pretrained(
+        tmp_path, custom_pipeline=custom_pipeline_path(name), trust_remote_code=True
+    )
+    expected = {"sd3": "FreeATMStableDiffusion3Pipeline", "flux": "FreeATMFluxPipeline"}[family]
+    assert type(pipe).__name__ == expected and pipe.capture_config == CaptureConfig()
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(PROMPTS, objects=OBJECTS, generator=generator(), **call_for(family))
+    np.testing.assert_array_equal(out.images, joint_pipe(PROMPTS, generator=generator(), **call_for(family)).images)
+    assert [m.shape for m in out.masks] == [(2, 32, 32)] * 2

@@ -1,42 +1,99 @@
-"""Cost of mask capture on the real Stable Diffusion 1.5 architecture (random weights, nothing downloaded).
+"""Cost of mask capture against the stock pipelines, on the real architectures (random weights, nothing
+downloaded): Stable Diffusion 1.5, SDXL, and SD3 (3.5 Medium style) and FLUX.1-dev at full width with fewer
+transformer blocks and one T5-XXL layer, so that they fit a small machine (capture's cost is per layer, so
+depth does not change its share; the JSON gives each family's text-encoder-free denoiser share too).
 
-Times, interleaved and repeated in one process: the stock ``StableDiffusionPipeline``, the Free-ATM
-pipeline, and a store-everything baseline in the style of prompt-to-prompt and DAAM (explicit softmax on
-every attention layer, every step's cross-attention probabilities kept). Peak memory is the working memory
-of a call above what the process held before it: CUDA's allocator peak on a GPU; on the CPU, the peak
-resident set sampled every millisecond (glibc is told to return large blocks at once, so the resident set
-follows the tensors).
+Per family, in one process: the stock pipeline and the Free-ATM pipeline (and, for SD 1.5, a
+store-everything baseline in the style of prompt-to-prompt and DAAM: explicit softmax on every attention
+layer, every step's cross-attention probabilities kept), timed interleaved and repeated. Peak memory is the
+working memory of a call above what the process held before it: CUDA's allocator peak on a GPU; on the
+CPU, the peak resident set sampled every millisecond (glibc is told to return large blocks at once, so the
+resident set follows the tensors). Memory growth per step compares calls of ``steps`` and ``2 * steps``.
 
-    python benchmarks/capture_overhead.py            # 256 px on a CPU, 512 px on a GPU
-    python benchmarks/capture_overhead.py --size 512 --steps 4 --repeats 5
+    python benchmarks/capture_overhead.py                    # 256 px on a CPU, 512 px on a GPU
+    python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
 
-Prints JSON, then ``capture_time_ratio=<x> capture_mem_ratio=<y> store_all_time_ratio=<z>
-mem_growth_per_step_mb=<w>`` (mask capture's budget: time ratio at most 1.05, growth about 0).
+Prints JSON, then ``capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y> flux_time_ratio=<z>
+mem_growth_per_step_mb=<w>`` (the largest growth of the capture over the families; budget: every time
+ratio at most 1.02, growth about 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 if sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # fixed threshold: freed tensors leave the resident set
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 import torch  # noqa: E402
-from diffusers import StableDiffusionPipeline  # noqa: E402
+from diffusers import (  # noqa: E402
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 
-from free_atm import FreeATMDiffusionPipeline  # noqa: E402
+from free_atm import (  # noqa: E402
+    FreeATMDiffusionPipeline,
+    FreeATMFluxPipeline,
+    FreeATMStableDiffusion3Pipeline,
+    FreeATMStableDiffusionXLPipeline,
+)
 from free_atm.attention import cross_attention_processor_names  # noqa: E402
-from free_atm.diffusion.random_components import sd15_components  # noqa: E402
+from free_atm.diffusion import random_components  # noqa: E402
 
 PROMPT, OBJECTS = "a dog with a teddy bear in the park", ["dog", "teddy bear"]
+
+
+@dataclass
+class Family:
+    architecture: str
+    stock: type
+    free_atm: type
+    components: Callable[[], dict]
+    guidance_scale: float = 7.0
+
+
+FAMILIES = {
+    "sd15": Family(
+        "Stable Diffusion 1.5 (UNet, CLIP ViT-L/14, SD VAE)",
+        StableDiffusionPipeline,
+        FreeATMDiffusionPipeline,
+        random_components.sd15_components,
+    ),
+    "sdxl": Family(
+        "SDXL base (UNet, CLIP ViT-L + bigG, VAE)",
+        StableDiffusionXLPipeline,
+        FreeATMStableDiffusionXLPipeline,
+        random_components.sdxl_components,
+    ),
+    "sd3": Family(
+        "SD 3.5 Medium style MM-DiT at full width (1536, q/k RMS norm), 4 of 24 blocks; CLIP-L, CLIP-G, 1 T5-XXL "
+        "layer; 16-channel VAE; T5 length 256",
+        StableDiffusion3Pipeline,
+        FreeATMStableDiffusion3Pipeline,
+        lambda: random_components.sd3_components(num_layers=4, t5_layers=1),
+    ),
+    "flux": Family(
+        "FLUX.1-dev at full width (3072), 1 of 19 double- and 2 of 38 single-stream blocks; CLIP-L, 1 T5-XXL "
+        "layer; 16-channel VAE; T5 length 512",
+        FluxPipeline,
+        FreeATMFluxPipeline,
+        lambda: random_components.flux_components(num_layers=1, num_single_layers=2, t5_layers=1),
+        guidance_scale=3.5,
+    ),
+}
 
 
 class StoreAllProcessor:
@@ -98,25 +155,40 @@ class PeakMemory:
             self.peak_mb = (max(peak[0], self._resident_bytes()) - base) / 2**20
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=None, help="image side (default 512 on a GPU, 256 on a CPU)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--guidance-scale", type=float, default=7.5)
-    args = parser.parse_args()
+class DenoiserClock:
+    """Seconds spent inside the denoiser's forward calls (its share of a pipeline call)."""
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    size = args.size or (512 if device.type == "cuda" else 256)
-    torch.set_grad_enabled(False)
+    def __init__(self, denoiser: torch.nn.Module, device: torch.device):
+        self.seconds, self.device = 0.0, device
+        denoiser.register_forward_pre_hook(self._start)
+        denoiser.register_forward_hook(self._stop)
 
-    stock = StableDiffusionPipeline(**sd15_components()).to(device, dtype)
-    free_atm = FreeATMDiffusionPipeline.from_pipe(stock)
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _start(self, *args):
+        self._sync()
+        self.started = time.perf_counter()
+
+    def _stop(self, *args):
+        self._sync()
+        self.seconds += time.perf_counter() - self.started
+
+
+def measure_family(name: str, family: Family, args, device: torch.device, dtype: torch.dtype, size: int) -> dict:
+    stock = family.stock(**family.components()).to(device, dtype)
+    free_atm = family.free_atm.from_pipe(stock)
     for pipe in (stock, free_atm):
         pipe.set_progress_bar_config(disable=True)
-    sdpa_processors = stock.unet.attn_processors
-    cross_names = set(cross_attention_processor_names(stock.unet))
+    denoiser = free_atm.denoiser
+    clock = DenoiserClock(denoiser, device)
+    # UNets: a store-everything baseline beside (SD 1.5); joint attention: ConceptAttention's output space too
+    variants = ("stock", "free_atm", "store_all") if name == "sd15" else ("stock", "free_atm")
+    if hasattr(stock, "transformer"):
+        variants = ("stock", "free_atm", "concept")
+    stock_processors = denoiser.attn_processors
+    cross_names = set(cross_attention_processor_names(denoiser)) if name == "sd15" else set()
     store: list[torch.Tensor] = []
 
     def run(variant: str, steps: int) -> None:
@@ -124,40 +196,42 @@ def main() -> None:
             num_inference_steps=steps,
             height=size,
             width=size,
-            guidance_scale=args.guidance_scale,
+            guidance_scale=family.guidance_scale,
             generator=torch.Generator(device).manual_seed(0),
             output_type="np",
         )
-        if variant == "free_atm":
-            free_atm(PROMPT, objects=OBJECTS, **call)
+        if variant in ("free_atm", "concept"):
+            method = "concept" if variant == "concept" else "attention"
+            free_atm(PROMPT, objects=OBJECTS, capture_config={"method": method}, **call)
             return
         if variant == "store_all":
             store.clear()
-            stock.unet.set_attn_processor(
-                {name: StoreAllProcessor(store if name in cross_names else None) for name in sdpa_processors}
+            denoiser.set_attn_processor(
+                {n: StoreAllProcessor(store if n in cross_names else None) for n in stock_processors}
             )
         try:
             stock(PROMPT, **call)
         finally:
-            stock.unet.set_attn_processor(dict(sdpa_processors))  # set_attn_processor empties the dict
+            denoiser.set_attn_processor(dict(stock_processors))  # set_attn_processor empties the dict
 
-    def timed(variant: str, steps: int) -> float:
+    def timed(variant: str, steps: int) -> tuple[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        clock.seconds, start = 0.0, time.perf_counter()
         run(variant, steps)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, clock.seconds
 
-    variants = ("stock", "free_atm", "store_all")
     for variant in variants:  # warm-up
         run(variant, 1)
     times: dict[str, list[float]] = {v: [] for v in variants}
+    denoiser_times: dict[str, list[float]] = {v: [] for v in variants}
     for repeat in range(args.repeats):
-        order = variants if repeat % 2 == 0 else variants[::-1]
-        for variant in order:
-            times[variant].append(timed(variant, args.steps))
+        for variant in variants if repeat % 2 == 0 else variants[::-1]:
+            total, inside = timed(variant, args.steps)
+            times[variant].append(total)
+            denoiser_times[variant].append(inside)
 
     meter = PeakMemory(device)
     memory: dict[str, dict[int, float]] = {v: {} for v in variants}
@@ -170,29 +244,65 @@ def main() -> None:
             store.clear()
 
     median = {v: statistics.median(t) for v, t in times.items()}
+    median_inside = {v: statistics.median(t) for v, t in denoiser_times.items()}
     growth = {v: (memory[v][step_counts[1]] - memory[v][step_counts[0]]) / args.steps for v in variants}
+    result = {
+        "architecture": family.architecture + ", random weights",
+        "guidance_scale": family.guidance_scale,
+        "times_s": times,
+        "median_time_s": median,
+        "median_denoiser_time_s": median_inside,
+        "denoiser_share": median_inside["stock"] / median["stock"],
+        "peak_working_memory_mb": memory,
+        "mem_growth_per_step_mb": growth,
+        "time_ratio": median["free_atm"] / median["stock"],
+        "denoiser_time_ratio": median_inside["free_atm"] / median_inside["stock"],
+        "mem_ratio": memory["free_atm"][args.steps] / memory["stock"][args.steps],
+    }
+    if "concept" in variants:
+        result["concept_time_ratio"] = median["concept"] / median["stock"]
+        result["concept_mem_ratio"] = memory["concept"][args.steps] / memory["stock"][args.steps]
+    if "store_all" in variants:
+        result["store_all_time_ratio"] = median["store_all"] / median["stock"]
+        result["store_all_mem_ratio"] = memory["store_all"][args.steps] / memory["stock"][args.steps]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=None, help="image side (default 512 on a GPU, 256 on a CPU)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    size = args.size or (512 if device.type == "cuda" else 256)
+    torch.set_grad_enabled(False)
+    families = {}
+    for name in args.families:
+        families[name] = measure_family(name, FAMILIES[name], args, device, dtype, size)
+        gc.collect()  # the family's pipelines go before the next family's are built
+        print(f"{name}: time_ratio={families[name]['time_ratio']:.3f}", file=sys.stderr, flush=True)
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "dtype": str(dtype),
-        "architecture": "Stable Diffusion 1.5 (UNet, CLIP ViT-L/14 text encoder, SD VAE), random weights",
         "image_size": size,
         "steps": args.steps,
-        "guidance_scale": args.guidance_scale,
         "repeats": args.repeats,
-        "times_s": times,
-        "median_time_s": median,
-        "peak_working_memory_mb": memory,
-        "mem_growth_per_step_mb": growth,
-        "capture_time_ratio": median["free_atm"] / median["stock"],
-        "capture_mem_ratio": memory["free_atm"][args.steps] / memory["stock"][args.steps],
-        "store_all_time_ratio": median["store_all"] / median["stock"],
-        "store_all_mem_ratio": memory["store_all"][args.steps] / memory["stock"][args.steps],
+        "families": families,
     }
     print(json.dumps(result, indent=2))
-    print(
-        f"capture_time_ratio={result['capture_time_ratio']:.3f} capture_mem_ratio={result['capture_mem_ratio']:.3f} "
-        f"store_all_time_ratio={result['store_all_time_ratio']:.3f} mem_growth_per_step_mb={growth['free_atm']:.2f}"
-    )
+    labels = {
+        "sd15": "capture_time_ratio",
+        "sdxl": "sdxl_time_ratio",
+        "sd3": "sd3_time_ratio",
+        "flux": "flux_time_ratio",
+    }
+    summary = [f"{labels[name]}={family['time_ratio']:.3f}" for name, family in families.items()]
+    growth = max(family["mem_growth_per_step_mb"]["free_atm"] for family in families.values())
+    print(" ".join(summary) + f" mem_growth_per_step_mb={growth:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ block selection, errors, and loading through ``custom_pipeline``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -167,3 +169,32 @@ def test_custom_pipeline_loads_a_stock_folder_offline(family, joint_pipe, tmp_pa
     out = pipe(PROMPTS, objects=OBJECTS, generator=generator(), **call_for(family))
     np.testing.assert_array_equal(out.images, joint_pipe(PROMPTS, generator=generator(), **call_for(family)).images)
     assert [m.shape for m in out.masks] == [(2, 32, 32)] * 2
+
+
+def hub_cache_with(pipe, repo_id: str, cache: Path) -> None:
+    """Put ``pipe`` in a Hugging Face cache as the Hub's snapshot of ``repo_id`` (what a download leaves)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    parent_of(pipe).save_pretrained(repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+def test_generate_accepts_sd3_and_flux_folders_and_hub_ids(family, joint_pipe, tmp_path, monkeypatch):
+    """``free-atm generate --model`` on a saved stock folder, and on a Hub id served from the offline cache."""
+    from datasets import load_dataset
+
+    from free_atm.cli import main
+    from free_atm.diffusion.loading import load_pipeline
+
+    repo_id = f"someone/tiny-{family}"
+    hub_cache_with(joint_pipe, repo_id, tmp_path / "cache")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    loaded = load_pipeline(repo_id)
+    assert type(loaded) is type(joint_pipe)
+    parent_of(joint_pipe).save_pretrained(tmp_path / "model")
+    out = tmp_path / "dataset"
+    main(["generate", "--model", str(tmp_path / "model"), "--num-images", "2", "--batch-size", "2", "--steps", "1",
+          "--height", "32", "--width", "32", "--out", str(out)])  # fmt: skip
+    rows = load_dataset(str(out), split="train")
+    assert len(rows) == 2 and all(row["image"].size == (32, 32) for row in rows)
+    assert all(len(row["masks"]) == len(row["objects"]) > 0 for row in rows)

@@ -111,17 +111,10 @@ class PromptSource:
         return template_prompt(self.config.seed, index)
 
 
-def initial_latents(pipe, seeds: list[int], height: int, width: int) -> torch.Tensor:
-    """Initial noise, one generator per sample (on the CPU, so any device draws the same noise)."""
-    shape = (pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
-    return torch.stack(noise).to(pipe.device, pipe.unet.dtype)
-
-
 def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices: range) -> Iterator[list[dict]]:
     """Generate the samples ``indices`` in batches; yield each batch's samples (pipeline outputs, unencoded)."""
-    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    default_height, default_width = pipe.default_image_size
+    height, width = config.height or default_height, config.width or default_width
     for start in range(0, len(indices), config.batch_size):
         batch = indices[start : start + config.batch_size]
         batch_prompts = [prompts(i) for i in batch]
@@ -133,7 +126,7 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
             guidance_scale=config.guidance_scale,
             height=height,
             width=width,
-            latents=initial_latents(pipe, seeds, height, width),
+            latents=pipe.initial_latents(seeds, height, width),
         )
         yield [
             dict(

@@ -80,6 +80,26 @@ class AttentionCaptureMixin:
         """The model whose attention is captured: the UNet, or the diffusion transformer."""
         return getattr(self, "transformer", None) or self.unet
 
+    @property
+    def default_image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of an image when the call gives neither."""
+        side = (getattr(self, "default_sample_size", None) or self.unet.config.sample_size) * self.vae_scale_factor
+        return side, side
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(channels, h, w)`` of one image's initial noise before any packing."""
+        return self.denoiser.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
+
+    def initial_latents(self, seeds: Sequence[int], height: int, width: int) -> torch.Tensor:
+        """The ``latents`` argument for one image per seed: noise drawn on the CPU from each seed alone (so
+        any device and batch draws the same noise), in the layout the pipeline takes."""
+        shape = self.latent_shape(height, width)
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        return self._pack_noise(noise).to(self.device, self.denoiser.dtype)
+
+    def _pack_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
     def check_objects(self, prompts: Sequence[str], objects: Sequence[Sequence[str]]) -> None:
         """Raise the ``ValueError`` a call would raise for an object that is not in its prompt as the text
         encoders read it (absent, or truncated away), without running the model."""

@@ -52,6 +52,14 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
         t5_prompts = as_prompt_list(arguments.get("prompt_2")) or prompts
         return [TextSource(self.tokenizer_2, t5_prompts, 0, self._text_sequence_length(arguments))]
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """Flux packs 2 x 2 latent patches into tokens, so the latent sides are even."""
+        factor = 2 * self.vae_scale_factor
+        return self.transformer.config.in_channels // 4, 2 * (height // factor), 2 * (width // factor)
+
+    def _pack_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        return self._pack_latents(noise, *noise.shape)
+
     def _text_sequence_length(self, arguments: dict[str, Any]) -> int:
         return arguments.get("max_sequence_length") or 512
 

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from ..attention import CaptureConfig
-from ..data.generate import initial_latents
 from ..metrics import object_scores
 from ..seeds import derive_seed
 from .judge import ShapeClassifier, judge_image
@@ -51,7 +50,7 @@ def draw_scenes(
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        latents = initial_latents(pipe, [s.seed for s in part], side, side)
+        latents = pipe.initial_latents([s.seed for s in part], side, side)
         for name, config in capture_configs.items():
             out = pipe(
                 [s.caption for s in part],

@@ -104,6 +104,16 @@ def retrieval(args: argparse.Namespace) -> None:
     print(json.dumps({"model": args.model, "images": len(scenes.images), "grid": args.grid, **recalls}))
 
 
+def demo(args: argparse.Namespace) -> None:
+    """Serve the web demo: generate (and annotate) with masks in the browser."""
+    from .demo import DemoSession, build_demo, launch_demo
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    launch_demo(build_demo(DemoSession(args.model, args.device)), server_name=args.host, server_port=args.port,
+                share=args.share)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerationConfig
 
@@ -140,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--k", type=int, default=16, help="ITC candidates re-ranked by ITM")
     find.add_argument("--seed", type=int, default=3)
     find.set_defaults(run=retrieval)
+    page = commands.add_parser("demo", help="the web demo (needs the demo extra: pip install 'free-atm[demo]')")
+    page.add_argument("--model", default="shapes", help="as for generate: 'shapes', 'tiny-random', a folder or Hub id")
+    page.add_argument("--device", help="default: cuda when available, else cpu")
+    page.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    page.add_argument("--port", type=int, default=7860)
+    page.add_argument("--share", action="store_true", help="also serve through a public Gradio link")
+    page.set_defaults(run=demo)
     return parser
 
 

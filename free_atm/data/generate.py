@@ -18,7 +18,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..prompts import ObjectPrompt, imagenet_classes, read_prompt_file, template_prompt
+from ..prompts import ObjectPrompt, object_vocabulary, read_prompt_file, template_prompt
 from ..seeds import derive_seed
 from .background import BackgroundShardWriter
 from .features import encode_sample, sample_features
@@ -80,16 +80,8 @@ class PromptSource:
 
     def __init__(self, config: GenerationConfig):
         self.config = config
-        self.file_prompts = read_prompt_file(config.prompts, self.vocabulary()) if config.prompts else None
-
-    def vocabulary(self) -> list[str]:
-        """Phrases looked for in prompts that name no objects: the shapes world's coloured shapes for the
-        shapes model, else every name of the ImageNet-1k classes."""
-        if self.config.model == "shapes":
-            from ..shapes import COLOURS, SHAPES
-
-            return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
-        return [name for label in imagenet_classes() for name in label.names]
+        vocabulary = object_vocabulary(config.model) if config.prompts else None
+        self.file_prompts = read_prompt_file(config.prompts, vocabulary) if config.prompts else None
 
     def check(self, pipe) -> None:
         """Check every prompt of the file against ``pipe``'s tokenizers (objects truncated away or split

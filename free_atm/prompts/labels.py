@@ -33,3 +33,13 @@ def imagenet_classes() -> tuple[ImageNetClass, ...]:
         ImageNetClass(int(r["index"]), r["wnid"], tuple(n.strip() for n in r["names"].split(",")), r["group"])
         for r in rows
     )
+
+
+def object_vocabulary(model: str) -> list[str]:
+    """Phrases looked for in prompts that name no objects: the shapes world's coloured shapes for the
+    shipped ``shapes`` model, else every name of the ImageNet-1k classes."""
+    if model == "shapes":
+        from ..shapes import COLOURS, SHAPES
+
+        return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    return [name for label in imagenet_classes() for name in label.names]

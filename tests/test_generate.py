@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from datasets import load_dataset
 from hub_fake import fake_hub
 
+from free_atm.cli import main
 from free_atm.data import sample_features
 from free_atm.data.shards import ShardPlan
 from free_atm.seeds import derive_seed
@@ -108,7 +110,7 @@ def test_killed_run_resumes_to_the_same_dataset(reference, tmp_path):
 
 
 def test_truncated_shard_is_regenerated(reference, tmp_path):
-    generate(tmp_path)
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
     shard = tmp_path / "data" / "train-00002-of-00004.parquet"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     assert not ShardPlan(8, 2).is_complete(tmp_path, 2)
@@ -116,21 +118,25 @@ def test_truncated_shard_is_regenerated(reference, tmp_path):
     assert rows(tmp_path) == reference[1]
 
 
-def test_resuming_with_other_settings_is_refused(reference, tmp_path):
-    generate(tmp_path)
-    result = subprocess.run(command(tmp_path, "--seed", "1"), env=ENV, capture_output=True, text=True)
-    assert result.returncode != 0 and "generated with other settings (seed differ)" in result.stderr
+def run_in_process(out: Path, *extra: str) -> None:
+    """``free-atm generate`` in this process, expected to stop on bad input with exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", *ARGS, "--out", str(out), *extra])
+    assert exit_info.value.code == 2
 
 
-def test_bad_prompt_file_is_a_clear_error(tmp_path):
+def test_resuming_with_other_settings_is_refused(reference, tmp_path, capsys):
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
+    run_in_process(tmp_path, "--seed", "1")
+    assert "generated with other settings (seed differ)" in capsys.readouterr().err
+
+
+def test_bad_prompt_file_is_a_clear_error(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "a dog", "objects": ["cat"]}\n')
-    result = subprocess.run(
-        command(tmp_path / "out", "--prompts", str(prompts)), env=ENV, capture_output=True, text=True
-    )
-    assert result.returncode != 0
-    assert "prompts.jsonl:1: object 'cat' does not occur in prompt 'a dog'" in result.stderr
-    assert not list((tmp_path / "out").glob("data/*.parquet"))
+    run_in_process(tmp_path / "out", "--prompts", str(prompts))
+    assert "prompts.jsonl:1: object 'cat' does not occur in prompt 'a dog'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_prompt_file_drives_generation(tmp_path):

@@ -29,7 +29,8 @@ CONFIG_FILE = "generation_config.json"
 
 @dataclass
 class GenerationConfig:
-    """What ``free-atm generate`` makes; everything but ``push_to_hub`` must match on a resumed run."""
+    """What ``free-atm generate`` makes; everything but ``push_to_hub`` and ``out`` (a folder may be moved)
+    must match on a resumed run."""
 
     model: str = field(default="shapes", metadata={"help": "'shapes' (shipped), 'tiny-random', a folder or Hub id"})
     num_images: int = 16
@@ -144,8 +145,8 @@ def check_output_folder(root: Path, config: GenerationConfig) -> None:
     if not path.is_file():
         raise ValueError(f"--out {root} holds other files and no {CONFIG_FILE}; use an empty or new folder")
     recorded, wanted = json.loads(path.read_text()), config.resumable_fields()
-    if recorded != wanted:
-        changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+    changed = sorted(k for k in wanted if k != "out" and recorded.get(k) != wanted[k])  # a moved folder resumes
+    if changed:
         raise ValueError(
             f"{root} holds a dataset generated with other settings ({', '.join(changed)} differ); "
             "use the same settings to resume, or another --out"

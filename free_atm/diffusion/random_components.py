@@ -95,51 +95,43 @@ _SD_SCHEDULER = {
 }
 
 
-def _text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, seed: int, with_projection: bool = False, **config):
+def _tiny_clip(hidden_size: int) -> dict:
+    """The size of a tiny CLIP text encoder (2 layers, 4 heads)."""
+    return dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=4)
+
+
+def _clip(tokenizer: CLIPTokenizer, size: dict, seed: int, projection_dim: int | None = None, vocab_size: int = 49408):
+    """A CLIP text encoder of ``size`` (with a projection when ``projection_dim`` is given); real models'
+    sizes keep CLIP's 49,408-token embedding, tiny ones take ``len(tokenizer)``."""
     torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=config.pop("intermediate_size", 2 * hidden_size),
-        num_hidden_layers=config.pop("num_hidden_layers", 2),
-        num_attention_heads=config.pop("num_attention_heads", 4),
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
         max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=projection_dim or size["hidden_size"],
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **config,
+        **size,
     )
-    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(text_config).eval()
+    return (CLIPTextModelWithProjection if projection_dim else CLIPTextModel)(config).eval()
 
 
-def _tiny_vae(seed: int) -> AutoencoderKL:
+#: SD3's VAE settings (16 latent channels come with them): no quant convs, its shift and scale
+_FLOW_VAE = dict(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+def _tiny_vae(seed: int, flow: bool = False) -> AutoencoderKL:
+    """A two-level VAE: SD's 4-channel latent, or (``flow``) SD3's and Flux's 16 channels with SD3's shift
+    and scale and no quant convs."""
     torch.manual_seed(seed)
+    config = dict(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8, sample_size=64)
+    if flow:
+        config = dict(block_out_channels=(8, 8), latent_channels=16, norm_num_groups=4, sample_size=32, **_FLOW_VAE)
     return AutoencoderKL(
-        block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
         layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    ).eval()
-
-
-def _tiny_flow_vae(seed: int) -> AutoencoderKL:
-    """A two-level VAE with SD3's 16-channel latent, its shift and scale, and no quant convs."""
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=16,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=32,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
+        **config,
     ).eval()
 
 
@@ -187,7 +179,7 @@ def tiny_sd_components(
     return {
         "unet": unet,
         "vae": _tiny_vae(seed + 1),
-        "text_encoder": _text_encoder(tokenizer, 32, seed + 2),
+        "text_encoder": _clip(tokenizer, _tiny_clip(32), seed + 2, vocab_size=len(tokenizer)),
         "tokenizer": tokenizer,
         "scheduler": DDIMScheduler(**_SD_SCHEDULER),
         "safety_checker": None,
@@ -220,8 +212,8 @@ def tiny_sdxl_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> di
     return {
         "unet": unet,
         "vae": _tiny_vae(seed + 1),
-        "text_encoder": _text_encoder(tokenizer, 32, seed + 2),
-        "text_encoder_2": _text_encoder(tokenizer_2, 32, seed + 3, with_projection=True, projection_dim=32),
+        "text_encoder": _clip(tokenizer, _tiny_clip(32), seed + 2, vocab_size=len(tokenizer)),
+        "text_encoder_2": _clip(tokenizer_2, _tiny_clip(32), seed + 3, 32, len(tokenizer_2)),
         "tokenizer": tokenizer,
         "tokenizer_2": tokenizer_2,
         "scheduler": DDIMScheduler(**_SD_SCHEDULER),
@@ -254,9 +246,9 @@ def tiny_sd3_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> dic
     ).eval()
     return {
         "transformer": transformer,
-        "vae": _tiny_flow_vae(seed + 1),
-        "text_encoder": _text_encoder(clip_1, 16, seed + 2, with_projection=True, projection_dim=16),
-        "text_encoder_2": _text_encoder(clip_2, 16, seed + 3, with_projection=True, projection_dim=16),
+        "vae": _tiny_vae(seed + 1, flow=True),
+        "text_encoder": _clip(clip_1, _tiny_clip(16), seed + 2, 16, len(clip_1)),
+        "text_encoder_2": _clip(clip_2, _tiny_clip(16), seed + 3, 16, len(clip_2)),
         "text_encoder_3": _t5_encoder(t5, 64, seed + 4),
         "tokenizer": clip_1,
         "tokenizer_2": clip_2,
@@ -287,8 +279,8 @@ def tiny_flux_components(seed: int = 0, words: Iterable[str] = DEMO_WORDS) -> di
     ).eval()
     return {
         "transformer": transformer,
-        "vae": _tiny_flow_vae(seed + 1),
-        "text_encoder": _text_encoder(clip, 32, seed + 2),
+        "vae": _tiny_vae(seed + 1, flow=True),
+        "text_encoder": _clip(clip, _tiny_clip(32), seed + 2, vocab_size=len(clip)),
         "text_encoder_2": _t5_encoder(t5, 32, seed + 3),
         "tokenizer": clip,
         "tokenizer_2": t5,
@@ -304,21 +296,6 @@ CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num
 CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
               hidden_act="gelu")  # fmt: skip
 T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_heads=64)
-
-
-def _clip(tokenizer: CLIPTokenizer, size: dict, seed: int, projection_dim: int | None = None):
-    """A CLIP text encoder of a real model's ``size`` with CLIP's 49,408-token embedding."""
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(
-        vocab_size=49408,
-        max_position_embeddings=77,
-        projection_dim=projection_dim or size["hidden_size"],
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **size,
-    )
-    return (CLIPTextModelWithProjection if projection_dim else CLIPTextModel)(config).eval()
 
 
 def _sd_vae(seed: int, latent_channels: int = 4, **config) -> AutoencoderKL:

@@ -96,13 +96,12 @@ class JointAttentionCaptureProcessor:
         if total not in (n, 2 * n):
             raise RuntimeError(f"joint-attention batch {total} is neither {n} images nor {2 * n} (guidance)")
         concept = self.aggregator.config.method == "concept"
-        outputs = {"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)}
-        inputs = {}
-        if concept:
-            outputs = {}
+        if concept:  # the attention outputs, before the output projections
             to_out = getattr(attn, "to_out", None)
-            inputs = {"image_out": to_out and to_out[0], "text_out": getattr(attn, "to_add_out", None)}
-        with ModuleTaps(outputs, inputs) as taps:
+            taps = ModuleTaps({}, {"image_out": to_out and to_out[0], "text_out": getattr(attn, "to_add_out", None)})
+        else:  # the projections
+            taps = ModuleTaps({"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)})
+        with taps:
             output = self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         conditional = slice(total - n, None)
         if concept:
@@ -192,13 +191,17 @@ class FluxAttentionCaptureProcessor(JointAttentionCaptureProcessor):
 
         query = tokens("query", attn.to_q, hidden_states, attn.norm_q)
         keys = tokens("key", attn.to_k, hidden_states, attn.norm_k)
-        if encoder_hidden_states is not None:  # double-stream: the text keys go first
-            keys = torch.cat([tokens("text_key", attn.add_k_proj, encoder_hidden_states, attn.norm_added_k), keys], 1)
-        else:  # single-stream: the queries of the text tokens are not needed
-            query = query[:, text_length:]
+        if encoder_hidden_states is not None:  # double-stream: image and text projected apart
+            text_keys = tokens("text_key", attn.add_k_proj, encoder_hidden_states, attn.norm_added_k)
+        else:  # single-stream: one sequence, text first; the text tokens' queries are not needed
+            query, text_keys, keys = query[:, text_length:], keys[:, :text_length], keys[:, text_length:]
         rotary = arguments.get("image_rotary_emb")
-        if rotary is not None:
-            query = apply_rotary_emb(query, tuple(r[text_length:] for r in rotary), sequence_dim=1)
-            keys = apply_rotary_emb(keys, rotary, sequence_dim=1)
-        keys = keys.transpose(1, 2)
-        return query.transpose(1, 2), keys[:, :, text_length:], keys[:, :, :text_length]
+        if rotary is not None:  # positions: text first, then image (rotated apart, nothing concatenated)
+            text_rotary, image_rotary = (
+                tuple(r[:text_length] for r in rotary),
+                tuple(r[text_length:] for r in rotary),
+            )
+            query = apply_rotary_emb(query, image_rotary, sequence_dim=1)
+            keys = apply_rotary_emb(keys, image_rotary, sequence_dim=1)
+            text_keys = apply_rotary_emb(text_keys, text_rotary, sequence_dim=1)
+        return query.transpose(1, 2), keys.transpose(1, 2), text_keys.transpose(1, 2)

@@ -3,20 +3,19 @@ downloaded): Stable Diffusion 1.5, SDXL, and SD3 (3.5 Medium style) and FLUX.1-d
 transformer blocks and one T5-XXL layer, so that they fit a small machine (capture's cost is per layer, so
 depth does not change its share; the JSON gives each family's text-encoder-free denoiser share too).
 
-Per family, in one process: the stock pipeline and the Free-ATM pipeline (and, for SD 1.5, a
-store-everything baseline in the style of prompt-to-prompt and DAAM: explicit softmax on every attention
-layer, every step's cross-attention probabilities kept), timed interleaved and repeated. Peak memory is the
-working memory of a call above what the process held before it: CUDA's allocator peak on a GPU; on the
-CPU, the peak resident set sampled every millisecond (glibc is told to return large blocks at once, so the
-resident set follows the tensors). Memory growth per step compares calls of ``steps`` and ``2 * steps``.
+Per family: the stock pipeline and the Free-ATM pipeline (and, for SD 1.5, a store-everything baseline
+in the style of prompt-to-prompt and DAAM: explicit softmax on every attention layer, every step's
+cross-attention probabilities kept; for the transformers, ConceptAttention's output-space capture), timed
+interleaved and repeated in this process with the allocator as users have it. Peak memory is the working
+memory of a call above what the process held before it: CUDA's allocator peak on a GPU; on the CPU, the
+peak resident set sampled every millisecond, in a child process where glibc is told to return large
+blocks at once (``MALLOC_MMAP_THRESHOLD_``) so that the resident set follows the tensors. That setting is
+an instrument, not how anyone runs a pipeline: it makes every large temporary a fresh, page-faulting
+mapping, so times are never taken under it. Memory growth per step compares calls of ``steps`` and
+``2 * steps``.
 
     python benchmarks/capture_overhead.py                    # 256 px on a CPU, 512 px on a GPU
     python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
-    python benchmarks/capture_overhead.py --families flux --default-malloc   # times with glibc's own settings
-
-The fixed mmap threshold makes every large temporary a fresh mapping whose pages fault in, which charges
-allocation-heavy code (the capture's per-layer temporaries) more than glibc's reusing heap or CUDA's
-caching allocator would; ``--default-malloc`` times without it (its memory figures are then not reliable).
 
 Prints JSON, then ``capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y> flux_time_ratio=<z>
 mem_growth_per_step_mb=<w>`` (the largest growth of the capture over the families; budget: every time
@@ -30,6 +29,7 @@ import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -37,27 +37,22 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-FIXED_MMAP = "--default-malloc" not in sys.argv
-if FIXED_MMAP and sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # fixed threshold: freed tensors leave the resident set
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import torch
+from diffusers import (
     FluxPipeline,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
 
-from free_atm import (  # noqa: E402
+from free_atm import (
     FreeATMDiffusionPipeline,
     FreeATMFluxPipeline,
     FreeATMStableDiffusion3Pipeline,
     FreeATMStableDiffusionXLPipeline,
 )
-from free_atm.attention import cross_attention_processor_names  # noqa: E402
-from free_atm.diffusion import random_components  # noqa: E402
+from free_atm.attention import cross_attention_processor_names
+from free_atm.diffusion import random_components
 
 PROMPT, OBJECTS = "a dog with a teddy bear in the park", ["dog", "teddy bear"]
 
@@ -182,79 +177,101 @@ class DenoiserClock:
         self.seconds += time.perf_counter() - self.started
 
 
-def measure_family(name: str, family: Family, args, device: torch.device, dtype: torch.dtype, size: int) -> dict:
-    stock = family.stock(**family.components()).to(device, dtype)
-    free_atm = family.free_atm.from_pipe(stock)
-    for pipe in (stock, free_atm):
-        pipe.set_progress_bar_config(disable=True)
-    denoiser = free_atm.denoiser
-    clock = DenoiserClock(denoiser, device)
-    # UNets: a store-everything baseline beside (SD 1.5); joint attention: ConceptAttention's output space too
-    variants = ("stock", "free_atm", "store_all") if name == "sd15" else ("stock", "free_atm")
-    if hasattr(stock, "transformer"):
-        variants = ("stock", "free_atm", "concept")
-    stock_processors = denoiser.attn_processors
-    cross_names = set(cross_attention_processor_names(denoiser)) if name == "sd15" else set()
-    store: list[torch.Tensor] = []
+class FamilyBench:
+    """A family's stock and Free-ATM pipelines and the variants timed and measured against each other."""
 
-    def run(variant: str, steps: int) -> None:
+    def __init__(self, name: str, args, device: torch.device, dtype: torch.dtype, size: int):
+        self.family, self.args, self.device, self.size = FAMILIES[name], args, device, size
+        self.stock = self.family.stock(**self.family.components()).to(device, dtype)
+        self.free_atm = self.family.free_atm.from_pipe(self.stock)
+        for pipe in (self.stock, self.free_atm):
+            pipe.set_progress_bar_config(disable=True)
+        self.denoiser = self.free_atm.denoiser
+        self.clock = DenoiserClock(self.denoiser, device)
+        # UNets: a store-everything baseline beside (SD 1.5); joint attention: ConceptAttention's output space
+        self.variants = ("stock", "free_atm", "store_all") if name == "sd15" else ("stock", "free_atm")
+        if hasattr(self.stock, "transformer"):
+            self.variants = ("stock", "free_atm", "concept")
+        self.stock_processors = self.denoiser.attn_processors
+        self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
+        self.store: list[torch.Tensor] = []
+
+    def run(self, variant: str, steps: int) -> None:
         call = dict(
             num_inference_steps=steps,
-            height=size,
-            width=size,
-            guidance_scale=family.guidance_scale,
-            generator=torch.Generator(device).manual_seed(0),
+            height=self.size,
+            width=self.size,
+            guidance_scale=self.family.guidance_scale,
+            generator=torch.Generator(self.device).manual_seed(0),
             output_type="np",
         )
         if variant in ("free_atm", "concept"):
             method = "concept" if variant == "concept" else "attention"
-            free_atm(PROMPT, objects=OBJECTS, capture_config={"method": method}, **call)
+            self.free_atm(PROMPT, objects=OBJECTS, capture_config={"method": method}, **call)
             return
         if variant == "store_all":
-            store.clear()
-            denoiser.set_attn_processor(
-                {n: StoreAllProcessor(store if n in cross_names else None) for n in stock_processors}
+            self.store.clear()
+            self.denoiser.set_attn_processor(
+                {n: StoreAllProcessor(self.store if n in self.cross_names else None) for n in self.stock_processors}
             )
         try:
-            stock(PROMPT, **call)
+            self.stock(PROMPT, **call)
         finally:
-            denoiser.set_attn_processor(dict(stock_processors))  # set_attn_processor empties the dict
+            self.denoiser.set_attn_processor(dict(self.stock_processors))  # set_attn_processor empties the dict
 
-    def timed(variant: str, steps: int) -> tuple[float, float]:
-        if device.type == "cuda":
+    def _timed(self, variant: str) -> tuple[float, float]:
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        clock.seconds, start = 0.0, time.perf_counter()
-        run(variant, steps)
-        if device.type == "cuda":
+        self.clock.seconds, start = 0.0, time.perf_counter()
+        self.run(variant, self.args.steps)
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start, clock.seconds
+        return time.perf_counter() - start, self.clock.seconds
 
-    for variant in variants:  # warm-up
-        run(variant, 1)
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    denoiser_times: dict[str, list[float]] = {v: [] for v in variants}
-    for repeat in range(args.repeats):
-        for variant in variants if repeat % 2 == 0 else variants[::-1]:
-            total, inside = timed(variant, args.steps)
-            times[variant].append(total)
-            denoiser_times[variant].append(inside)
+    def times(self) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        """Whole-call and denoiser-only seconds per variant, interleaved in alternating order after a warm-up."""
+        for variant in self.variants:
+            self.run(variant, 1)
+        times: dict[str, list[float]] = {v: [] for v in self.variants}
+        inside: dict[str, list[float]] = {v: [] for v in self.variants}
+        for repeat in range(self.args.repeats):
+            for variant in self.variants if repeat % 2 == 0 else self.variants[::-1]:
+                total, denoising = self._timed(variant)
+                times[variant].append(total)
+                inside[variant].append(denoising)
+        return times, inside
 
-    meter = PeakMemory(device)
-    memory: dict[str, dict[int, float]] = {v: {} for v in variants}
-    step_counts = (args.steps, 2 * args.steps)
-    for steps in step_counts:
-        for variant in variants:
-            with meter.measure():
-                run(variant, steps)
-            memory[variant][steps] = meter.peak_mb
-            store.clear()
+    def memory(self) -> dict[str, dict[int, float]]:
+        """Peak working memory (MB) per variant at ``steps`` and ``2 * steps``."""
+        meter = PeakMemory(self.device)
+        memory: dict[str, dict[int, float]] = {v: {} for v in self.variants}
+        for steps in (self.args.steps, 2 * self.args.steps):
+            for variant in self.variants:
+                with meter.measure():
+                    self.run(variant, steps)
+                memory[variant][steps] = meter.peak_mb
+                self.store.clear()
+        return memory
 
+
+def memory_in_child(name: str, args) -> dict[str, dict[int, float]]:
+    """The family's memory figures from a fresh process whose glibc returns large blocks at once."""
+    command = [sys.executable, __file__, "--memory-of", name, "--steps", str(args.steps)]
+    if args.size:
+        command += ["--size", str(args.size)]
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed tensors leave the resident set
+    done = subprocess.run(command, env=environment, check=True, capture_output=True, text=True)
+    return {v: {int(s): mb for s, mb in by_steps.items()} for v, by_steps in json.loads(done.stdout).items()}
+
+
+def summarise(bench: FamilyBench, times, inside, memory) -> dict:
+    steps = bench.args.steps
     median = {v: statistics.median(t) for v, t in times.items()}
-    median_inside = {v: statistics.median(t) for v, t in denoiser_times.items()}
-    growth = {v: (memory[v][step_counts[1]] - memory[v][step_counts[0]]) / args.steps for v in variants}
+    median_inside = {v: statistics.median(t) for v, t in inside.items()}
+    growth = {v: (memory[v][2 * steps] - memory[v][steps]) / steps for v in bench.variants}
     result = {
-        "architecture": family.architecture + ", random weights",
-        "guidance_scale": family.guidance_scale,
+        "architecture": bench.family.architecture + ", random weights",
+        "guidance_scale": bench.family.guidance_scale,
         "times_s": times,
         "median_time_s": median,
         "median_denoiser_time_s": median_inside,
@@ -263,14 +280,12 @@ def measure_family(name: str, family: Family, args, device: torch.device, dtype:
         "mem_growth_per_step_mb": growth,
         "time_ratio": median["free_atm"] / median["stock"],
         "denoiser_time_ratio": median_inside["free_atm"] / median_inside["stock"],
-        "mem_ratio": memory["free_atm"][args.steps] / memory["stock"][args.steps],
+        "mem_ratio": memory["free_atm"][steps] / memory["stock"][steps],
     }
-    if "concept" in variants:
-        result["concept_time_ratio"] = median["concept"] / median["stock"]
-        result["concept_mem_ratio"] = memory["concept"][args.steps] / memory["stock"][args.steps]
-    if "store_all" in variants:
-        result["store_all_time_ratio"] = median["store_all"] / median["stock"]
-        result["store_all_mem_ratio"] = memory["store_all"][args.steps] / memory["stock"][args.steps]
+    for variant in ("concept", "store_all"):
+        if variant in bench.variants:
+            result[f"{variant}_time_ratio"] = median[variant] / median["stock"]
+            result[f"{variant}_mem_ratio"] = memory[variant][steps] / memory["stock"][steps]
     return result
 
 
@@ -280,21 +295,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
-    parser.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's own allocator settings: times as users see them, but the resident set no longer "
-        "follows the tensors (every large allocation is otherwise a fresh, page-faulting mapping)",
-    )
+    parser.add_argument("--memory-of", choices=list(FAMILIES), help=argparse.SUPPRESS)  # the memory child
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     size = args.size or (512 if device.type == "cuda" else 256)
     torch.set_grad_enabled(False)
+    if args.memory_of:
+        print(json.dumps(FamilyBench(args.memory_of, args, device, dtype, size).memory()))
+        return
     families = {}
     for name in args.families:
-        families[name] = measure_family(name, FAMILIES[name], args, device, dtype, size)
+        # the child runs before this process builds the family: two copies of SDXL do not fit 24 GB
+        memory = memory_in_child(name, args) if device.type == "cpu" else None
+        bench = FamilyBench(name, args, device, dtype, size)
+        times, inside = bench.times()
+        families[name] = summarise(bench, times, inside, memory or bench.memory())
+        del bench
         gc.collect()  # the family's pipelines go before the next family's are built
         done = families[name]
         figures = ("time_ratio", "denoiser_time_ratio", "mem_ratio", "concept_time_ratio", "store_all_time_ratio")
@@ -307,7 +325,7 @@ def main() -> None:
         "image_size": size,
         "steps": args.steps,
         "repeats": args.repeats,
-        "malloc": "glibc default" if args.default_malloc else "MALLOC_MMAP_THRESHOLD_=131072",
+        "memory": "CUDA allocator peak" if device.type == "cuda" else "resident set, MALLOC_MMAP_THRESHOLD_=131072",
         "families": families,
     }
     print(json.dumps(result, indent=2))

@@ -28,8 +28,15 @@ from free_atm import CaptureConfig
 from free_atm.diffusion.loading import load_pipeline
 from free_atm.masks import maps_to_masks
 from free_atm.metrics import object_scores
-from free_atm.shapes.fidelity import draw_scenes, fidelity_breakdown, scenes_split, word_influence
-from free_atm.shapes.judge import colour_regions, shape_classifier
+from free_atm.shapes.fidelity import (
+    colour_truths,
+    draw_scenes,
+    fidelity_breakdown,
+    maps_miou,
+    scenes_split,
+    word_influence,
+)
+from free_atm.shapes.judge import shape_classifier
 from free_atm.shapes.model import default_model_path
 
 AGGREGATIONS = {
@@ -51,8 +58,7 @@ def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, ba
     configs = {name: CaptureConfig(**overrides) for name, overrides in AGGREGATIONS.items()}
     images, captured = draw_scenes(pipe, scenes, configs, steps, guidance, batch)
     maps = {name: [torch.from_numpy(m) for m, _ in outputs] for name, outputs in captured.items()}
-    truths = [np.stack([colour_regions(img)[c] for c in s.colours]) for img, s in zip(images, scenes)]
-    return scenes, images, truths, maps
+    return scenes, images, colour_truths(images, scenes), maps
 
 
 @torch.no_grad()
@@ -62,14 +68,6 @@ def reconstructions(pipe, scenes) -> list[np.ndarray]:
     pixels = pixels.to(pipe.device, pipe.vae.dtype)
     decoded = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mode()).sample.float().clamp(-1, 1)
     return list(((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-
-
-def mean_iou(maps, truths, method: str, threshold: float) -> float:
-    scores = []
-    for soft, truth in zip(maps, truths):
-        _, masks, _ = maps_to_masks(soft, truth.shape[-2:], method, threshold)
-        scores += object_scores(masks, truth)[0]
-    return float(np.mean(scores))
 
 
 def main() -> None:
@@ -88,13 +86,13 @@ def main() -> None:
     split = dict(count=args.num_images, steps=args.steps, guidance=args.guidance_scale, batch=args.batch_size)
 
     _, _, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
-    table = {agg: {th: mean_iou(maps[agg], truths, *spec) for th, spec in THRESHOLDS.items()} for agg in AGGREGATIONS}
+    table = {agg: {th: maps_miou(maps[agg], truths, *spec) for th, spec in THRESHOLDS.items()} for agg in AGGREGATIONS}
     best_agg, best_th = max(((a, t) for a in table for t in table[a]), key=lambda key: table[key[0]][key[1]])
     method, threshold = THRESHOLDS[best_th]
     defaults = CaptureConfig(**AGGREGATIONS[best_agg], threshold_method=method, threshold=threshold)
 
     scenes, images, truths, maps = generated_split(pipe, HELD_OUT_SEED, **split)
-    gen_miou = mean_iou(maps[best_agg], truths, method, threshold)
+    gen_miou = maps_miou(maps[best_agg], truths, method, threshold)
     held_out_masks = [maps_to_masks(m, t.shape[-2:], method, threshold)[1] for m, t in zip(maps[best_agg], truths)]
     classifier = shape_classifier()
     breakdown = fidelity_breakdown(images, scenes, classifier, held_out_masks)

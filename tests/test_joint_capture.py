@@ -92,6 +92,21 @@ def test_flux_true_guidance_counts_the_conditional_call_only(flux_pipe):
         torch.testing.assert_close(torch.from_numpy(out.attention_maps[i]), expected[i], atol=1e-5, rtol=1e-4)
 
 
+def test_sd3_without_t5_attends_to_clip_alone(sd3_pipe):
+    """SD3 loaded without T5 and called with ``max_sequence_length=0``: the text is CLIP's positions only."""
+    pipe = type(sd3_pipe)(**{**sd3_pipe.components, "text_encoder_3": None, "tokenizer_3": None})
+    pipe.set_progress_bar_config(disable=True)
+    call = {**SD3_CALL, "max_sequence_length": 0}
+    out = pipe(PROMPTS, objects=OBJECTS, generator=generator(), **call)
+    images, reference = reference_run(pipe, call)
+    np.testing.assert_allclose(images, out.images, atol=1e-5)
+    assert reference.records[0]["probs"].shape[-1] == 77
+    clip_positions = [[[1 + i for i in w] for w in words] for words in WORDS]
+    expected = normalize(reference.maps(clip_positions, GRID, LATENT))
+    for i in range(len(PROMPTS)):
+        torch.testing.assert_close(torch.from_numpy(out.attention_maps[i]), expected[i], atol=1e-5, rtol=1e-4)
+
+
 def test_blocks_select_layers_and_timesteps_still_apply(sd3_pipe):
     config = CaptureConfig(blocks=(1,), timestep_range=(0, 900))
     out = sd3_pipe(PROMPTS, objects=OBJECTS, capture_config=config, generator=generator(), **SD3_CALL)

@@ -61,7 +61,8 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
         return self._pack_latents(noise, *noise.shape)
 
     def _text_sequence_length(self, arguments: dict[str, Any]) -> int:
-        return arguments.get("max_sequence_length") or 512
+        length = arguments.get("max_sequence_length")
+        return 512 if length is None else length
 
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):

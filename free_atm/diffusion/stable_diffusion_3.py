@@ -58,12 +58,17 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
         third = as_prompt_list(arguments.get("prompt_3")) or prompts
         sources = [TextSource(self.tokenizer, prompts), TextSource(self.tokenizer_2, second)]
         if self.text_encoder_3 is not None:  # without T5 its positions hold zeros
-            length = arguments.get("max_sequence_length") or 256
-            sources.append(TextSource(self.tokenizer_3, third, self.tokenizer_max_length, length))
+            sources.append(TextSource(self.tokenizer_3, third, self.tokenizer_max_length, self._t5_length(arguments)))
         return sources
 
     def _text_sequence_length(self, arguments: dict[str, Any]) -> int:
-        return self.tokenizer_max_length + (arguments.get("max_sequence_length") or 256)
+        return self.tokenizer_max_length + self._t5_length(arguments)
+
+    @staticmethod
+    def _t5_length(arguments: dict[str, Any]) -> int:
+        """The call's ``max_sequence_length``; 0 is a length (without T5, the image then attends to CLIP alone)."""
+        length = arguments.get("max_sequence_length")
+        return 256 if length is None else length
 
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from ..attention import CaptureConfig
+from ..masks import maps_to_masks
 from ..metrics import object_scores
 from ..seeds import derive_seed
-from .judge import ShapeClassifier, judge_image
+from .judge import ShapeClassifier, colour_regions, judge_image
 from .render import COLOURS, SHAPES, Scene, render_scene
 
 
@@ -42,15 +43,15 @@ def draw_scenes(
     steps: int = 20,
     guidance_scale: float = 5.0,
     batch_size: int = 16,
+    **call_kwargs,
 ) -> tuple[list[np.ndarray], dict[str, list]]:
     """Generate one image per scene caption (noise seeded by the scene), capturing once per capture
     setting from the same noise: the uint8 images and, per setting, each image's pipeline output
-    ``(attention_maps, masks)``."""
+    ``(attention_maps, masks)``. ``call_kwargs`` go to every pipeline call."""
     images, captured = [], {name: [] for name in capture_configs}
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
-        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        latents = pipe.initial_latents([s.seed for s in part], side, side)
+        latents = pipe.initial_latents([s.seed for s in part], *pipe.default_image_size)
         for name, config in capture_configs.items():
             out = pipe(
                 [s.caption for s in part],
@@ -60,10 +61,27 @@ def draw_scenes(
                 latents=latents,
                 output_type="np",
                 capture_config=config,
+                **call_kwargs,
             )
             captured[name] += list(zip(out.attention_maps, out.masks))
         images += [np.rint(image * 255).astype(np.uint8) for image in out.images]
     return images, captured
+
+
+def colour_truths(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> list[np.ndarray]:
+    """Per drawn image, the regions of its scene's named colours ``(M, H, W)``, in ``objects`` order: the
+    truth a mask of a generated image is scored against."""
+    return [np.stack([colour_regions(image)[c] for c in scene.colours]) for image, scene in zip(images, scenes)]
+
+
+def maps_miou(maps: Sequence, truths: Sequence[np.ndarray], method: str, threshold: float) -> float:
+    """Mean IoU over all objects of the masks that ``maps_to_masks(map, ..., method, threshold)`` cuts
+    from each image's soft maps against its truths."""
+    scores = []
+    for soft, truth in zip(maps, truths):
+        _, masks, _ = maps_to_masks(torch.as_tensor(soft), truth.shape[-2:], method, threshold)
+        scores += object_scores(masks, truth)[0]
+    return float(np.mean(scores))
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -62,10 +62,9 @@ def capture_cross_attention(unet: torch.nn.Module, aggregator: AttentionAggregat
             f"blocks={config.blocks!r} and method={config.method!r} are for diffusion transformers; a UNet's "
             "cross-attention layers are chosen with layer_scales and give query-key maps (method='attention')"
         )
+    processors = unet.attn_processors
     wrappers = {
-        name: AttentionCaptureProcessor(processor, aggregator)
-        for name, processor in unet.attn_processors.items()
-        if name in set(cross_attention_processor_names(unet))
+        name: AttentionCaptureProcessor(processors[name], aggregator) for name in cross_attention_processor_names(unet)
     }
     if not wrappers:
         raise ValueError(f"{type(unet).__name__} has no cross-attention layer to capture")

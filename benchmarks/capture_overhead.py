@@ -242,7 +242,10 @@ class FamilyBench:
         return times, inside
 
     def memory(self) -> dict[str, dict[int, float]]:
-        """Peak working memory (MB) per variant at ``steps`` and ``2 * steps``."""
+        """Peak working memory (MB) per variant at ``steps`` and ``2 * steps``, after a warm-up call of each
+        (the first call of a process allocates what every later call reuses)."""
+        for variant in self.variants:
+            self.run(variant, 1)
         meter = PeakMemory(self.device)
         memory: dict[str, dict[int, float]] = {v: {} for v in self.variants}
         for steps in (self.args.steps, 2 * self.args.steps):

@@ -5,7 +5,8 @@ No pretrained MM-DiT can be downloaded here, so the benchmark first trains one: 
 on the shapes world (:mod:`free_atm.shapes.mmdit`: the shipped model's VAE and word codes, a 4-block
 joint-attention transformer), rectified flow as SD3 trains it (logit-normal times, velocity target,
 caption dropout for guidance), with an exponential moving average of the weights. Training checkpoints
-into ``--work-dir`` and resumes from there; a finished transformer is reused.
+into ``--work-dir`` and resumes from there; a finished transformer is reused, and a larger
+``--train-steps`` goes on from the last checkpoint.
 
 Then it draws held-out captions (the split of ``mask_quality.py``) once per capture setting from the same
 noise and scores each setting's masks against the regions of the named colours in the drawn pixels:
@@ -78,7 +79,7 @@ def training_set(pipe, count: int, cache: Path) -> dict[str, torch.Tensor]:
 
 def train(pipe, data: dict[str, torch.Tensor], args, work: Path) -> SD3Transformer2DModel:
     """Rectified-flow training of the pipeline's transformer; returns the averaged weights."""
-    final = work / "transformer"
+    final = work / f"transformer_{args.train_steps}"
     if final.exists():
         return SD3Transformer2DModel.from_pretrained(final)
     model = pipe.transformer.train()

@@ -24,14 +24,18 @@ def render_dataset_card(
     sample_grid: str = "sample_grid.png",
     repo_or_path: str | None = None,
 ) -> DatasetCard:
-    """The card of the dataset in ``root``: features YAML and data files, generation config, counts."""
+    """The card of the dataset in ``root``: features YAML, generation config, counts.
+
+    Pitfall: no ``configs`` entry. ``data/train-*`` is what ``datasets`` finds on its own, and with the
+    pattern written in the card ``load_dataset(folder)`` keys its cache on the folder's name and the
+    pattern, not on the files: a second dataset in a folder of the same name loaded the first one's rows.
+    """
     card_data = DatasetCardData(
         pretty_name=f"free-atm masks from {config['model']}",
         license="other",
         task_categories=["image-segmentation", "object-detection", "text-to-image"],
         tags=["free-atm", "synthetic", "attention-masks", "diffusers"],
         size_categories=[_size_category(counts["images"])],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
         dataset_info={"features": features._to_yaml_list()},
     )
     return DatasetCard.from_template(

@@ -11,13 +11,13 @@ into ``--work-dir`` and resumes from there; a finished transformer is reused, an
 Then it draws held-out captions (the split of ``mask_quality.py``) once per capture setting from the same
 noise and scores each setting's masks against the regions of the named colours in the drawn pixels:
 the raw maps (columns of the joint softmax; renormalised over the text keys) and the output-space maps,
-each through the fixed, Otsu and competition thresholds; the generator's prompt fidelity says how well
-it draws at all.
+over all four blocks and over the last two (ConceptAttention reads a model's later blocks), each through
+the fixed, Otsu and competition thresholds; the generator's prompt fidelity says how well it draws at all.
 
     python benchmarks/concept_attention_quality.py [--train-steps 2500] [--num-images 96]
 
 Prints JSON, then ``attention_miou=<best threshold> text_norm_miou=<..> concept_miou=<..>
-prompt_fidelity=<..>``.
+attention_late_miou=<..> concept_late_miou=<..> prompt_fidelity=<..>``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ CAPTURES = {
     "attention": {},
     "text_norm": {"normalization": "text"},
     "concept": {"method": "concept"},
+    # ConceptAttention reads Flux's later blocks; here the last two of four
+    "attention_late": {"blocks": (2, 3)},
+    "concept_late": {"method": "concept", "blocks": (2, 3)},
 }
 THRESHOLDS = {"fixed 0.4": ("fixed", 0.4), "otsu": ("otsu", 0.4), "competition 0.4": ("competition", 0.4)}
 HELD_OUT_SEED, TRAIN_SEED = 6_000, 0
@@ -173,7 +176,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(
         f"attention_miou={best['attention']:.3f} text_norm_miou={best['text_norm']:.3f} "
-        f"concept_miou={best['concept']:.3f} prompt_fidelity={breakdown['prompt_fidelity']:.3f}"
+        f"concept_miou={best['concept']:.3f} attention_late_miou={best['attention_late']:.3f} "
+        f"concept_late_miou={best['concept_late']:.3f} prompt_fidelity={breakdown['prompt_fidelity']:.3f}"
     )
 
 

@@ -95,7 +95,8 @@ def main() -> None:
     for table, framework, row, count, seed in plan:
         sources = Sources(real, synthetic_dataset(settings, work, count), annotated)
         key = run_name(framework, row, count, settings, seed)
-        identity = {**settings.as_dict(), "framework": framework, "row": row, "synthetic": count, "seed": seed}
+        owner = key.split("/")[0]  # "resnet" for the rows SimCLR and MoCo share
+        identity = {**settings.as_dict(), "framework": owner, "row": row, "synthetic": count, "seed": seed}
         metrics = cache.get(key, identity)
         if metrics is None and time.time() < deadline:
             begun = time.time()

@@ -1,0 +1,8 @@
+"""The Free-ATM paper's tables in miniature (``benchmarks/reproduce_paper.py``): the settings, the three
+datasets, one row of one table, the cache of finished runs, and the Markdown tables."""
+
+from .cache import RunCache
+from .settings import SETTINGS, ReproductionSettings
+from .tables import TABLES, format_tables
+
+__all__ = ["SETTINGS", "TABLES", "ReproductionSettings", "RunCache", "format_tables"]

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from datasets import load_dataset
 from transformers import (
-    AutoModel,
     BlipProcessor,
     ResNetConfig,
     ResNetForImageClassification,
@@ -38,7 +37,7 @@ from ..shapes.render import SHAPES
 from ..training import ContrastiveArguments, ObjectMapCollator, contrastive_trainer, probe_backbone
 from ..training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
 from ..training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
-from ..training.mae.encoder import MAE_ONLY, vit_encoder
+from ..training.mae.encoder import encoder_config, vit_encoder
 from ..training.mae.recipe import MAEDataArguments, MAEModelArguments, MAETrainingArguments, mae_trainer
 from ..training.probes import shapes_probe_splits
 from ..training.rows import undecoded
@@ -87,8 +86,7 @@ def vit_config(settings: ReproductionSettings) -> ViTConfig:
     """The ViT of the MAE rows, without MAE's decoder settings."""
     overrides = dict(item.split("=") for item in settings.vit.split(","))
     mae = ViTMAEConfig(image_size=settings.image_size, patch_size=8, **{k: int(v) for k, v in overrides.items()})
-    keep = {k: v for k, v in mae.to_dict().items() if k not in (*MAE_ONLY, "model_type", "architectures")}
-    return ViTConfig(**keep)
+    return encoder_config(mae)
 
 
 @dataclass
@@ -191,8 +189,7 @@ def downstream(backbone, settings: ReproductionSettings, seed: int, work: Path) 
     folder = work / "backbone"
     backbone.save_pretrained(folder)
     probe = shapes_probe_splits(settings.probe_scenes)
-    frozen = AutoModel.from_pretrained(folder).eval()
-    accuracy = probe_backbone(frozen, probe["train"], probe["test"], ObjectMapCollator(settings.image_size))
+    accuracy = probe_backbone(backbone.eval(), probe["train"], probe["test"], ObjectMapCollator(settings.image_size))
     train = shapes_segmentation_dataset(settings.finetune_train_scenes, seed=10, size=settings.image_size)
     test = shapes_segmentation_dataset(settings.finetune_test_scenes, seed=11, size=settings.image_size)
     args = training_arguments(work / "segmentation", settings.finetune_steps, 16, seed, learning_rate=5e-4)

@@ -9,10 +9,16 @@ names, position embeddings included), which never masks.
 from __future__ import annotations
 
 import torch
-from transformers import ViTConfig, ViTMAEForPreTraining, ViTMAEModel, ViTModel
+from transformers import ViTConfig, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel, ViTModel
 
 MAE_ONLY = ("mask_ratio", "norm_pix_loss", "decoder_hidden_size", "decoder_num_hidden_layers")
 MAE_ONLY += ("decoder_num_attention_heads", "decoder_intermediate_size")
+
+
+def encoder_config(config: ViTMAEConfig) -> ViTConfig:
+    """The ``ViTConfig`` of an MAE's encoder: its settings without the decoder's and the masking's."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in (*MAE_ONLY, "model_type", "architectures")}
+    return ViTConfig(**settings)
 
 
 def vit_encoder(model: ViTMAEForPreTraining | ViTMAEModel) -> ViTModel:
@@ -20,8 +26,7 @@ def vit_encoder(model: ViTMAEForPreTraining | ViTMAEModel) -> ViTModel:
     does not train, is the identity before its tanh (``pooler_output = tanh(CLS)``), so that
     ``AutoModel.from_pretrained`` finds every weight and gives the same outputs on every load."""
     mae = model.vit if isinstance(model, ViTMAEForPreTraining) else model
-    settings = {k: v for k, v in mae.config.to_dict().items() if k not in (*MAE_ONLY, "model_type", "architectures")}
-    encoder = ViTModel(ViTConfig(**settings)).to(mae.device)
+    encoder = ViTModel(encoder_config(mae.config)).to(mae.device)
     missing, unexpected = encoder.load_state_dict(mae.state_dict(), strict=False)
     if unexpected or set(missing) != {"pooler.dense.weight", "pooler.dense.bias"}:
         raise RuntimeError(f"ViTMAE and ViT weights differ: missing {missing}, unexpected {unexpected}")

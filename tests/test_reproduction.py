@@ -31,7 +31,7 @@ EXPECTED = """**Table 1: SimCLR (ResNet)**
 | | seg. mIoU | linear probe acc |
 |---|---|---|
 | random init | 20.0 ± 10.0 | 50.0 ± 0.0 |
-| real | 45.0 ± 0.0 | 75.0 ± 0.0 |
+| real | 45.0 (1 seed) | 75.0 (1 seed) |
 | synthetic | 44.0 ± 4.0 | 70.0 ± 10.0 |
 | synthetic w/ ours | 50.0 ± 0.0 (+6.0) | 80.0 ± 10.0 (+10.0) |
 

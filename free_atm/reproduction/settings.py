@@ -60,7 +60,7 @@ SETTINGS = {
     "full": ReproductionSettings(
         real_images=4000,
         synthetic_images=4000,
-        scaling_counts=(1000, 2000, 4000, 8000),
+        scaling_counts=(500, 1000, 2000, 4000),
         generation_steps=25,
         pretrain_steps=600,
         batch_size=64,

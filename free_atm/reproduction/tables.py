@@ -1,5 +1,6 @@
 """The paper's tables as Markdown: mean ± standard deviation over seeds, and "w/ ours" minus "synthetic"
-in brackets, as the paper prints its gains.
+in brackets, as the paper prints its gains. A cell of one seed says so instead of printing a spread of 0
+(a run stopped part-way has the first seed of every row before the second of any).
 
 ``results[table][row][metric]`` is the list of one metric's values over seeds (fractions; printed in
 percent); rows and columns follow :data:`TABLES`. Table 6 is ``results["table6"][count][metric]``.
@@ -52,7 +53,7 @@ def _cell(values: Sequence[float] | None, gain_over: Sequence[float] | None = No
     if not values:
         return "–"
     mean, std = mean_std(values)
-    text = f"{100 * mean:.1f} ± {100 * std:.1f}"
+    text = f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f} (1 seed)"
     if gain_over:
         text += f" ({100 * (mean - mean_std(gain_over)[0]):+.1f})"
     return text

@@ -13,6 +13,11 @@ setting is run across sessions this way).
     python benchmarks/reproduce_paper.py --quick                 # about 20 minutes on a 2-core CPU
     python benchmarks/reproduce_paper.py --hours 2               # the full setting; rerun to continue
     python benchmarks/reproduce_paper.py --quick --tables table1 --set pretrain_steps=80
+    python benchmarks/reproduce_paper.py --shard 0/2 & python benchmarks/reproduce_paper.py --shard 1/2
+
+``--shard i/n`` runs every n-th run only (by run, so rows shared between tables are run once), for
+processes side by side (one per GPU, or one thread each on a small CPU); the last to finish writes the
+complete tables, and any later invocation rewrites them from the cache.
 
 Writes ``<work>/results.json`` and ``<work>/tables.md``; prints JSON, then ``simclr_gain=<x> moco_gain=<y>
 mae_gain=<z> blip_tr1_gain=<w> runs=<done>/<planned>`` (gains: w/ ours minus synthetic, segmentation mIoU
@@ -30,12 +35,10 @@ from pathlib import Path
 
 from free_atm.reproduction.cache import RunCache
 from free_atm.reproduction.data import annotated_real_dataset, real_dataset, synthetic_dataset
+from free_atm.reproduction.plan import planned_runs, shard_names
 from free_atm.reproduction.runs import Sources, run_row
 from free_atm.reproduction.settings import SETTINGS, ReproductionSettings
 from free_atm.reproduction.tables import TABLES, format_tables, mean_std
-
-FRAMEWORKS = {"table1": "simclr", "table2": "blip", "table3": "moco", "table4": "mae"}
-SHARED_ROWS = ("random_init", "supervised")  # SimCLR's and MoCo's ResNet rows are one run (as in the paper)
 
 
 def overridden(settings: ReproductionSettings, pairs: list[str]) -> ReproductionSettings:
@@ -54,22 +57,12 @@ def overridden(settings: ReproductionSettings, pairs: list[str]) -> Reproduction
     return dataclasses.replace(settings, **changes)
 
 
-def planned_runs(tables: list[str], settings: ReproductionSettings) -> list[tuple[str, str, str, int, int]]:
-    """``(table, framework, row, synthetic count, seed)`` of every run, in the order they are run."""
-    plan = []
-    for seed in settings.seeds:  # a seed of every row first: a stopped run still fills every table
-        for table in tables:
-            if table == "table6":
-                plan += [(table, "moco", "synthetic_ours", count, seed) for count in settings.scaling_counts]
-                continue
-            plan += [(table, FRAMEWORKS[table], row, settings.synthetic_images, seed) for row in TABLES[table].rows]
-    return plan
-
-
-def run_name(framework: str, row: str, count: int, settings: ReproductionSettings, seed: int) -> str:
-    owner = "resnet" if framework in ("simclr", "moco") and row in SHARED_ROWS else framework
-    suffix = f"_{count}" if count != settings.synthetic_images else ""
-    return f"{owner}/{row}{suffix}/seed{seed}"
+def shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` as ``(i, n)`` with ``0 <= i < n``."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
+    return int(index), int(count)
 
 
 def main() -> None:
@@ -78,6 +71,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="default outputs/reproduction/<setting>")
     parser.add_argument("--tables", nargs="+", choices=[*TABLES, "table6"], default=[*TABLES, "table6"])
     parser.add_argument("--hours", type=float, default=None, help="start no new run after this long")
+    parser.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N", help="run every N-th run from the I-th")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override a setting")
     args = parser.parse_args()
     name = "quick" if args.quick else "full"
@@ -91,21 +85,21 @@ def main() -> None:
     real, annotated = real_dataset(settings, work), annotated_real_dataset(settings, work)
     results: dict = {}
     plan = planned_runs(args.tables, settings)
+    mine = shard_names(plan, settings, *args.shard)
     done = 0
-    for table, framework, row, count, seed in plan:
-        sources = Sources(real, synthetic_dataset(settings, work, count), annotated)
-        key = run_name(framework, row, count, settings, seed)
-        owner = key.split("/")[0]  # "resnet" for the rows SimCLR and MoCo share
-        identity = {**settings.as_dict(), "framework": owner, "row": row, "synthetic": count, "seed": seed}
+    for run in plan:
+        sources = Sources(real, synthetic_dataset(settings, work, run.count), annotated)
+        key, identity = run.name(settings), run.identity(settings)
         metrics = cache.get(key, identity)
-        if metrics is None and time.time() < deadline:
+        if metrics is None and key in mine and time.time() < deadline:
             begun = time.time()
-            metrics = cache.run(key, identity, functools.partial(run_row, framework, row, settings, sources, seed))
+            make = functools.partial(run_row, run.framework, run.row, settings, sources, run.seed)
+            metrics = cache.run(key, identity, make)
             print(f"{key}: {json.dumps(metrics)} ({time.time() - begun:.0f} s)", flush=True)
         if metrics is None:
             continue
         done += 1
-        where = results.setdefault(table, {}).setdefault(str(count) if table == "table6" else row, {})
+        where = results.setdefault(run.table, {}).setdefault(str(run.count) if run.table == "table6" else run.row, {})
         for metric, value in metrics.items():
             where.setdefault(metric, []).append(value)
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from free_atm.reproduction.cache import RunCache
+from free_atm.reproduction.plan import planned_runs, shard_names
 from free_atm.reproduction.runs import ROW_DATA, MultiHotCollator, Sources
+from free_atm.reproduction.settings import SETTINGS
 from free_atm.reproduction.tables import format_tables
 from free_atm.seeds import derive_seed
 from free_atm.shapes import shapes_dataset
@@ -105,3 +107,20 @@ def test_supervised_labels_are_the_kinds_each_image_shows():
         shown = {SHAPES.index(render_scene(derive_seed(3, i)).shapes[m]) for m in range(len(scenes[i]["labels"]))}
         assert set(torch.nonzero(batch["labels"][i]).flatten().tolist()) == shown
     assert batch["pixel_values"].shape == (4, 3, 64, 64) and set(batch) == {"pixel_values", "labels"}
+
+
+def test_the_plan_makes_shared_runs_once_and_shards_split_it_without_overlap():
+    settings = SETTINGS["quick"]  # 3 seeds, scaling counts 128, 256 and 512 (= the main synthetic count)
+    plan = planned_runs(["table1", "table3", "table6"], settings)
+    names = [run.name(settings) for run in plan]
+    assert len(plan) == 3 * (6 + 6 + 3)
+    # per seed: random init and supervised shared by SimCLR and MoCo, 4 rows each, table 6's 512 = MoCo's w/ ours
+    assert len(set(names)) == 3 * (2 + 4 + 4 + 2)
+    assert names.count("resnet/supervised/seed1") == 2 and names.count("moco/synthetic_ours/seed2") == 2
+    assert "moco/synthetic_ours_128/seed0" in names
+    assert names.index("simclr/mix_ours/seed0") < names.index("simclr/real/seed1")  # a seed of every row first
+    shards = [shard_names(plan, settings, index, 3) for index in range(3)]
+    assert set().union(*shards) == set(names) and sum(map(len, shards)) == len(set(names))
+    assert {len(shard) for shard in shards} == {12}
+    with pytest.raises(ValueError, match="shard index must be in \\[0, 3\\), got 3"):
+        shard_names(plan, settings, 3, 3)

@@ -1,5 +1,6 @@
 """The Free-ATM paper's tables in miniature (``benchmarks/reproduce_paper.py``): the settings, the three
-datasets, one row of one table, the cache of finished runs, and the Markdown tables."""
+datasets, the plan of runs and its shards, one row of one table, the cache of finished runs, and the
+Markdown tables."""
 
 from .cache import RunCache
 from .settings import SETTINGS, ReproductionSettings

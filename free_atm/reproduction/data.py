@@ -4,6 +4,7 @@ shipped model's synthetic images with their free masks, and the real scenes anno
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ def _save(dataset: Dataset, folder: Path) -> str:
     """``dataset`` as one Parquet file under ``folder/data`` (``load_dataset(folder)`` reads it back)."""
     if not (folder / "data" / "train.parquet").is_file():
         (folder / "data").mkdir(parents=True, exist_ok=True)
-        partial = folder / "data" / "train.parquet.tmp"
+        partial = folder / "data" / f"train.parquet.{os.getpid()}.tmp"  # shards may cut the same count
         dataset.to_parquet(str(partial))
         partial.replace(folder / "data" / "train.parquet")
     return str(folder)

@@ -16,8 +16,8 @@ setting is run across sessions this way).
     python benchmarks/reproduce_paper.py --shard 0/2 & python benchmarks/reproduce_paper.py --shard 1/2
 
 ``--shard i/n`` runs every n-th run only (by run, so rows shared between tables are run once), for
-processes side by side (one per GPU, or one thread each on a small CPU); the last to finish writes the
-complete tables, and any later invocation rewrites them from the cache.
+processes side by side (one per GPU, or one thread each on a small CPU); each writes the tables of
+every run finished when it stops, so the last to finish writes them whole (``--hours 0`` rewrites them).
 
 Writes ``<work>/results.json`` and ``<work>/tables.md``; prints JSON, then ``simclr_gain=<x> moco_gain=<y>
 mae_gain=<z> blip_tr1_gain=<w> runs=<done>/<planned>`` (gains: w/ ours minus synthetic, segmentation mIoU
@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick setting (default: full)")
     parser.add_argument("--work-dir", type=Path, default=None, help="default outputs/reproduction/<setting>")
     parser.add_argument("--tables", nargs="+", choices=[*TABLES, "table6"], default=[*TABLES, "table6"])
-    parser.add_argument("--hours", type=float, default=None, help="start no new run after this long")
+    parser.add_argument(
+        "--hours", type=float, default=None, help="start no new run after this long (0: rewrite the tables only)"
+    )
     parser.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N", help="run every N-th run from the I-th")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override a setting")
     args = parser.parse_args()
@@ -78,24 +80,27 @@ def main() -> None:
     settings = overridden(SETTINGS[name], args.set)
     work = args.work_dir or Path("outputs/reproduction") / name
     work.mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + 3600 * args.hours if args.hours else float("inf")
+    deadline = time.time() + 3600 * args.hours if args.hours is not None else float("inf")
     cache = RunCache(work / "runs")
 
     started = time.time()
     real, annotated = real_dataset(settings, work), annotated_real_dataset(settings, work)
-    results: dict = {}
     plan = planned_runs(args.tables, settings)
     mine = shard_names(plan, settings, *args.shard)
-    done = 0
     for run in plan:
-        sources = Sources(real, synthetic_dataset(settings, work, run.count), annotated)
         key, identity = run.name(settings), run.identity(settings)
-        metrics = cache.get(key, identity)
-        if metrics is None and key in mine and time.time() < deadline:
+        if key in mine and cache.get(key, identity) is None and time.time() < deadline:
+            sources = Sources(real, synthetic_dataset(settings, work, run.count), annotated)
             begun = time.time()
             make = functools.partial(run_row, run.framework, run.row, settings, sources, run.seed)
             metrics = cache.run(key, identity, make)
             print(f"{key}: {json.dumps(metrics)} ({time.time() - begun:.0f} s)", flush=True)
+
+    # read back every finished run, this shard's and the others' (which may have finished meanwhile)
+    results: dict = {}
+    done = 0
+    for run in plan:
+        metrics = cache.get(run.name(settings), run.identity(settings))
         if metrics is None:
             continue
         done += 1

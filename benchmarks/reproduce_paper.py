@@ -110,7 +110,7 @@ def main() -> None:
 
     (work / "results.json").write_text(
         json.dumps({"setting": name, "settings": settings.as_dict(), "results": results}, indent=2)
-    )  # noqa: E501
+    )
     (work / "tables.md").write_text(format_tables(results))
     print(json.dumps({"setting": name, "results": results, "seconds": round(time.time() - started)}, indent=2))
     print(format_tables(results))

@@ -43,7 +43,7 @@ class PlannedRun(NamedTuple):
             "row": self.row,
             "synthetic": self.count,
             "seed": self.seed,
-        }  # noqa: E501
+        }
 
 
 def planned_runs(tables: list[str], settings: ReproductionSettings) -> list[PlannedRun]:

@@ -44,6 +44,7 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
+from random_pipelines import flux_components, sd3_components, sd15_components, sdxl_components
 
 from free_atm import (
     FreeATMDiffusionPipeline,
@@ -52,7 +53,6 @@ from free_atm import (
     FreeATMStableDiffusionXLPipeline,
 )
 from free_atm.attention import cross_attention_processor_names
-from free_atm.diffusion import random_components
 
 PROMPT, OBJECTS = "a dog with a teddy bear in the park", ["dog", "teddy bear"]
 
@@ -71,27 +71,27 @@ FAMILIES = {
         "Stable Diffusion 1.5 (UNet, CLIP ViT-L/14, SD VAE)",
         StableDiffusionPipeline,
         FreeATMDiffusionPipeline,
-        random_components.sd15_components,
+        sd15_components,
     ),
     "sdxl": Family(
         "SDXL base (UNet, CLIP ViT-L + bigG, VAE)",
         StableDiffusionXLPipeline,
         FreeATMStableDiffusionXLPipeline,
-        random_components.sdxl_components,
+        sdxl_components,
     ),
     "sd3": Family(
         "SD 3.5 Medium style MM-DiT at full width (1536, q/k RMS norm), 4 of 24 blocks; CLIP-L, CLIP-G, 1 T5-XXL "
         "layer; 16-channel VAE; T5 length 256",
         StableDiffusion3Pipeline,
         FreeATMStableDiffusion3Pipeline,
-        lambda: random_components.sd3_components(num_layers=4, t5_layers=1),
+        lambda: sd3_components(num_layers=4, t5_layers=1),
     ),
     "flux": Family(
         "FLUX.1-dev at full width (3072), 1 of 19 double- and 2 of 38 single-stream blocks; CLIP-L, 1 T5-XXL "
         "layer; 16-channel VAE; T5 length 512",
         FluxPipeline,
         FreeATMFluxPipeline,
-        lambda: random_components.flux_components(num_layers=1, num_single_layers=2, t5_layers=1),
+        lambda: flux_components(num_layers=1, num_single_layers=2, t5_layers=1),
         guidance_scale=3.5,
     ),
 }

@@ -2,7 +2,7 @@
 draw, against exact truth.
 
 No pretrained MM-DiT can be downloaded here, so the benchmark first trains one: a small Stable Diffusion 3
-on the shapes world (:mod:`free_atm.shapes.mmdit`: the shipped model's VAE and word codes, a 4-block
+on the shapes world (:mod:`free_atm.models.shapes.mmdit`: the shipped model's VAE and word codes, a 4-block
 joint-attention transformer), rectified flow as SD3 trains it (logit-normal times, velocity target,
 caption dropout for guidance), with an exponential moving average of the weights. Training checkpoints
 into ``--work-dir`` and resumes from there; a finished transformer is reused, and a larger
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from diffusers import SD3Transformer2DModel
 
+from free_atm.evaluation.fidelity import colour_truths, draw_scenes, fidelity_breakdown, maps_miou, scenes_split
+from free_atm.evaluation.judge import shape_classifier
+from free_atm.models.shapes.mmdit import shapes_sd3_pipeline, shapes_sd3_transformer
 from free_atm.seeds import derive_seed
-from free_atm.shapes.fidelity import colour_truths, draw_scenes, fidelity_breakdown, maps_miou, scenes_split
-from free_atm.shapes.judge import shape_classifier
-from free_atm.shapes.mmdit import shapes_sd3_pipeline, shapes_sd3_transformer
-from free_atm.shapes.render import render_scene
+from free_atm.world.render import render_scene
 
 CAPTURES = {
     "attention": {},

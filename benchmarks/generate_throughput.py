@@ -23,9 +23,9 @@ from dataclasses import asdict
 
 import torch
 
-from free_atm.data.generate import GenerationConfig, PromptSource, generate_dataset, shard_batches
 from free_atm.data.shards import ShardPlan
-from free_atm.diffusion.loading import load_pipeline
+from free_atm.generation.generate import GenerationConfig, PromptSource, generate_dataset, shard_batches
+from free_atm.models import load_pipeline
 
 
 def bare_loop(pipe, config: GenerationConfig) -> None:

@@ -5,7 +5,7 @@
   chosen on a selection split and the figures reported on a separate held-out split.
 * prompt fidelity: the share of generated images showing every named object (its colour as a region,
   its kind as judged by a classifier trained on rendered scenes), broken down by number of objects,
-  colour, kind and binding (:mod:`free_atm.shapes.fidelity`); the same judge on rendered scenes and on
+  colour, kind and binding (:mod:`free_atm.evaluation.fidelity`); the same judge on rendered scenes and on
   their VAE reconstructions gives the ceilings of the judge and of the generator's decoder.
 * real images: ``pipe.annotate`` on rendered scenes, mean IoU against their exact masks.
 
@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from free_atm import CaptureConfig
-from free_atm.diffusion.loading import load_pipeline
-from free_atm.masks import maps_to_masks
-from free_atm.metrics import object_scores
-from free_atm.shapes.fidelity import (
+from free_atm.evaluation.fidelity import (
     colour_truths,
     draw_scenes,
     fidelity_breakdown,
@@ -36,8 +34,10 @@ from free_atm.shapes.fidelity import (
     scenes_split,
     word_influence,
 )
-from free_atm.shapes.judge import shape_classifier
-from free_atm.shapes.model import default_model_path
+from free_atm.evaluation.judge import shape_classifier
+from free_atm.masks import maps_to_masks
+from free_atm.metrics import object_scores
+from free_atm.models import load_pipeline
 
 AGGREGATIONS = {
     "all layers, all steps": {},
@@ -83,6 +83,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     pipe = load_pipeline(args.model)
+    folder = pipe.config.get("_name_or_path")
+    if args.save_defaults and not (folder and Path(folder).is_dir()):
+        raise SystemExit(f"--save-defaults needs a model loaded from a local folder; {args.model!r} was not")
     split = dict(count=args.num_images, steps=args.steps, guidance=args.guidance_scale, batch=args.batch_size)
 
     _, _, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
@@ -116,9 +119,9 @@ def main() -> None:
             real_scores += object_scores(masks, scene.masks)[0]
     real_miou = float(np.mean(real_scores))
 
-    if args.save_defaults and args.model == "shapes":
+    if args.save_defaults:  # into the folder the pipeline was loaded from (the shipped model's, for shapes)
         pipe.set_capture_config(defaults)
-        pipe.save_config(default_model_path())
+        pipe.save_config(folder)
     result = {
         "model": args.model,
         "images_per_split": args.num_images,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def generate(args: argparse.Namespace) -> None:
     """Generate a masked dataset into ``--out`` (Parquet shards, card, sample grid)."""
-    from .data.generate import GenerationConfig, generate_dataset
+    from .generation import GenerationConfig, generate_dataset
 
     root = generate_dataset(GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)}))
     print(f"dataset in {root} (sample grid: {root / 'sample_grid.png'})")
@@ -22,7 +22,7 @@ def show(args: argparse.Namespace) -> None:
     """Draw samples of a dataset folder with their masks, boxes and object names."""
     from datasets import load_dataset
 
-    from .data.features import check_columns
+    from .data.schema import check_columns
     from .visualize import dataset_grid
 
     for name in ("num_samples", "columns"):
@@ -114,8 +114,24 @@ def demo(args: argparse.Namespace) -> None:
                 share=args.share)  # fmt: skip
 
 
+def _add_field(parser: argparse.ArgumentParser, name: str, hint: object, default: object, help: str | None) -> None:
+    """An option for a dataclass field: ``T | None`` takes a ``T``, a tuple several values, a bool a
+    ``--name/--no-name`` pair."""
+    kind = next(t for t in (*typing.get_args(hint), hint) if t is not type(None))
+    options: dict = {"dest": name, "default": default, "help": help}
+    if typing.get_origin(kind) is tuple:
+        items = typing.get_args(kind)
+        options.update(type=items[0], nargs="+" if Ellipsis in items else len(items))
+    elif kind is bool:
+        options.update(action=argparse.BooleanOptionalAction)
+    else:
+        options.update(type=kind)
+    parser.add_argument(f"--{name.replace('_', '-')}", **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .data.generate import GenerationConfig
+    from .evaluation.reproduction import command as reproduction
+    from .generation import GenerationConfig
 
     parser = argparse.ArgumentParser(prog="free-atm", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -123,10 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate images with attention masks as a dataset")
     hints = typing.get_type_hints(GenerationConfig)
     for f in fields(GenerationConfig):
-        kind = next(t for t in (*typing.get_args(hints[f.name]), hints[f.name]) if t is not type(None))
-        gen.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=f.metadata.get("help")
-        )
+        _add_field(gen, f.name, hints[f.name], f.default, f.metadata.get("help"))
     gen.set_defaults(run=generate)
     view = commands.add_parser("show", help="draw dataset samples with their masks")
     view.add_argument("dataset", type=Path)
@@ -157,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--port", type=int, default=7860)
     page.add_argument("--share", action="store_true", help="also serve through a public Gradio link")
     page.set_defaults(run=demo)
+    tables = commands.add_parser(
+        "reproduce",
+        help="the paper's tables in miniature on the shapes world (hours; reruns resume)",
+        description=reproduction.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reproduction.add_arguments(tables)
+    tables.set_defaults(run=reproduction.reproduce)
     return parser
 
 

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from free_atm.diffusion import FreeATMDiffusionPipeline, FreeATMStableDiffusionXLPipeline  # noqa: E402
 from free_atm.diffusion.clip_tokenizer import clip_tokenizer_from_bpe_file  # noqa: E402
-from free_atm.diffusion.random_components import tiny_sd_components, tiny_sdxl_components  # noqa: E402
+from free_atm.testing import tiny_sd_components, tiny_sdxl_components  # noqa: E402
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def normalize(maps: torch.Tensor) -> torch.Tensor:
 @pytest.fixture
 def sd3_pipe():
     from free_atm.diffusion import FreeATMStableDiffusion3Pipeline
-    from free_atm.diffusion.random_components import tiny_sd3_components
+    from free_atm.testing import tiny_sd3_components
 
     pipe = FreeATMStableDiffusion3Pipeline(**tiny_sd3_components())
     pipe.set_progress_bar_config(disable=True)
@@ -127,7 +127,7 @@ def sd3_pipe():
 @pytest.fixture
 def flux_pipe():
     from free_atm.diffusion import FreeATMFluxPipeline
-    from free_atm.diffusion.random_components import tiny_flux_components
+    from free_atm.testing import tiny_flux_components
 
     pipe = FreeATMFluxPipeline(**tiny_flux_components())
     pipe.set_progress_bar_config(disable=True)

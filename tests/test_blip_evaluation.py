@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from free_atm.shapes.render import COLOURS
 from free_atm.training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
+from free_atm.world.render import COLOURS
 
 PROMPT = re.compile(r"The (\w+) (\w+) is in block (\d+)\.")
 

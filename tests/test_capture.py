@@ -92,7 +92,7 @@ def test_layer_and_timestep_selection_match_reference(sd_pipe, config):
 
 def test_sd2_upcast_attention_maps_match_reference():
     from free_atm.diffusion import FreeATMDiffusionPipeline
-    from free_atm.diffusion.random_components import tiny_sd_components
+    from free_atm.testing import tiny_sd_components
 
     pipe = FreeATMDiffusionPipeline(**tiny_sd_components(upcast_attention=True))
     pipe.set_progress_bar_config(disable=True)
@@ -179,7 +179,7 @@ def test_annotate_maps_equal_reference_over_its_unet_calls(sd_pipe):
     """annotate() noises the image to each timestep, runs the UNet with the caption and averages the maps."""
     from PIL import Image
 
-    from free_atm.shapes import render_scene
+    from free_atm.world import render_scene
 
     scenes = [render_scene(s) for s in (1, 2)]
     objects = [s.objects[:2] for s in scenes]  # the reference stacks images: the same object count each

@@ -45,7 +45,7 @@ GENERATE_BAD_INPUTS = [
 
 @pytest.mark.parametrize(("arguments", "message"), GENERATE_BAD_INPUTS)
 def test_generate_rejects_bad_input_before_loading_a_model(arguments, message, tmp_path, capsys, monkeypatch):
-    import free_atm.diffusion.loading as loading
+    import free_atm.models as loading
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was checked")
@@ -294,8 +294,8 @@ def test_training_scripts_report_bad_settings_in_one_line(script, bad, message, 
 def test_training_scripts_refuse_an_output_dir_of_another_run(tmp_path):
     from dataclasses import asdict
 
+    from free_atm.run_settings import resume_point
     from free_atm.training import ContrastiveArguments
-    from free_atm.training.run_settings import resume_point
 
     def settings(*args, **kwargs) -> dict:
         return asdict(ContrastiveArguments(*args, **kwargs))

@@ -198,9 +198,9 @@ def test_a_few_hundred_steps_lower_the_loss_and_beat_random_init_on_the_knn_prob
 def test_mix_draws_the_requested_share_from_each_source():
     import pytest
 
-    from free_atm.shapes import shapes_dataset
     from free_atm.training.rows import undecoded
     from free_atm.training.sources import load_source, mix_sources
+    from free_atm.world import shapes_dataset
 
     generated = undecoded(shapes_dataset(40, seed=21), "generated")
     real = undecoded(shapes_dataset(40, seed=22), "real")

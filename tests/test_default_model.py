@@ -15,8 +15,8 @@ import torch
 from diffusers import DiffusionPipeline
 
 from free_atm import CaptureConfig, custom_pipeline_path
-from free_atm.diffusion.loading import load_pipeline
-from free_atm.shapes.model import default_model_path
+from free_atm.models import load_pipeline
+from free_atm.models.shapes.architecture import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ def test_annotate_puts_each_mask_on_its_object(shapes_pipe):
 
     from free_atm.metrics.iou import mask_iou
     from free_atm.seeds import derive_seed
-    from free_atm.shapes import render_scene
+    from free_atm.world import render_scene
 
     scenes = [render_scene(derive_seed(31, i)) for i in range(6)]
     out = shapes_pipe.annotate(
@@ -138,9 +138,9 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
     (wheel,) = tmp_path.glob("free_atm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in (
-        "free_atm/shapes/default_model/unet/diffusion_pytorch_model.safetensors",
-        "free_atm/shapes/default_model/model_index.json",
-        "free_atm/shapes/judge.safetensors",
+        "free_atm/models/shapes/default_model/unet/diffusion_pytorch_model.safetensors",
+        "free_atm/models/shapes/default_model/model_index.json",
+        "free_atm/evaluation/judge.safetensors",
         "free_atm/hub_cards/contrastive_model_card.md.j2",
         "free_atm/hub_cards/mae_model_card.md.j2",
         "free_atm/training/mae/masking.py",
@@ -150,8 +150,8 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     check = (
-        "import free_atm, json; from free_atm.diffusion.loading import load_pipeline;"
-        "from free_atm.shapes.judge import shape_classifier; shape_classifier();"
+        "import free_atm, json; from free_atm.models import load_pipeline;"
+        "from free_atm.evaluation.judge import shape_classifier; shape_classifier();"
         "pipe = load_pipeline('shapes');"
         "out = pipe('a red circle on a gray background', num_inference_steps=2, output_type='np');"
         "print(json.dumps([free_atm.__file__, list(out.images.shape)]))"
@@ -197,7 +197,7 @@ def test_every_word_of_the_shapes_vocabulary_has_its_own_code():
     std-0.02 embeddings the five kinds stayed within 2 of each other and the model drew one blob for all."""
     from itertools import combinations
 
-    from free_atm.shapes.model import VOCABULARY, shapes_text_encoder, shapes_tokenizer
+    from free_atm.models.shapes.architecture import VOCABULARY, shapes_text_encoder, shapes_tokenizer
 
     tokenizer = shapes_tokenizer()
     encoder = shapes_text_encoder(tokenizer)
@@ -214,7 +214,7 @@ def test_every_word_of_the_shapes_vocabulary_has_its_own_code():
 def test_word_influence_is_zero_for_words_the_unet_cannot_read(shapes_pipe):
     import copy
 
-    from free_atm.shapes.fidelity import scenes_split, word_influence
+    from free_atm.evaluation.fidelity import scenes_split, word_influence
 
     scenes = scenes_split(31, 8)
     heard = word_influence(shapes_pipe, scenes, timesteps=(500,))

@@ -12,7 +12,7 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from free_atm.data.features import sample_features
+from free_atm.data.schema import sample_features
 from free_atm.demo import DemoSession, parse_objects
 from free_atm.demo.heatmap import RAMP, colourize
 
@@ -79,7 +79,7 @@ def test_session_errors_name_the_bad_value(session):
         session.generate("  ", OBJECTS, steps=1)
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
         session.generate(PROMPT, OBJECTS, steps=0)
-    with pytest.raises(ValueError, match="threshold method must be one of .* got 'best'"):
+    with pytest.raises(ValueError, match="threshold_method must be one of .* got 'best'"):
         session.generate(PROMPT, OBJECTS, steps=1, threshold_method="best")
     with pytest.raises(ValueError, match="no image given"):
         session.annotate(None, PROMPT, OBJECTS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from free_atm.shapes.denoising import denoising_loss
-from free_atm.shapes.model import training_scheduler
+from free_atm.models.shapes.architecture import training_scheduler
+from free_atm.models.shapes.denoising import denoising_loss
 
 
 def _batch():

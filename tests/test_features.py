@@ -92,8 +92,8 @@ def test_blocks_are_listed_in_forward_order_and_skips_pair_as_the_up_resnets_are
 
 
 def test_t_zero_reads_the_clean_latents_of_a_latent_model(tmp_path):
-    from free_atm.diffusion.random_components import tiny_sd_components
     from free_atm.diffusion.stable_diffusion import FreeATMDiffusionPipeline
+    from free_atm.testing import tiny_sd_components
 
     FreeATMDiffusionPipeline(**tiny_sd_components()).save_pretrained(tmp_path / "sd")
     extractor = load_feature_extractor(str(tmp_path / "sd"), ["mid_block"], [0, 500])
@@ -114,8 +114,8 @@ def test_t_zero_reads_the_clean_latents_of_a_latent_model(tmp_path):
 
 
 def test_unconditional_and_sdxl_pipelines_load_offline(tmp_path):
-    from free_atm.diffusion.random_components import tiny_sdxl_components
     from free_atm.diffusion.stable_diffusion_xl import FreeATMStableDiffusionXLPipeline
+    from free_atm.testing import tiny_sdxl_components
 
     DDPMPipeline(unet=tiny_unet(), scheduler=scheduler()).save_pretrained(tmp_path / "ddpm")
     extractor = load_feature_extractor(str(tmp_path / "ddpm"), ["up_blocks.0.attentions.0"], [100], noise_draws=2)

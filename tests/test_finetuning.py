@@ -29,9 +29,9 @@ from free_atm.finetuning import (
     shapes_segmentation_dataset,
 )
 from free_atm.seeds import derive_seed
-from free_atm.shapes.render import render_scene
 from free_atm.training import InstanceContrastiveConfig, InstanceContrastiveModel
 from free_atm.training.mae.encoder import vit_encoder
+from free_atm.world.render import render_scene
 
 SCRIPT = Path(__file__).parents[1] / "trainers" / "finetune_segmentation.py"
 

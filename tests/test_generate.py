@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 from hub_fake import fake_hub
+from PIL import Image
 
 from free_atm.cli import main
 from free_atm.data import sample_features
@@ -140,6 +142,39 @@ def test_resuming_with_other_settings_is_refused(reference, tmp_path, capsys):
     shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
     run_in_process(tmp_path, "--seed", "1")
     assert "generated with other settings (seed differ)" in capsys.readouterr().err
+
+
+def test_capture_flags_change_the_masks_and_are_recorded(reference, tmp_path):
+    """A higher fixed threshold keeps a subset of each reference mask (the default is fixed at 0.4) from the
+    same maps and images; the settings are in the config file and the card."""
+    generate(tmp_path, "--threshold-method", "fixed", "--threshold", "0.9")  # as the reference: one thread
+    ours, theirs = rows(tmp_path), reference[1]
+    assert sorted(ours) == sorted(theirs)
+    kept = total = 0
+    for seed, (prompt, objects, image, masks, _) in ours.items():
+        assert (prompt, objects, image) == theirs[seed][:3]
+        for mine, reference_mask in zip(masks, theirs[seed][3]):
+            high, low = (np.asarray(Image.open(io.BytesIO(m))) > 0 for m in (mine, reference_mask))
+            assert not (high & ~low).any()
+            kept, total = kept + high.sum(), total + low.sum()
+    assert kept < total
+    recorded = json.loads((tmp_path / "generation_config.json").read_text())
+    assert recorded["threshold"] == 0.9 and recorded["capture_config"]["threshold"] == 0.9
+    assert "| threshold | 0.9 |" in (tmp_path / "README.md").read_text()
+    assert "| threshold | 0.4 |" in (reference[0] / "README.md").read_text()
+
+
+def test_resuming_with_other_capture_settings_is_refused(reference, tmp_path, capsys):
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
+    run_in_process(tmp_path, "--layer-scales", "1")
+    assert "generated with other settings (layer_scales differ)" in capsys.readouterr().err
+    config = tmp_path / "generation_config.json"
+    recorded = json.loads(config.read_text())
+    recorded["capture_config"]["threshold_method"] = "otsu"  # the model's saved settings changed since
+    config.write_text(json.dumps(recorded))
+    run_in_process(tmp_path)
+    assert "generated with other settings (capture_config differ)" in capsys.readouterr().err
+    assert json.loads(config.read_text()) == recorded
 
 
 def test_bad_prompt_file_is_a_clear_error(tmp_path, capsys):

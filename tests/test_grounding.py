@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from free_atm.diffusion.random_components import tiny_sd_components
-from free_atm.shapes.grounding import GroundingAttnProcessor, grounding_loss
+from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss
+from free_atm.testing import tiny_sd_components
 
 
 def test_loss_is_the_squared_share_outside_the_mask():

@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from free_atm.shapes import COLOURS, SHAPES
-from free_atm.shapes.fidelity import fidelity_breakdown, scenes_split
-from free_atm.shapes.judge import (
+from free_atm.evaluation.fidelity import fidelity_breakdown, scenes_split
+from free_atm.evaluation.judge import (
     colour_regions,
     judge_image,
     objects_present,
     shape_classifier,
     train_shape_classifier,
 )
-from free_atm.shapes.render import TEXTURES
+from free_atm.world import COLOURS, SHAPES
+from free_atm.world.render import TEXTURES
 
 
 @pytest.fixture(scope="module")

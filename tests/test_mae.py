@@ -12,7 +12,6 @@ import torch
 from training_runs import ROOT, assert_killed_run_resumes_to_the_uninterrupted_result, run_two_processes
 from transformers import AutoImageProcessor, AutoModel, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
-from free_atm.shapes import render_scene
 from free_atm.training import MaskConsistentViews
 from free_atm.training.mae import (
     guided_noise,
@@ -21,6 +20,7 @@ from free_atm.training.mae import (
     patch_scores,
     vit_encoder,
 )
+from free_atm.world import render_scene
 
 TINY_VIT = (
     "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,"

@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 
-from free_atm.reproduction.cache import RunCache
-from free_atm.reproduction.plan import planned_runs, shard_names
-from free_atm.reproduction.runs import ROW_DATA, MultiHotCollator, Sources
-from free_atm.reproduction.settings import SETTINGS
-from free_atm.reproduction.tables import format_tables
+from free_atm.evaluation.reproduction.cache import RunCache
+from free_atm.evaluation.reproduction.plan import planned_runs, shard_names
+from free_atm.evaluation.reproduction.runs import ROW_DATA, MultiHotCollator, Sources
+from free_atm.evaluation.reproduction.settings import SETTINGS
+from free_atm.evaluation.reproduction.tables import format_tables
 from free_atm.seeds import derive_seed
-from free_atm.shapes import shapes_dataset
-from free_atm.shapes.render import SHAPES, render_scene
 from free_atm.training import ObjectMapCollator
+from free_atm.world import shapes_dataset
+from free_atm.world.render import SHAPES, render_scene
 
 RESULTS = {
     "table1": {

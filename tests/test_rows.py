@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from datasets import Image
 
-from free_atm.shapes import shapes_dataset
 from free_atm.training import ObjectMapCollator
 from free_atm.training.rows import BadRowError, decode_row, drop_bad_rows, undecoded
 from free_atm.training.sources import load_source
+from free_atm.world import shapes_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from free_atm.training.run_settings import RUN_SETTINGS, check_run_settings, record_run_settings
+from free_atm.run_settings import RUN_SETTINGS, check_run_settings, record_run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from free_atm.shapes import COLOURS, SHAPES, caption_for, render_scene, shape_mask, shapes_dataset
+from free_atm.world import COLOURS, SHAPES, caption_for, render_scene, shape_mask, shapes_dataset
 
 
 def test_circle_pixel_count_matches_geometry():

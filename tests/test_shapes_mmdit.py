@@ -7,8 +7,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from transformers import CLIPTextModel
 
-from free_atm.shapes.mmdit import shapes_sd3_pipeline, shapes_sd3_text_encoder
-from free_atm.shapes.model import default_model_path
+from free_atm.models.shapes.architecture import default_model_path
+from free_atm.models.shapes.mmdit import shapes_sd3_pipeline, shapes_sd3_text_encoder
 
 CAPTION = "a red star and a blue circle on a gray background"
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from transformers import BlipProcessor, HfArgumentParser, TrainingArguments
 
+from free_atm.run_settings import resume_point
 from free_atm.training.blip import captioning_export, retrieval_export
 from free_atm.training.blip.evaluation import RetrievalCallback
 from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
 from free_atm.training.cards import write_model_card
-from free_atm.training.run_settings import resume_point
 from free_atm.usage import run_reporting_bad_input
 
 

@@ -17,9 +17,9 @@ from dataclasses import asdict
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from free_atm.run_settings import resume_point
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
 from free_atm.training.cards import write_model_card
-from free_atm.training.run_settings import resume_point
 from free_atm.usage import run_reporting_bad_input
 
 

@@ -30,8 +30,8 @@ from free_atm.features.recipe import (
     cache_features,
     head_trainer,
 )
+from free_atm.run_settings import resume_point
 from free_atm.training.cards import write_model_card
-from free_atm.training.run_settings import resume_point
 from free_atm.usage import run_reporting_bad_input
 
 

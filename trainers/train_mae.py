@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
+from free_atm.run_settings import resume_point
 from free_atm.training import ProbeCallback
 from free_atm.training.cards import write_model_card
 from free_atm.training.mae import (
@@ -35,7 +36,6 @@ from free_atm.training.mae import (
     reconstruction_grid,
     vit_encoder,
 )
-from free_atm.training.run_settings import resume_point
 from free_atm.training.views import maps_at_image_size
 from free_atm.usage import run_reporting_bad_input
 

@@ -1,7 +1,7 @@
-"""Train the shapes world's judge (the shape-kind classifier of :mod:`free_atm.shapes.judge`) and save it
+"""Train the shapes world's judge (the shape-kind classifier of :mod:`free_atm.evaluation.judge`) and save it
 where the package ships it.
 
-    python trainers/train_shape_judge.py [--out free_atm/shapes/judge.safetensors]
+    python trainers/train_shape_judge.py [--out free_atm/evaluation/judge.safetensors]
 
 Prints the judge's per-object accuracy on rendered scenes it was not trained on.
 """
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from free_atm.shapes.fidelity import fidelity_breakdown, scenes_split
-from free_atm.shapes.judge import JUDGE_WEIGHTS, train_shape_classifier
+from free_atm.evaluation.fidelity import fidelity_breakdown, scenes_split
+from free_atm.evaluation.judge import JUDGE_WEIGHTS, train_shape_classifier
 from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "free_atm" / "shapes" / JUDGE_WEIGHTS))
+    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "free_atm" / "evaluation" / JUDGE_WEIGHTS))
     parser.add_argument("--num-scenes", type=int, default=6000)
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Train the default text-to-image model on the shapes world and save it as a diffusers pipeline folder.
 
     python trainers/train_shapes_diffusion.py --output_dir outputs/shapes-model \
-        --export_dir free_atm/shapes/default_model
+        --export_dir free_atm/models/shapes/default_model
 
 Two stages, each checkpointed every ``--checkpoint_every`` steps and resumed by rerunning the command (a
 rerun that changes more than the settings in ``RESUMABLE_CHANGES`` is refused, naming what differs):
@@ -10,9 +10,9 @@ rerun that changes more than the settings in ``RESUMABLE_CHANGES`` is refused, n
   object more (``--vae_object_weight``), under bf16 autocast (``--vae_mixed_precision``);
 * the ``UNet2DConditionModel`` and the ``CLIPTextModel`` together on cached latents, with caption dropout
   for classifier-free guidance, an EMA of the UNet, min-SNR loss weighting (``--snr_gamma``), and a token
-  grounding loss on the scenes' exact masks (``--grounding_weight``, see :mod:`free_atm.shapes.grounding`).
+  grounding loss on the scenes' exact masks (``--grounding_weight``, see :mod:`free_atm.models.shapes.grounding`).
   Every ``--eval_every`` steps the EMA weights draw held-out captions and the judge's breakdown is printed
-  (:mod:`free_atm.shapes.fidelity`).
+  (:mod:`free_atm.evaluation.fidelity`).
 
 ``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later; ``--init_from`` starts the
 UNet stage from an exported pipeline when the checkpoints are gone (another machine or session), or with
@@ -37,13 +37,9 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModel, CLIPTokenizer, HfArgumentParser
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
-from free_atm.seeds import derive_seed
-from free_atm.shapes import render_scene
-from free_atm.shapes.denoising import denoising_loss
-from free_atm.shapes.fidelity import draw_scenes, fidelity_breakdown, scenes_split
-from free_atm.shapes.grounding import GroundingAttnProcessor, grounding_loss
-from free_atm.shapes.judge import shape_classifier
-from free_atm.shapes.model import (
+from free_atm.evaluation.fidelity import draw_scenes, fidelity_breakdown, scenes_split
+from free_atm.evaluation.judge import shape_classifier
+from free_atm.models.shapes.architecture import (
     inference_scheduler,
     shapes_text_encoder,
     shapes_tokenizer,
@@ -51,9 +47,13 @@ from free_atm.shapes.model import (
     shapes_vae,
     training_scheduler,
 )
+from free_atm.models.shapes.denoising import denoising_loss
+from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss
+from free_atm.run_settings import check_run_settings, record_run_settings
+from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
-from free_atm.training.run_settings import check_run_settings, record_run_settings
 from free_atm.usage import run_reporting_bad_input
+from free_atm.world import render_scene
 
 
 @dataclass

@@ -89,13 +89,20 @@ class CaptureConfig:
         return cls(**values)
 
     def updated(self, overrides: CaptureConfig | dict[str, Any] | None) -> CaptureConfig:
-        """This config with ``overrides`` applied (a whole config replaces it)."""
+        """This config with ``overrides`` applied (a whole config replaces it); a bad key or value is a
+        ``ValueError`` naming it."""
         if overrides is None:
             return self
         if isinstance(overrides, CaptureConfig):
             return overrides
         _check_keys(overrides)
         return replace(self, **overrides)
+
+    @classmethod
+    def check_overrides(cls, overrides: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming a key or value of ``overrides`` that no config accepts, before any
+        pipeline exists to apply them to."""
+        cls().updated(overrides)
 
 
 def _check_keys(values: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """Datasets of images with masks: the schema, writing and loading."""
 
-from .features import encode_sample, map_image, mask_image, sample_features
+from .schema import encode_sample, map_image, mask_image, sample_features
 
 __all__ = ["encode_sample", "map_image", "mask_image", "sample_features"]

@@ -24,14 +24,6 @@ prompt; the objects are found in it (or name them yourself) and come back as hea
 and as a one-row dataset in the project's schema. Model: `{model}`."""
 
 
-def _example_prompt(model: str) -> str:
-    if model == "shapes":
-        from ..shapes import render_scene
-
-        return render_scene(0).caption
-    return "a photo of a golden retriever and a tabby cat on a sofa"
-
-
 def _outputs(result: DemoResult) -> tuple:
     return result.shown, result.overlay, result.heatmaps, result.summary(), result.files
 
@@ -90,7 +82,7 @@ def build_demo(model: str | DemoSession = "shapes") -> gr.Blocks:
             progress,
         )
 
-    example = _example_prompt(session.model)
+    example = session.example_prompt
     with gr.Blocks(title="free-atm") as demo:
         gr.Markdown(INTRO.format(model=session.model))
         with gr.Tab("generate"):

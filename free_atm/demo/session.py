@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..attention import THRESHOLD_METHODS
-from ..prompts import match_vocabulary, object_vocabulary
+from ..attention import CaptureConfig
+from ..prompts import match_vocabulary
 from ..visualize import overlay_masks
 from .heatmap import heatmap
 
@@ -67,13 +67,14 @@ class DemoSession:
     keeps concurrent first requests from loading it twice)."""
 
     def __init__(self, model: str = "shapes", device: str | None = None, output_dir: str | None = None):
-        from ..diffusion.loading import check_model_reference
+        from ..models import check_model_reference, named_model
 
         check_model_reference(model)
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="free-atm-demo-"))
-        self.vocabulary = object_vocabulary(model)
+        self.vocabulary = named_model(model).vocabulary()
+        self.example_prompt = named_model(model).example_prompt
         self.loads = 0
         self._pipe = None
         self._lock = threading.Lock()
@@ -82,7 +83,7 @@ class DemoSession:
         """The pipeline, loaded on first use."""
         with self._lock:
             if self._pipe is None:
-                from ..diffusion.loading import load_pipeline
+                from ..models import load_pipeline
 
                 progress(0.0, f"loading {self.model}")
                 dtype = torch.float16 if self.device == "cuda" else None
@@ -107,13 +108,13 @@ class DemoSession:
 
     @staticmethod
     def _capture(threshold_method: str, threshold: float, largest_component: bool) -> dict:
-        if threshold_method not in THRESHOLD_METHODS:
-            raise ValueError(f"threshold method must be one of {THRESHOLD_METHODS}, got {threshold_method!r}")
-        return {
+        capture = {
             "threshold_method": threshold_method,
             "threshold": float(threshold),
             "largest_component": bool(largest_component),
         }
+        CaptureConfig.check_overrides(capture)
+        return capture
 
     def generate(
         self,
@@ -192,7 +193,7 @@ class DemoSession:
     def _result(self, image: Image.Image, prompt: str, out, seed: int) -> DemoResult:
         from datasets import Dataset
 
-        from ..data.features import encode_sample, mask_image, sample_features
+        from ..data.schema import encode_sample, mask_image, sample_features
 
         objects, masks, maps, boxes = out.objects[0], out.masks[0], out.attention_maps[0], out.boxes[0]
         folder = Path(tempfile.mkdtemp(dir=self.output_dir))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 
-from ..diffusion.loading import check_model_reference, load_pipeline
+from ..models import NAMED_MODELS, check_model_reference, load_pipeline
 from .extractor import DiffusionFeatureExtractor
 
 
@@ -43,7 +43,7 @@ def load_feature_extractor(
     """The U-Net of ``model`` read at ``blocks`` and noise levels ``timesteps`` (see
     :class:`DiffusionFeatureExtractor`), on ``device``; ``image_size`` defaults to the model's."""
     check_model_reference(model)
-    if model != "shapes" and DiffusionPipeline.load_config(model).get("text_encoder", [None])[0] is None:
+    if model not in NAMED_MODELS and DiffusionPipeline.load_config(model).get("text_encoder", [None])[0] is None:
         pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)  # unconditional
         conditioning = {}
     else:

@@ -6,7 +6,7 @@ import numpy as np
 from datasets import Array2D, Array3D, Dataset, Features
 
 from ..seeds import derive_seed
-from ..shapes.render import SHAPES, render_scene
+from ..world.render import SHAPES, render_scene
 
 #: class 0 is everything that is not a shape
 SEGMENTATION_CLASSES = ("background", *SHAPES)

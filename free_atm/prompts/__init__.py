@@ -1,6 +1,6 @@
 """Prompts with their object phrases: the ImageNet label space, templates, prompt files, rewriting."""
 
-from .labels import GROUPS, ImageNetClass, imagenet_classes, object_vocabulary
+from .labels import GROUPS, ImageNetClass, imagenet_classes, imagenet_vocabulary
 from .prompt import ObjectPrompt, match_vocabulary, read_prompt_file
 from .rewrite import local_rewriter, rewrite_prompts
 from .templates import article, plural, template_prompt
@@ -13,7 +13,7 @@ __all__ = [
     "imagenet_classes",
     "local_rewriter",
     "match_vocabulary",
-    "object_vocabulary",
+    "imagenet_vocabulary",
     "plural",
     "read_prompt_file",
     "rewrite_prompts",

@@ -35,11 +35,6 @@ def imagenet_classes() -> tuple[ImageNetClass, ...]:
     )
 
 
-def object_vocabulary(model: str) -> list[str]:
-    """Phrases looked for in prompts that name no objects: the shapes world's coloured shapes for the
-    shipped ``shapes`` model, else every name of the ImageNet-1k classes."""
-    if model == "shapes":
-        from ..shapes import COLOURS, SHAPES
-
-        return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+def imagenet_vocabulary() -> list[str]:
+    """Every name of the ImageNet-1k classes: the object phrases looked for in prompts that name none."""
     return [name for label in imagenet_classes() for name in label.names]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 
-from ..shapes import shapes_dataset
+from ..world import shapes_dataset
 from .collate import ObjectMapCollator
 from .pooling import attentive_pool
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from datasets import Dataset, interleave_datasets, load_dataset
 
-from ..data.features import check_columns
-from ..shapes import shapes_dataset
+from ..data.schema import check_columns
 from ..usage import names_a_folder
+from ..world import shapes_dataset
 from .rows import ROW, undecoded
 
 #: what every framework trains on; vision-language pretraining adds the captions (``prompt``)

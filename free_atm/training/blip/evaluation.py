@@ -16,7 +16,7 @@ import torch
 
 from ...metrics.retrieval import retrieval_recalls
 from ...seeds import derive_seed
-from ...shapes.render import render_scene
+from ...world.render import render_scene
 from ..callbacks import MeasureCallback
 from .prompts import object_blocks, prompted_caption
 from .retrieval import retrieval_scores

@@ -31,6 +31,7 @@ from transformers.utils import ModelOutput
 
 from ..distributed import gather, gather_with_grad, pad_to_global_length, world_size_and_rank
 from ..momentum import enqueue, frozen_copies, momentum_update
+from .losses import itc_distilled_loss, itc_loss
 
 #: the decoder's modules that are the encoder's, per layer (all but the causal self-attention)
 SHARED_PER_LAYER = ("crossattention", "intermediate", "output")
@@ -53,47 +54,6 @@ def _resolve(tied: dict[str, str]) -> dict[str, str]:
             source = tied[source]
         resolved[target] = source
     return resolved
-
-
-def itc_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over the global batch: each of this process's images against every process's
-    texts and back; the positive of image i is text i. Features are L2-normalised, logits in float32."""
-    images, texts = gather_with_grad(image_features.float()), gather_with_grad(text_features.float())
-    offset = world_size_and_rank()[1] * len(image_features)
-    targets = torch.arange(len(image_features), device=image_features.device) + offset
-    image_to_text = image_features.float() @ texts.T / temperature
-    text_to_image = text_features.float() @ images.T / temperature
-    return (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets)) / 2
-
-
-def itc_distilled_loss(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    image_momentum: torch.Tensor,
-    text_momentum: torch.Tensor,
-    image_queue: torch.Tensor,
-    text_queue: torch.Tensor,
-    temperature: torch.Tensor,
-    alpha: float,
-) -> torch.Tensor:
-    """BLIP's ITC with a momentum encoder: this process's online features against the momentum features
-    of the global batch (``image_momentum``, ``text_momentum``: every process's, gathered) followed by the
-    queue; the target of image i is ``(1 - alpha)`` on text i plus ``alpha`` times the softmax of the
-    momentum image's own similarities (momentum distillation), and the same from the texts' side. All
-    features L2-normalised; logits in float32."""
-    images = torch.cat([image_momentum.float(), image_queue.float()])
-    texts = torch.cat([text_momentum.float(), text_queue.float()])
-    mine = torch.arange(len(image_features), device=images.device) + world_size_and_rank()[1] * len(image_features)
-    truth = F.one_hot(mine, len(texts)).float()
-
-    def one_side(online: torch.Tensor, momentum: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = alpha * F.softmax(momentum.float() @ others.T / temperature, dim=1) + (1 - alpha) * truth
-        return -(F.log_softmax(online.float() @ others.T / temperature, dim=1) * target).sum(1).mean()
-
-    return (
-        one_side(image_features, image_momentum[mine], texts) + one_side(text_features, text_momentum[mine], images)
-    ) / 2
 
 
 def hard_negatives(similarity: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

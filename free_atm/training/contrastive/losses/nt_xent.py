@@ -1,11 +1,19 @@
-"""NT-Xent over the valid objects of the global batch (Free-ATM eq. 3), logits in float32."""
+"""NT-Xent over the valid objects of the global batch (SimCLR; Free-ATM eq. 3), logits in float32.
+
+For an anchor ``i`` (an object in one view) with positive ``p(i)`` (the same object in the other view) and
+the set ``K(i)`` of every other valid object of both views across all processes::
+
+    loss_i = -log( exp(sim(z_i, z_p(i)) / T) / sum_{k in K(i)} exp(sim(z_i, z_k) / T) )
+
+with ``sim`` the cosine similarity and ``T`` the temperature; the loss is the mean over local anchors.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..distributed import gather_with_grad, world_size_and_rank
+from ...distributed import gather_with_grad, world_size_and_rank
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, valid: torch.Tensor, temperature: float) -> tuple[torch.Tensor, dict]:
@@ -37,16 +45,3 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, valid: torch.Tensor, temperature
         loss = F.cross_entropy(logits, positive_index)
         accuracy = (logits.argmax(-1) == positive_index).float().mean()
     return loss, {"valid_objects": key_valid.sum().float() / 2, "positive_top1": accuracy.detach()}
-
-
-def moco_infonce(
-    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
-) -> tuple[torch.Tensor, dict]:
-    """MoCo's InfoNCE: each query's positive is its key (the same object in the other view, from the
-    momentum encoder); the negatives are the queued keys of earlier batches. Logits in float32."""
-    q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
-    logits = torch.cat([(q * k).sum(-1, keepdim=True), q @ queue.float().T], dim=1) / temperature
-    target = torch.zeros(len(q), dtype=torch.long, device=q.device)
-    if len(q) == 0:
-        return q.sum() * 0.0, {"positive_top1": torch.zeros((), device=q.device)}
-    return F.cross_entropy(logits, target), {"positive_top1": (logits.argmax(-1) == 0).float().mean().detach()}

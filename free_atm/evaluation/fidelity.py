@@ -27,8 +27,8 @@ from ..attention import CaptureConfig
 from ..masks import maps_to_masks
 from ..metrics import object_scores
 from ..seeds import derive_seed
+from ..world.render import COLOURS, SHAPES, Scene, render_scene
 from .judge import ShapeClassifier, colour_regions, judge_image
-from .render import COLOURS, SHAPES, Scene, render_scene
 
 
 def scenes_split(seed: int, count: int) -> list[Scene]:
@@ -94,7 +94,7 @@ def fidelity_breakdown(
     classifier: ShapeClassifier,
     masks: Sequence[np.ndarray] | None = None,
 ) -> dict:
-    """The breakdown of module :mod:`free_atm.shapes.fidelity` for ``images[i]`` drawn from
+    """The breakdown of module :mod:`free_atm.evaluation.fidelity` for ``images[i]`` drawn from
     ``scenes[i].caption``; ``masks[i]`` (bool ``(M, H, W)``), if given, are the pipeline's masks.
     A category with nothing to count is ``None``."""
     if len(images) != len(scenes) or (masks is not None and len(masks) != len(images)):

@@ -1,4 +1,4 @@
-"""The Free-ATM paper's tables in miniature (``benchmarks/reproduce_paper.py``): the settings, the three
+"""The Free-ATM paper's tables in miniature (``free-atm reproduce``): the settings, the three
 datasets, the plan of runs and its shards, one row of one table, the cache of finished runs, and the
 Markdown tables."""
 

@@ -16,8 +16,8 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from ..diffusion.stable_diffusion_3 import FreeATMStableDiffusion3Pipeline
-from .model import default_model_path
+from ...diffusion.stable_diffusion_3 import FreeATMStableDiffusion3Pipeline
+from .architecture import default_model_path
 
 
 def shapes_sd3_text_encoder(words: CLIPTextModel, seed: int) -> CLIPTextModelWithProjection:

@@ -11,10 +11,10 @@ import torch
 from datasets import Dataset, load_dataset
 from PIL import Image
 
-from ..data.features import encode_sample, sample_features
-from ..data.generate import GenerationConfig, generate_dataset
-from ..diffusion.loading import load_pipeline
-from ..shapes import shapes_dataset
+from ...data.schema import encode_sample, sample_features
+from ...generation import GenerationConfig, generate_dataset
+from ...models import load_pipeline
+from ...world import shapes_dataset
 from .settings import ReproductionSettings
 
 #: the real scenes are ``shapes:N``'s (seed 1); the generator's captions are other scenes' (seed 0)

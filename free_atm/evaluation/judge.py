@@ -16,7 +16,7 @@ from torch import nn
 
 from ..masks import mask_boxes
 from ..seeds import derive_seed
-from .render import BACKGROUNDS, COLOURS, SHAPES, render_scene
+from ..world.render import BACKGROUNDS, COLOURS, SHAPES, render_scene
 
 SILHOUETTE = 24  # side of the square a region's silhouette is resized to
 JUDGE_WEIGHTS = "judge.safetensors"  # the shipped classifier, next to this module
@@ -133,7 +133,7 @@ def train_shape_classifier(num_scenes: int = 6000, steps: int = 2000, seed: int 
 def shape_classifier() -> ShapeClassifier:
     """The shipped judge: the same weights on every machine, so fidelity figures compare across runs."""
     model = ShapeClassifier()
-    model.load_state_dict(load_file(str(resources.files("free_atm.shapes") / JUDGE_WEIGHTS)))
+    model.load_state_dict(load_file(str(resources.files("free_atm.evaluation") / JUDGE_WEIGHTS)))
     return model.eval()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, List
 from PIL import Image
 
-from ..data.features import encode_sample, sample_features
+from ..data.schema import encode_sample, sample_features
 from ..masks import mask_boxes
 from ..seeds import derive_seed
 from .render import COLOURS, SHAPES, render_scene

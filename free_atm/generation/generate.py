@@ -18,41 +18,82 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..prompts import ObjectPrompt, object_vocabulary, read_prompt_file, template_prompt
+from ..attention import CaptureConfig
+from ..data.background import BackgroundShardWriter
+from ..data.schema import encode_sample, sample_features
+from ..data.shards import ShardPlan
+from ..prompts import ObjectPrompt, read_prompt_file
+from ..run_settings import check_run_settings
 from ..seeds import derive_seed
-from .background import BackgroundShardWriter
-from .features import encode_sample, sample_features
-from .shards import ShardPlan
 
 CONFIG_FILE = "generation_config.json"
+
+
+#: the capture settings a generation may override; ``None`` keeps the pipeline's saved setting
+CAPTURE_FIELDS = (
+    "threshold_method",
+    "threshold",
+    "largest_component",
+    "layer_scales",
+    "blocks",
+    "timestep_range",
+    "attention_resolution",
+)
 
 
 @dataclass
 class GenerationConfig:
     """What ``free-atm generate`` makes; everything but ``push_to_hub`` and ``out`` (a folder may be moved)
-    must match on a resumed run."""
+    must match on a resumed run, the capture settings included (they decide the masks)."""
 
     model: str = field(default="shapes", metadata={"help": "'shapes' (shipped), 'tiny-random', a folder or Hub id"})
-    num_images: int = 16
-    out: str = "outputs/dataset"
-    batch_size: int = 8
-    steps: int = 25
-    seed: int = 0
-    guidance_scale: float = 5.0
-    height: int | None = None
-    width: int | None = None
-    shard_size: int = 256
+    num_images: int = field(default=16, metadata={"help": "how many images (samples) the dataset holds"})
+    out: str = field(default="outputs/dataset", metadata={"help": "the dataset folder; rerun to resume it"})
+    batch_size: int = field(default=8, metadata={"help": "images per pipeline call (per process)"})
+    steps: int = field(default=25, metadata={"help": "denoising steps per image"})
+    seed: int = field(default=0, metadata={"help": "with a sample's index, decides its prompt and noise"})
+    guidance_scale: float = field(default=5.0, metadata={"help": "classifier-free guidance; 1 or less: none"})
+    height: int | None = field(default=None, metadata={"help": "image height, a multiple of 8 (default: model's)"})
+    width: int | None = field(default=None, metadata={"help": "image width, a multiple of 8 (default: model's)"})
+    shard_size: int = field(default=256, metadata={"help": "samples per Parquet shard (the unit of resuming)"})
     prompts: str | None = field(default=None, metadata={"help": "a .txt, .jsonl or .csv prompt file"})
     push_to_hub: str | None = field(default=None, metadata={"help": "dataset repo id to upload the folder to"})
+    threshold_method: str | None = field(
+        default=None,
+        metadata={"help": "masks: fixed, otsu, or competition (objects and a background level compete per pixel)"},
+    )
+    threshold: float | None = field(
+        default=None, metadata={"help": "masks: the fixed threshold in [0, 1], and competition's background level"}
+    )
+    largest_component: bool | None = field(
+        default=None, metadata={"help": "masks: keep only the largest connected component of each mask"}
+    )
+    layer_scales: tuple[int, ...] | None = field(
+        default=None,
+        metadata={"help": "UNets: the layers that count, by downsampling factor from the latent (e.g. 2 4)"},
+    )
+    blocks: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "SD3/Flux: the indices of the attention blocks that count"}
+    )
+    timestep_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "the window LOW HIGH of timesteps whose maps count (0 = clean image)"}
+    )
+    attention_resolution: int | None = field(
+        default=None, metadata={"help": "height of the aggregated attention maps (default: the latent's)"}
+    )
 
     def resumable_fields(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "push_to_hub"}
+
+    def capture_overrides(self) -> dict[str, Any]:
+        """The capture settings given: they override the pipeline's saved ``capture_config``."""
+        return {k: getattr(self, k) for k in CAPTURE_FIELDS if getattr(self, k) is not None}
 
     def validate(self) -> None:
         """Check every setting that can be checked without a model; ``ValueError`` naming the bad value."""
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-        from ..diffusion.loading import check_model_reference
+        from ..models import check_model_reference
 
         for name in ("num_images", "batch_size", "steps", "shard_size"):
             if getattr(self, name) <= 0:
@@ -67,6 +108,7 @@ class GenerationConfig:
             size = getattr(self, name)
             if size is not None and (size <= 0 or size % 8):
                 raise ValueError(f"--{name} must be a positive multiple of 8 (the VAE's downsampling), got {size}")
+        CaptureConfig.check_overrides(self.capture_overrides())
         check_model_reference(self.model)
         if self.push_to_hub:
             try:
@@ -76,13 +118,15 @@ class GenerationConfig:
 
 
 class PromptSource:
-    """The prompt of every sample index: a prompt file (cycled), the shapes world's captions for the
-    shapes model, else the ImageNet templates."""
+    """The prompt of every sample index: a prompt file (cycled), else the model's own prompts (the shapes
+    world's captions for the shipped model, the ImageNet templates for any other)."""
 
     def __init__(self, config: GenerationConfig):
+        from ..models import named_model
+
         self.config = config
-        vocabulary = object_vocabulary(config.model) if config.prompts else None
-        self.file_prompts = read_prompt_file(config.prompts, vocabulary) if config.prompts else None
+        self.model = named_model(config.model)
+        self.file_prompts = read_prompt_file(config.prompts, self.model.vocabulary()) if config.prompts else None
 
     def check(self, pipe) -> None:
         """Check every prompt of the file against ``pipe``'s tokenizers (objects truncated away or split
@@ -96,12 +140,7 @@ class PromptSource:
     def __call__(self, index: int) -> ObjectPrompt:
         if self.file_prompts is not None:
             return self.file_prompts[index % len(self.file_prompts)]
-        if self.config.model == "shapes":
-            from ..shapes import render_scene
-
-            scene = render_scene(derive_seed(self.config.seed, index))
-            return ObjectPrompt(scene.caption, scene.objects)
-        return template_prompt(self.config.seed, index)
+        return self.model.prompt(self.config.seed, index)
 
 
 def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices: range) -> Iterator[list[dict]]:
@@ -120,6 +159,7 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
             height=height,
             width=width,
             latents=pipe.initial_latents(seeds, height, width),
+            capture_config=config.capture_overrides(),
         )
         yield [
             dict(
@@ -135,22 +175,25 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
         ]
 
 
-def check_output_folder(root: Path, config: GenerationConfig) -> None:
-    """``root`` must be absent, empty, or a dataset started with the same settings (a resumed run)."""
+def check_output_folder(root: Path, config: GenerationConfig, capture: CaptureConfig | None = None) -> None:
+    """``root`` must be absent, empty, or a dataset started with the same settings (a resumed run); with
+    ``capture`` (the settings the loaded pipeline will use), its recorded capture settings must match too."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file, not a folder")
     if not root.is_dir() or not any(root.iterdir()):
         return
-    path = root / CONFIG_FILE
-    if not path.is_file():
+    if not (root / CONFIG_FILE).is_file():
         raise ValueError(f"--out {root} holds other files and no {CONFIG_FILE}; use an empty or new folder")
-    recorded, wanted = json.loads(path.read_text()), config.resumable_fields()
-    changed = sorted(k for k in wanted if k != "out" and recorded.get(k) != wanted[k])  # a moved folder resumes
-    if changed:
-        raise ValueError(
-            f"{root} holds a dataset generated with other settings ({', '.join(changed)} differ); "
-            "use the same settings to resume, or another --out"
-        )
+    settings = config.resumable_fields()
+    if capture is not None:
+        settings["capture_config"] = capture.to_dict()
+    free = ["out"] + (["capture_config"] if capture is None else [])  # a moved folder resumes
+    check_run_settings(root, settings, free, record=CONFIG_FILE, option="--out", holds="a dataset generated")
+
+
+def recorded_settings(config: GenerationConfig, capture: CaptureConfig) -> dict[str, Any]:
+    """What ``generation_config.json`` holds: the settings given, and the capture settings in effect."""
+    return {**config.resumable_fields(), "capture_config": capture.to_dict()}
 
 
 def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
@@ -159,7 +202,7 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
     Under several processes every process must call it; the dataset card is written (and pushed) by the
     main process once all shards exist.
     """
-    from ..diffusion.loading import load_pipeline
+    from ..models import load_pipeline
 
     state = PartialState(cpu=not torch.cuda.is_available())
     root = Path(config.out)
@@ -170,9 +213,11 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
 
     pipe = pipe or load_pipeline(config.model, state.device)
     prompts.check(pipe)
+    capture = pipe.capture_config.updated(config.capture_overrides())
+    check_output_folder(root, config, capture)  # the model's own saved settings must match too
     if state.is_main_process:  # the folder becomes a dataset only once every check has passed
         root.mkdir(parents=True, exist_ok=True)
-        (root / CONFIG_FILE).write_text(json.dumps(config.resumable_fields(), indent=2))
+        (root / CONFIG_FILE).write_text(json.dumps(recorded_settings(config, capture), indent=2))
     state.wait_for_everyone()
     todo = [
         s for s in plan.shards_of_process(state.process_index, state.num_processes) if not plan.is_complete(root, s)
@@ -197,17 +242,17 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
         writer.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        finish_dataset(root, plan, config, features)
+        finish_dataset(root, plan, config, capture, features)
     state.wait_for_everyone()
     return root
 
 
-def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, features) -> None:
+def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, capture: CaptureConfig, features) -> None:
     """Check every shard, then write the sample grid and the dataset card, and push when asked."""
     import pyarrow.parquet as pq
 
+    from ..data.card import render_dataset_card
     from ..visualize import dataset_grid
-    from .card import render_dataset_card
 
     missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s)]
     if missing:
@@ -225,9 +270,10 @@ def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, featur
     }
     first_rows = pq.read_table(shards[0]).slice(0, 8).to_pylist()
     dataset_grid([features.decode_example(row) for row in first_rows]).save(root / "sample_grid.png")
-    card = render_dataset_card(root, features, config.resumable_fields(), counts, repo_or_path=config.push_to_hub)
+    settings = recorded_settings(config, capture)
+    card = render_dataset_card(root, features, settings, counts, repo_or_path=config.push_to_hub)
     card.save(root / "README.md")
     if config.push_to_hub:
-        from .hub import push_dataset
+        from ..data.hub import push_dataset
 
         push_dataset(root, config.push_to_hub)

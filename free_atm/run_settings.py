@@ -1,5 +1,5 @@
-"""The settings a training run started with, kept in its output folder, so that rerunning a command
-resumes only the same run.
+"""The settings a run started with (a training run, or a dataset's generation), kept in its output folder,
+so that rerunning a command resumes only the same run.
 
 Pitfall: a folder's checkpoints carry no recipe. Resuming them with another learning rate, dataset or
 architecture silently mixes two runs into weights that no command reproduces, so a rerun with other
@@ -16,26 +16,35 @@ from pathlib import Path
 RUN_SETTINGS = "free_atm_run.json"
 
 
-def check_run_settings(output_dir: str | Path, settings: dict, may_change: Iterable[str] = ()) -> None:
-    """Raise ``ValueError`` if ``output_dir`` holds a run whose recorded settings differ from ``settings``
-    in a key outside ``may_change``."""
-    recorded = Path(output_dir) / RUN_SETTINGS
+def check_run_settings(
+    output_dir: str | Path,
+    settings: dict,
+    may_change: Iterable[str] = (),
+    record: str = RUN_SETTINGS,
+    option: str = "--output_dir",
+    holds: str = "a run",
+) -> None:
+    """Raise ``ValueError`` if ``output_dir`` holds a run whose settings (in its ``record`` file) differ from
+    ``settings`` in a key outside ``may_change``; the message names the keys, the folder's ``option`` and
+    what it ``holds``. A key absent on one side counts as ``None`` (settings added later keep old runs
+    resumable at their defaults)."""
+    recorded = Path(output_dir) / record
     if not recorded.is_file():
         return
     wanted, before, free = json.loads(json.dumps(settings)), json.loads(recorded.read_text()), set(may_change)
     changed = sorted(k for k in before.keys() | wanted.keys() if k not in free and before.get(k) != wanted.get(k))
     if changed:
         raise ValueError(
-            f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)} differ); "
-            "rerun with the same settings to resume, or choose another --output_dir"
+            f"{option} {output_dir} holds {holds} with other settings ({', '.join(changed)} differ); "
+            f"rerun with the same settings to resume, or choose another {option}"
         )
 
 
-def record_run_settings(output_dir: str | Path, settings: dict) -> None:
+def record_run_settings(output_dir: str | Path, settings: dict, record: str = RUN_SETTINGS) -> None:
     """Write ``settings`` into ``output_dir`` (created if needed) for :func:`check_run_settings`."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_SETTINGS).write_text(json.dumps(settings, indent=2))
+    (out / record).write_text(json.dumps(settings, indent=2))
 
 
 def resume_point(output_dir: str | Path, settings: dict, resume_from_checkpoint: str | None = None) -> str | None:

@@ -32,15 +32,15 @@ from transformers import (
     ViTModel,
 )
 
-from ..finetuning import finetune_segmentation, shapes_segmentation_dataset
-from ..shapes.render import SHAPES
-from ..training import ContrastiveArguments, ObjectMapCollator, contrastive_trainer, probe_backbone
-from ..training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
-from ..training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
-from ..training.mae.encoder import encoder_config, vit_encoder
-from ..training.mae.recipe import MAEDataArguments, MAEModelArguments, MAETrainingArguments, mae_trainer
-from ..training.probes import shapes_probe_splits
-from ..training.rows import undecoded
+from ...finetuning import finetune_segmentation, shapes_segmentation_dataset
+from ...training import ContrastiveArguments, ObjectMapCollator, contrastive_trainer, probe_backbone
+from ...training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
+from ...training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
+from ...training.mae.encoder import encoder_config, vit_encoder
+from ...training.mae.recipe import MAEDataArguments, MAEModelArguments, MAETrainingArguments, mae_trainer
+from ...training.probes import shapes_probe_splits
+from ...training.rows import undecoded
+from ...world.render import SHAPES
 from .settings import ReproductionSettings
 
 #: which data each row pretrains on, and whether it uses the free masks (Free-ATM's form)

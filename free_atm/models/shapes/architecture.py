@@ -8,12 +8,12 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..diffusion.clip_tokenizer import clip_tokenizer_from_words
-from .render import BACKGROUNDS, COLOURS, SHAPES
+from ...diffusion.clip_tokenizer import clip_tokenizer_from_words
+from ...prompts import ObjectPrompt
+from ...seeds import derive_seed
+from ...world.render import BACKGROUNDS, COLOURS, SHAPES, render_scene
 
 LATENT_CHANNELS = 8
-#: the model's name for ``free-atm generate --model``
-DEFAULT_MODEL = "shapes"
 VOCABULARY = ("a", "an", "and", "on", "background", *COLOURS, *SHAPES, *BACKGROUNDS)
 _NOISE_SCHEDULE = {
     "num_train_timesteps": 1000,
@@ -25,7 +25,18 @@ _NOISE_SCHEDULE = {
 
 def default_model_path() -> str:
     """The folder of the shipped default pipeline (inside the installed package)."""
-    return str(resources.files("free_atm.shapes") / "default_model")
+    return str(resources.files("free_atm.models.shapes") / "default_model")
+
+
+def shapes_vocabulary() -> list[str]:
+    """The object phrases of the shapes world ("red circle", ...), looked for in prompts that name none."""
+    return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+
+
+def shapes_prompt(seed: int, index: int) -> ObjectPrompt:
+    """The prompt of sample ``index``: the caption of the shapes-world scene of that sample's seed."""
+    scene = render_scene(derive_seed(seed, index))
+    return ObjectPrompt(scene.caption, scene.objects)
 
 
 #: captions have at most 18 tokens; a short context keeps training on a CPU affordable
@@ -42,7 +53,7 @@ def shapes_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextMode
     Each token's hidden state then names only its own word, so a word's meaning reaches the image only
     through its own cross-attention column. (With causal layers every later token, padding included,
     carries the whole caption.) On its own this is not enough for a small model to localise; the
-    training script adds a grounding loss (:mod:`free_atm.shapes.grounding`).
+    training script adds a grounding loss (:mod:`free_atm.models.shapes.grounding`).
 
     Pitfall: the word embeddings are fixed random codes of unit variance (the trainer freezes them, as
     Stable Diffusion's UNet reads a frozen CLIP), and positions are 4 times weaker. With the usual

@@ -1,0 +1,112 @@
+"""The models free-atm knows by name, and loading any model by reference: a name, a folder or a Hub id.
+
+One table, :data:`NAMED_MODELS`, says for each name how its pipeline is built, which object phrases its
+prompts are searched for, and how a generated dataset's prompts are drawn. Commands read the table
+instead of testing names; every other reference is a diffusers pipeline folder or Hub id, whose prompts
+come from the ImageNet label space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+
+from ..diffusion.families import pipeline_class_for
+from ..prompts import ObjectPrompt, imagenet_vocabulary, template_prompt
+from ..usage import names_a_folder
+from .shapes import default_model_path, shapes_prompt, shapes_vocabulary
+
+
+def _from_folder(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
+    return pipeline_class_for(model).from_pretrained(model, torch_dtype=dtype)
+
+
+def _shapes(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
+    return _from_folder(default_model_path(), dtype)
+
+
+def _tiny_random(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
+    from ..diffusion import FreeATMDiffusionPipeline
+    from ..testing import tiny_sd_components
+
+    pipe = FreeATMDiffusionPipeline(**tiny_sd_components())
+    return pipe if dtype is None else pipe.to(dtype=dtype)
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model known by name.
+
+    Args:
+        name: what ``--model`` accepts.
+        description: one line for help texts.
+        build: the Free-ATM pipeline, given the reference and a dtype (``None``: as stored).
+        vocabulary: object phrases looked for in prompts that name no objects.
+        prompt: the prompt of sample ``index`` of a dataset generated with ``seed`` (no prompt file).
+        example_prompt: a prompt the model draws well, for the demo.
+    """
+
+    name: str
+    description: str
+    build: Callable[[str, torch.dtype | None], DiffusionPipeline]
+    vocabulary: Callable[[], list[str]] = imagenet_vocabulary
+    prompt: Callable[[int, int], ObjectPrompt] = template_prompt
+    example_prompt: str = "a photo of a golden retriever and a tabby cat on a sofa"
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    model.name: model
+    for model in (
+        NamedModel(
+            "shapes",
+            "the shipped model of coloured shapes (runs on a CPU)",
+            _shapes,
+            vocabulary=shapes_vocabulary,
+            prompt=shapes_prompt,
+            example_prompt="a red triangle, a yellow cross and a purple square on a black background",
+        ),
+        NamedModel("tiny-random", "a tiny SD 1.x with random weights, for smoke tests", _tiny_random),
+    )
+}
+#: what every folder or Hub id is: a pipeline prompted from the ImageNet label space
+ANY_MODEL = NamedModel("", "a diffusers pipeline folder or Hub id", _from_folder)
+
+
+def named_model(model: str) -> NamedModel:
+    """The table's entry for ``model``, or the entry every folder and Hub id shares."""
+    return NAMED_MODELS.get(model, ANY_MODEL)
+
+
+def check_model_reference(model: str) -> None:
+    """Raise ``ValueError`` unless ``model`` can name a pipeline: a name of :data:`NAMED_MODELS`, a folder
+    holding a ``model_index.json``, or a well-formed Hub id (whether the Hub has it is known only by asking)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    accepted = f"a diffusers pipeline folder, a Hub id, or one of {', '.join(NAMED_MODELS)}"
+    if model in NAMED_MODELS:
+        return
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(
+                f"model {model!r} is not a diffusers pipeline folder (no model_index.json); pass {accepted}"
+            )
+        return
+    if names_a_folder(model) or model.count("/") > 1:
+        raise ValueError(f"model folder {model!r} does not exist; pass {accepted}")
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ValueError(f"model {model!r} is neither a folder nor a valid Hub id; pass {accepted}") from None
+
+
+def load_pipeline(model: str = "shapes", device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """A Free-ATM pipeline of ``model`` (a name, folder or Hub id) on ``device``, with the progress bar off
+    (callers show their own)."""
+    pipe = named_model(model).build(model, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

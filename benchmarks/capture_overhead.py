@@ -15,11 +15,14 @@ mapping, so times are never taken under it. Memory growth per step compares call
 ``2 * steps``.
 
     python benchmarks/capture_overhead.py                    # 256 px on a CPU, 512 px on a GPU
+    python benchmarks/capture_overhead.py --size 512         # every family at 512 px
+    python benchmarks/capture_overhead.py --size 512 1024    # a summary line per size
     python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
 
-Prints JSON, then ``capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y> flux_time_ratio=<z>
-mem_growth_per_step_mb=<w>`` (the largest growth of the capture over the families; budget: every time
-ratio at most 1.02, growth about 0).
+Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
+flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> mem_growth_per_step_mb=<w>``
+(the largest growth of the capture over the families; budget: every time ratio at most 1.02, growth
+about 0).
 """
 
 from __future__ import annotations
@@ -257,11 +260,9 @@ class FamilyBench:
         return memory
 
 
-def memory_in_child(name: str, args) -> dict[str, dict[int, float]]:
+def memory_in_child(name: str, args, size: int) -> dict[str, dict[int, float]]:
     """The family's memory figures from a fresh process whose glibc returns large blocks at once."""
-    command = [sys.executable, __file__, "--memory-of", name, "--steps", str(args.steps)]
-    if args.size:
-        command += ["--size", str(args.size)]
+    command = [sys.executable, __file__, "--memory-of", name, "--steps", str(args.steps), "--size", str(size)]
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed tensors leave the resident set
     done = subprocess.run(command, env=environment, check=True, capture_output=True, text=True)
     return {v: {int(s): mb for s, mb in by_steps.items()} for v, by_steps in json.loads(done.stdout).items()}
@@ -292,26 +293,12 @@ def summarise(bench: FamilyBench, times, inside, memory) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=None, help="image side (default 512 on a GPU, 256 on a CPU)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
-    parser.add_argument("--memory-of", choices=list(FAMILIES), help=argparse.SUPPRESS)  # the memory child
-    args = parser.parse_args()
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    size = args.size or (512 if device.type == "cuda" else 256)
-    torch.set_grad_enabled(False)
-    if args.memory_of:
-        print(json.dumps(FamilyBench(args.memory_of, args, device, dtype, size).memory()))
-        return
+def measure_size(args, device: torch.device, dtype: torch.dtype, size: int) -> dict:
+    """Every chosen family at one image size; a line per family on stderr as it finishes."""
     families = {}
     for name in args.families:
         # the child runs before this process builds the family: two copies of SDXL do not fit 24 GB
-        memory = memory_in_child(name, args) if device.type == "cpu" else None
+        memory = memory_in_child(name, args, size) if device.type == "cpu" else None
         bench = FamilyBench(name, args, device, dtype, size)
         times, inside = bench.times()
         families[name] = summarise(bench, times, inside, memory or bench.memory())
@@ -320,27 +307,56 @@ def main() -> None:
         done = families[name]
         figures = ("time_ratio", "denoiser_time_ratio", "mem_ratio", "concept_time_ratio", "store_all_time_ratio")
         line = " ".join(f"{key}={done[key]:.3f}" for key in figures if key in done)
-        print(f"{name}: {line} mem_growth_per_step_mb={done['mem_growth_per_step_mb']['free_atm']:.2f}",
+        print(f"{size} px {name}: {line} mem_growth_per_step_mb={done['mem_growth_per_step_mb']['free_atm']:.2f}",
               file=sys.stderr, flush=True)  # fmt: skip
+    return families
+
+
+def summary_line(size: int, families: dict) -> str:
+    """``size=<px> capture_time_ratio=<sd15> ... sd3_denoiser_time_ratio=<y> ... mem_growth_per_step_mb=<w>``."""
+    labels = {"sd15": "capture", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}
+    whole = [f"{labels[name]}_time_ratio={family['time_ratio']:.3f}" for name, family in families.items()]
+    inside = [
+        f"{labels[name]}_denoiser_time_ratio={family['denoiser_time_ratio']:.3f}"
+        for name, family in families.items()
+        if name in ("sd3", "flux")
+    ]
+    growth = max(family["mem_growth_per_step_mb"]["free_atm"] for family in families.values())
+    return " ".join([f"size={size}", *whole, *inside, f"mem_growth_per_step_mb={growth:.2f}"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--size", type=int, nargs="+", default=None, help="image sides (default 512 on a GPU, 256 on a CPU)"
+    )
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--memory-of", choices=list(FAMILIES), help=argparse.SUPPRESS)  # the memory child
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    sizes = args.size or [512 if device.type == "cuda" else 256]
+    if any(size <= 0 or size % 16 for size in sizes):
+        parser.error(f"--size must be positive multiples of 16, got {sizes}")
+    torch.set_grad_enabled(False)
+    if args.memory_of:
+        print(json.dumps(FamilyBench(args.memory_of, args, device, dtype, sizes[0]).memory()))
+        return
+    by_size = {size: measure_size(args, device, dtype, size) for size in sizes}
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "dtype": str(dtype),
-        "image_size": size,
         "steps": args.steps,
         "repeats": args.repeats,
         "memory": "CUDA allocator peak" if device.type == "cuda" else "resident set, MALLOC_MMAP_THRESHOLD_=131072",
-        "families": families,
+        "sizes": {str(size): families for size, families in by_size.items()},
     }
     print(json.dumps(result, indent=2))
-    labels = {
-        "sd15": "capture_time_ratio",
-        "sdxl": "sdxl_time_ratio",
-        "sd3": "sd3_time_ratio",
-        "flux": "flux_time_ratio",
-    }
-    summary = [f"{labels[name]}={family['time_ratio']:.3f}" for name, family in families.items()]
-    growth = max(family["mem_growth_per_step_mb"]["free_atm"] for family in families.values())
-    print(" ".join(summary) + f" mem_growth_per_step_mb={growth:.2f}")
+    for size, families in by_size.items():
+        print(summary_line(size, families))
 
 
 if __name__ == "__main__":

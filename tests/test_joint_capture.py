@@ -3,6 +3,7 @@ block selection, errors, and loading through ``custom_pipeline``."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +172,6 @@ def test_objects_are_found_in_the_prompts_the_image_attends_to(sd3_pipe, flux_pi
         flux_pipe("a dog and a bear", objects=["bear"], **{**FLUX_CALL, "max_sequence_length": 3})
 
 
-@pytest.mark.usefixtures("fresh_custom_module")
 def test_custom_pipeline_loads_a_stock_folder_offline(family, joint_pipe, tmp_path):
     parent_of(joint_pipe).save_pretrained(tmp_path)
     name = {"sd3": "free_atm_sd3", "flux": "free_atm_flux"}[family]
@@ -199,7 +199,7 @@ def test_generate_accepts_sd3_and_flux_folders_and_hub_ids(family, joint_pipe, t
     from datasets import load_dataset
 
     from free_atm.cli import main
-    from free_atm.diffusion.loading import load_pipeline
+    from free_atm.models import load_pipeline
 
     repo_id = f"someone/tiny-{family}"
     hub_cache_with(joint_pipe, repo_id, tmp_path / "cache")
@@ -213,3 +213,55 @@ def test_generate_accepts_sd3_and_flux_folders_and_hub_ids(family, joint_pipe, t
     rows = load_dataset(str(out), split="train")
     assert len(rows) == 2 and all(row["image"].size == (32, 32) for row in rows)
     assert all(len(row["masks"]) == len(row["objects"]) > 0 for row in rows)
+
+
+def guidance_of(family: str) -> dict:
+    """Classifier-free guidance: SD3's batched [negative, conditional]; Flux's true CFG (separate calls)."""
+    return {} if family == "sd3" else dict(negative_prompt=["a cat", "a bus"], true_cfg_scale=3.0)
+
+
+@pytest.mark.parametrize("normalization", ["joint", "text"])
+def test_kernel_log_sum_exp_path_equals_the_second_pass(family, joint_pipe, normalization, monkeypatch, caplog):
+    """The stock processors run on the kernel that returns the log-sum-exp, and never score the image keys
+    again; forced onto the second pass, the same call gives the same maps (1e-5) and the same images."""
+    import free_atm.attention.joint_processor as joint
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the kernel path computed the image-key scores")
+
+    call = dict(objects=OBJECTS, capture_config={"normalization": normalization}, **call_for(family))
+    call.update(guidance_of(family))
+    with monkeypatch.context() as patched, caplog.at_level(logging.DEBUG, logger=joint.__name__):
+        patched.setattr(joint, "joint_text_probs", second_pass)
+        kernel = joint_pipe(PROMPTS, generator=generator(), **call)
+    assert "log-sum-exp from the attention kernel" in caplog.text and "second pass" not in caplog.text
+    caplog.clear()
+    for processor in (joint.SD3AttentionCaptureProcessor, joint.FluxAttentionCaptureProcessor):
+        monkeypatch.setattr(processor, "KERNEL_PROCESSORS", ())
+    with caplog.at_level(logging.DEBUG, logger=joint.__name__):
+        fallback = joint_pipe(PROMPTS, generator=generator(), **call)
+    assert "a processor without a known kernel path, second pass" in caplog.text
+    assert "log-sum-exp from the attention kernel" not in caplog.text
+    np.testing.assert_array_equal(kernel.images, fallback.images)
+    np.testing.assert_array_equal(kernel.images, parent_of(joint_pipe)(PROMPTS, generator=generator(), **{
+        k: v for k, v in call.items() if k not in ("objects", "capture_config")
+    }).images)  # fmt: skip
+    for i in range(len(PROMPTS)):
+        torch.testing.assert_close(
+            torch.from_numpy(kernel.attention_maps[i]), torch.from_numpy(fallback.attention_maps[i]), atol=1e-5, rtol=0
+        )
+
+
+def test_no_kernel_for_the_call_falls_back_to_the_second_pass(sd3_pipe, monkeypatch, caplog):
+    """A known processor whose attention no kernel can serve (here: none returns the log-sum-exp, as for
+    a mask or an unsupported device) takes the second pass and gives the reference maps."""
+    import free_atm.attention.joint_processor as joint
+    import free_atm.attention.lse as lse
+
+    monkeypatch.setattr(lse, "attention_with_lse", lambda *args, **kwargs: None)
+    with caplog.at_level(logging.DEBUG, logger=joint.__name__):
+        out = sd3_pipe(PROMPTS, objects=OBJECTS, generator=generator(), **SD3_CALL)
+    assert "no attention kernel returned the log-sum-exp" in caplog.text
+    _, reference = reference_run(sd3_pipe, SD3_CALL)
+    expected = normalize(reference.maps(positions("sd3"), GRID, LATENT))
+    torch.testing.assert_close(torch.from_numpy(out.attention_maps[1]), expected[1], atol=1e-5, rtol=1e-4)

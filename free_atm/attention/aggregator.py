@@ -56,6 +56,7 @@ class AttentionAggregator:
         self.last_timestep: float | None = None
         self.sums: torch.Tensor | None = None
         self.count = 0
+        self._columns: torch.Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -93,12 +94,19 @@ class AttentionAggregator:
         scales = self.config.layer_scales
         return scales is None or layer_grid(num_queries, self.latent_size)[0] in scales
 
-    def add(self, probs: torch.Tensor) -> None:
-        """Add one layer's probabilities ``(num_images, heads, queries, keys)`` (full softmax over keys)."""
+    def object_columns(self) -> torch.Tensor:
+        """The text-token columns that some object of some image reads (the rest weigh nothing)."""
+        if self._columns is None or self._columns.device != self.token_weights.device:
+            self._columns = self.token_weights.ne(0).any(dim=2).any(dim=0).nonzero().flatten()
+        return self._columns
+
+    def add(self, probs: torch.Tensor, columns: torch.Tensor | None = None) -> None:
+        """Add one layer's probabilities ``(num_images, heads, queries, keys)`` (full softmax over keys), or
+        only the key ``columns`` of that softmax (:meth:`object_columns`)."""
         batch, _, num_queries, num_keys = probs.shape
         if self.token_weights.device != probs.device:  # once: the weights then live where the UNet runs
             self.token_weights = self.token_weights.to(probs.device)
-        weights = self.token_weights
+        weights = self.token_weights if columns is None else self.token_weights[:, columns]
         if weights.shape[1] != num_keys:
             raise RuntimeError(
                 f"the text encoder gives {num_keys} keys but the object tokens were mapped for {weights.shape[1]}"

@@ -2,28 +2,39 @@
 
 In these layers image and text tokens share one softmax over all keys. An object's map is the
 probability that each image query puts on the object's text-token columns of that softmax; computing it
-needs the image queries' log-sum-exp over every key, image keys included, which costs the conditional
-half's image-query scores again (chunked, so memory stays bounded at high resolution).
-``normalization="text"`` renormalises over the text keys only and skips those image scores.
+needs the image queries' log-sum-exp over every key, image keys included. For the stock processors
+(SD3's ``JointAttnProcessor2_0``, Flux's ``FluxAttnProcessor``) the layer's attention runs on a kernel
+that returns that log-sum-exp with the output (:mod:`free_atm.attention.lse`), and only the object
+columns are scored: linear in the image tokens. Elsewhere (another processor, an attention mask, a device
+or dtype without such a kernel) the conditional half's image-query scores are computed a second time
+(chunked, so memory stays bounded at high resolution); a debug log says which path ran.
+``normalization="text"`` renormalises over the text keys only and needs no image scores.
 ``method="concept"`` (ConceptAttention's output space) forms the softmax from the layer's attention
 *outputs* of image and text tokens instead, which the wrapped processor has already computed.
 
-As for UNets, the wrapped processor computes the layer's output untouched; the query, keys and outputs
-it forms are read through :class:`~free_atm.attention.taps.ModuleTaps` (RMS norms and rotary embeddings,
-cheap per-token operations, are applied again to the conditional half).
+As for UNets, the wrapped processor computes the layer's output untouched; on the second-pass path the
+query and keys it forms are read through :class:`~free_atm.attention.taps.ModuleTaps` (RMS norms and
+rotary embeddings, cheap per-token operations, are applied again to the conditional half).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from diffusers.models.attention_processor import JointAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
 from .aggregator import AttentionAggregator
+from .lse import KernelCall, kernel_lse
 from .processor import with_signature
 from .taps import ModuleTaps
+
+logger = logging.getLogger(__name__)
 
 #: the largest number of fp32 image-query scores held at once while computing the log-sum-exp
 SCORE_CHUNK_ELEMENTS = 2**25
@@ -72,10 +83,14 @@ class TransformerCall:
 class JointAttentionCaptureProcessor:
     """Wraps the processor of one joint-attention layer; the output is the wrapped processor's, untouched.
 
-    Subclasses say how their family lays out the joint sequence (:meth:`heads`, :meth:`query_and_keys`,
-    :meth:`attention_outputs`). The aggregator receives the conditional half's probabilities ``(n, H, N, L)``
-    of this layer, whose block index is ``block``.
+    Subclasses say how their family lays out the joint sequence (:meth:`heads`, :meth:`joint_layout`,
+    :meth:`query_and_keys`, :meth:`attention_outputs`) and which stock processors run the kernel path
+    (``KERNEL_PROCESSORS``, by exact type: a subclass may attend differently). The aggregator receives the
+    conditional half's probabilities ``(n, H, N, L)`` of this layer (or of the object columns of ``L``),
+    whose block index is ``block``.
     """
+
+    KERNEL_PROCESSORS: tuple[type, ...] = ()
 
     def __init__(self, processor, aggregator: AttentionAggregator, block: int, call: TransformerCall) -> None:
         self.processor, self.aggregator, self.block, self.call = processor, aggregator, block, call
@@ -96,26 +111,52 @@ class JointAttentionCaptureProcessor:
         if total not in (n, 2 * n):
             raise RuntimeError(f"joint-attention batch {total} is neither {n} images nor {2 * n} (guidance)")
         concept = self.aggregator.config.method == "concept"
+        kernel = not concept and type(self.processor) in self.KERNEL_PROCESSORS
         if concept:  # the attention outputs, before the output projections
             to_out = getattr(attn, "to_out", None)
             taps = ModuleTaps({}, {"image_out": to_out and to_out[0], "text_out": getattr(attn, "to_add_out", None)})
-        else:  # the projections
+        elif kernel:  # the kernel hands over query, keys and log-sum-exp; a call it cannot serve projects again
+            taps = ModuleTaps({})
+        else:  # the projections, for the second pass
             taps = ModuleTaps({"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)})
-        with taps:
+        with taps, kernel_lse() if kernel else nullcontext([]) as served:
             output = self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         conditional = slice(total - n, None)
+        columns = None
         if concept:
             image_out, text_out = self.attention_outputs(taps, output, text_length)
             image_out, text_out = self.heads(attn, image_out[conditional]), self.heads(attn, text_out[conditional])
             probs = output_space_probs(image_out, text_out)
+        elif served and served[0].query.shape[2] == num_images + text_length:
+            probs, columns = self.kernel_probs(served[0], conditional, num_images, text_length)
+            logger.debug("block %d: log-sum-exp from the attention kernel", self.block)
         else:
             arguments = self.signature.bind(attn, hidden_states, encoder_hidden_states, *args, **kwargs).arguments
             query, image_keys, text_keys = self.query_and_keys(
                 attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments
             )
             probs = joint_text_probs(query, image_keys, text_keys, self.aggregator.config.normalization)
-        self.aggregator.add(probs)
+            logger.debug("block %d: %s, second pass of the image-key scores", self.block, _why_second_pass(kernel))
+        self.aggregator.add(probs, columns)
         return output
+
+    def kernel_probs(
+        self, served: KernelCall, conditional: slice, num_images: int, text_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The conditional half's probabilities from the served kernel call: the object columns of the joint
+        softmax (and those columns), or, under ``normalization="text"``, the softmax over the text keys."""
+        image, text = self.joint_layout(num_images, text_length)
+        query = served.query[conditional, :, image].float()
+        keys = served.key[conditional, :, text]
+        if self.aggregator.config.normalization == "text":
+            return (torch.matmul(query, keys.float().transpose(-1, -2)) * served.scale).softmax(dim=-1), None
+        columns = self.aggregator.object_columns().to(keys.device)
+        scores = torch.matmul(query, keys[:, :, columns].float().transpose(-1, -2)).mul_(served.scale)
+        return scores.sub_(served.lse[conditional, :, image].float().unsqueeze(-1)).exp_(), columns
+
+    def joint_layout(self, num_images: int, text_length: int) -> tuple[slice, slice]:
+        """Where the image and the text tokens lie in the joint sequence the kernel attends over."""
+        raise NotImplementedError
 
     def __call__(self, *args, **kwargs):
         return self._forward(*args, **kwargs)
@@ -147,6 +188,12 @@ class JointAttentionCaptureProcessor:
         return image_out, text_out
 
 
+def _why_second_pass(kernel: bool) -> str:
+    if not kernel:
+        return "a processor without a known kernel path"
+    return "no attention kernel returned the log-sum-exp (a mask, another backend, device or dtype)"
+
+
 def _projected(taps: ModuleTaps, name: str, layer, states: torch.Tensor) -> torch.Tensor:
     """The tapped projection, or the projection made again (fused-projection processors do not run it)."""
     tapped = taps.output(name)
@@ -157,6 +204,11 @@ class SD3AttentionCaptureProcessor(JointAttentionCaptureProcessor):
     """SD3 (``JointAttnProcessor2_0``): the joint sequence is image tokens, then text tokens; q/k RMS norms
     per stream; under classifier-free guidance the batch is ``[negative, conditional]``. SD3.5's ``attn2``
     (image self-attention) has no text keys and is left alone."""
+
+    KERNEL_PROCESSORS = (JointAttnProcessor2_0,)
+
+    def joint_layout(self, num_images: int, text_length: int) -> tuple[slice, slice]:
+        return slice(0, num_images), slice(num_images, num_images + text_length)
 
     def query_and_keys(self, attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments):
         query = self.heads(attn, _projected(taps, "query", attn.to_q, hidden_states)[conditional])
@@ -177,6 +229,11 @@ class FluxAttentionCaptureProcessor(JointAttentionCaptureProcessor):
     single-stream blocks receive the concatenated sequence (its text length comes from the transformer
     call). True classifier-free guidance runs the negative prompt as a separate call (the aggregator counts
     the first call of each timestep)."""
+
+    KERNEL_PROCESSORS = (FluxAttnProcessor,)
+
+    def joint_layout(self, num_images: int, text_length: int) -> tuple[slice, slice]:
+        return slice(text_length, text_length + num_images), slice(0, text_length)
 
     @staticmethod
     def captures(name: str, attn: torch.nn.Module) -> bool:

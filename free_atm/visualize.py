@@ -47,15 +47,43 @@ def overlay_masks(
     picture = Image.fromarray(pixels.round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     font = _font(max(10, picture.height // 18))
-    for i, (box, name) in enumerate(zip(boxes, objects)):
-        if np.isnan(box).any():
-            continue
+    drawn = [(i, box, name) for i, (box, name) in enumerate(zip(boxes, objects)) if not np.isnan(box).any()]
+    for i, box, _ in drawn:
         colour = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
         draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=colour)
-        left, top, right, bottom = draw.textbbox((box[0] + 2, box[1] + 1), name, font=font)
-        draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(0, 0, 0))
-        draw.text((box[0] + 2, box[1] + 1), name, fill=colour, font=font)
+    places = label_places([box for _, box, _ in drawn], [name for *_, name in drawn], font, picture.size)
+    for (i, _, name), (left, top, right, bottom) in zip(drawn, places):
+        draw.rectangle([left, top, right, bottom], fill=(0, 0, 0))
+        draw.text((left + 1, top + 1), name, fill=tuple(int(c) for c in PALETTE[i % len(PALETTE)]), font=font)
     return picture
+
+
+def label_places(
+    boxes: Sequence[np.ndarray], names: Sequence[str], font: ImageFont.ImageFont, size: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
+    """A rectangle ``(left, top, right, bottom)`` for each box's name, inside a picture of ``size``: at the
+    box's top-left corner, moved left or up to stay in the picture, then down (or up) past labels already
+    placed so that no two overlap while room remains."""
+    width, height = size
+    placed: list[tuple[int, int, int, int]] = []
+    for box, name in zip(boxes, names):
+        left, top, right, bottom = font.getbbox(name)
+        w, h = min(right - left + 2, width), bottom - top + 2
+        x = int(min(max(0, box[0] + 1), width - w))
+        y = int(min(max(0, box[1] + 1), height - h))
+        for step in (h, -h):  # slide past earlier labels, downwards first, then upwards
+            candidate = y
+            while any(_overlap((x, candidate, x + w - 1, candidate + h - 1), p) for p in placed):
+                candidate += step
+            if 0 <= candidate <= height - h:
+                y = candidate
+                break
+        placed.append((x, y, x + w - 1, y + h - 1))
+    return placed
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
 def captioned(picture: Image.Image, caption: str, lines: int = 3) -> Image.Image:

@@ -132,12 +132,3 @@ def flux_pipe():
     pipe = FreeATMFluxPipeline(**tiny_flux_components())
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-@pytest.fixture
-def fresh_custom_module():
-    """diffusers executes every local ``pipeline.py`` into one cached module, ``diffusers_modules.local.pipeline``,
-    so a second custom pipeline in the same process would find both classes; start as a new process would."""
-    import sys
-
-    sys.modules.pop("diffusers_modules.local.pipeline", None)

@@ -10,6 +10,8 @@ import httpx2
 import huggingface_hub
 from huggingface_hub import constants
 
+TOKEN = "hf_fake_token"
+
 
 class FakeHub:
     def __init__(self):
@@ -20,6 +22,10 @@ class FakeHub:
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
+        if path == "/api/whoami-v2":
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return httpx2.Response(401, json={"error": "Invalid credentials in Authorization header"})
+            return httpx2.Response(200, json={"name": "me", "type": "user", "orgs": []})
         if path == "/api/repos/create":
             body = json.loads(request.content)
             self.created.append(body)
@@ -57,7 +63,7 @@ class FakeHub:
 def fake_hub(monkeypatch):
     hub = FakeHub()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_TOKEN", "hf_fake_token")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub.handle)))
     try:
         yield hub

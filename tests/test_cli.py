@@ -28,6 +28,9 @@ GENERATE_BAD_INPUTS = [
     (["--guidance-scale", "-2"], "--guidance-scale must be 0 or more (1 or less turns guidance off), got -2.0"),
     (["--height", "100"], "--height must be a positive multiple of 8 (the VAE's downsampling), got 100"),
     (["--width", "0"], "--width must be a positive multiple of 8 (the VAE's downsampling), got 0"),
+    (["--dtype", "float8"], "--dtype must be one of float32, float16, bfloat16, got 'float8'"),
+    (["--threshold", "2"], "threshold must lie in [0, 1], got 2.0"),
+    (["--threshold-method", "mean"], "threshold_method must be one of ('fixed', 'otsu', 'competition'), got 'mean'"),
     (
         ["--model", "./no-such-model"],
         "model folder './no-such-model' does not exist; pass a diffusers pipeline folder",

@@ -145,6 +145,8 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
         "free_atm/hub_cards/mae_model_card.md.j2",
         "free_atm/training/mae/masking.py",
         "free_atm/custom_pipelines/free_atm/pipeline.py",
+        "free_atm/trainers/train_contrastive.py",
+        "free_atm/trainers/train_blip.py",
     ):
         assert path in names, path
     target = tmp_path / "site"
@@ -161,6 +163,9 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     location, shape = json.loads(result.stdout.strip().splitlines()[-1])
     assert location.startswith(str(target)) and shape == [1, 64, 64, 3]
+    trainer = [sys.executable, "-m", "free_atm.trainers.train_contrastive", "--help"]  # pretraining from the wheel
+    result = subprocess.run(trainer, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "--dataset_name" in result.stdout, result.stderr[-2000:]
 
 
 def test_killed_shapes_training_resumes_to_the_uninterrupted_weights(tmp_path):

@@ -164,6 +164,19 @@ def test_capture_flags_change_the_masks_and_are_recorded(reference, tmp_path):
     assert "| threshold | 0.4 |" in (reference[0] / "README.md").read_text()
 
 
+def test_dtype_loads_the_weights_in_half_precision(tmp_path, monkeypatch):
+    import torch
+
+    import free_atm.models as models
+
+    loaded, original = [], models.load_pipeline
+    monkeypatch.setattr(models, "load_pipeline", lambda *args: loaded.append(args[2]) or original(*args))
+    main(["generate", *ARGS, "--out", str(tmp_path), "--num-images", "2", "--dtype", "bfloat16"])
+    assert loaded == [torch.bfloat16]
+    assert len(load_dataset(str(tmp_path), split="train")) == 2
+    assert json.loads((tmp_path / "generation_config.json").read_text())["dtype"] == "bfloat16"
+
+
 def test_resuming_with_other_capture_settings_is_refused(reference, tmp_path, capsys):
     shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
     run_in_process(tmp_path, "--layer-scales", "1")
@@ -212,6 +225,28 @@ def test_push_to_hub_uploads_card_and_shards(reference, monkeypatch):
         hub.uploaded["data/train-00001-of-00004.parquet"] == (out / "data/train-00001-of-00004.parquet").read_bytes()
     )
     assert json.loads(hub.uploaded["generation_config.json"])["num_images"] == 8
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [(None, "needs a Hub login: run `hf auth login` or set HF_TOKEN"), ("hf_wrong", "the Hub refused the token")],
+)
+def test_push_to_hub_checks_the_login_before_the_model_loads(token, message, tmp_path, capsys, monkeypatch):
+    import free_atm.models as models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the Hub login was checked")
+
+    monkeypatch.setattr(models, "load_pipeline", no_loading)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no token file from this machine
+    with fake_hub(monkeypatch):
+        if token is None:
+            monkeypatch.delenv("HF_TOKEN")
+        else:
+            monkeypatch.setenv("HF_TOKEN", token)
+        run_in_process(tmp_path / "out", "--push-to-hub", "me/free-atm-demo")
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_show_draws_the_dataset(reference, tmp_path):

@@ -11,6 +11,7 @@ from free_atm.metrics import box_iou, mask_iou, metric_path
 
 def test_metric_module_loads_offline_and_scores_by_hand():
     metric = evaluate.load(metric_path("mask_iou"))
+    assert metric.name == "mask_iou"
     prediction = np.zeros((2, 8, 8), bool)
     reference = np.zeros((2, 8, 8), bool)
     prediction[0, 0:4, 0:4] = True  # 16 px

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -223,7 +226,6 @@ def test_capture_config_saved_loaded_and_overridden(sd_pipe, tmp_path):
     assert loaded.capture_config.attention_resolution is None  # per-call override is not saved
 
 
-@pytest.mark.usefixtures("fresh_custom_module")
 def test_custom_pipeline_loads_a_stock_folder_offline(sd_pipe, tmp_path):
     parent_of(sd_pipe).save_pretrained(tmp_path)
     pipe = DiffusionPipeline.from_pretrained(tmp_path, custom_pipeline=custom_pipeline_path(), trust_remote_code=True)
@@ -232,13 +234,63 @@ def test_custom_pipeline_loads_a_stock_folder_offline(sd_pipe, tmp_path):
     assert pipe(PROMPT, objects=OBJECTS, **CALL).masks[0].shape == (2, 64, 64)
 
 
-@pytest.mark.usefixtures("fresh_custom_module")
 def test_custom_pipeline_sdxl_loads_offline(sdxl_pipe, tmp_path):
     parent_of(sdxl_pipe).save_pretrained(tmp_path)
     pipe = DiffusionPipeline.from_pretrained(
         tmp_path, custom_pipeline=custom_pipeline_path("free_atm_sdxl"), trust_remote_code=True
     )
     assert type(pipe).__name__ == "FreeATMStableDiffusionXLPipeline"
+
+
+HUB_USER = """
+import sys
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from free_atm import FreeATMDiffusionPipeline, custom_pipeline_path
+from free_atm.testing import tiny_sd_components, tiny_sdxl_components
+
+root = sys.argv[1]
+StableDiffusionPipeline(**tiny_sd_components()).save_pretrained(root + "/sd")
+StableDiffusionXLPipeline(**tiny_sdxl_components()).save_pretrained(root + "/sdxl")
+sd = DiffusionPipeline.from_pretrained(root + "/sd", custom_pipeline=custom_pipeline_path(), trust_remote_code=True)
+xl = DiffusionPipeline.from_pretrained(
+    root + "/sdxl", custom_pipeline=custom_pipeline_path("free_atm_sdxl"), trust_remote_code=True
+)
+print(type(sd).__name__, type(xl).__name__)
+ours = FreeATMDiffusionPipeline(**tiny_sd_components())
+ours.set_capture_config(threshold_method="competition")
+ours.save_pretrained(root + "/saved")
+"""
+
+HUB_LOADER = """
+import sys
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained(sys.argv[1] + "/saved", trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+out = pipe("a dog with a teddy bear", objects=["dog", "teddy bear"], num_inference_steps=2, height=64, width=64)
+print(type(pipe).__name__, pipe.capture_config.threshold_method, out.masks[0].shape)
+"""
+
+
+def test_two_families_load_in_one_process_and_a_saved_pipeline_loads_without_free_atm_imported(tmp_path):
+    """As a Hub user works: SD then SDXL through ``custom_pipeline`` in one process, and a configured
+    pipeline's folder loaded in a fresh process by plain ``DiffusionPipeline.from_pretrained``."""
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for script, expected in (
+        (HUB_USER, "FreeATMDiffusionPipeline FreeATMStableDiffusionXLPipeline"),
+        (HUB_LOADER, "FreeATMDiffusionPipeline competition (2, 64, 64)"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)], env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == expected
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_free_atm", "FreeATMDiffusionPipeline"]
+    assert (tmp_path / "saved" / "pipeline_free_atm.py").is_file()
 
 
 def test_from_pipe_switches_a_stock_pipeline(sd_pipe):

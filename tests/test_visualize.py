@@ -51,3 +51,25 @@ def test_large_images_shrink_to_the_cell():
 def test_rejects_a_cell_too_small_to_read():
     with pytest.raises(ValueError, match="cell must be at least 64 pixels, got 32"):
         dataset_grid([_row()], cell=32)
+
+
+def test_labels_stay_inside_the_picture_and_apart():
+    """A long name at the right edge is moved in; names of boxes that share a corner do not overlap."""
+    from free_atm.visualize import _font, _overlap, label_places
+
+    font = _font(12)
+    boxes = [np.array([50.0, 2, 64, 20]), np.array([0.0, 0, 30, 30]), np.array([0.0, 0, 20, 20])]
+    places = label_places(boxes, ["purple triangle", "red circle", "blue square"], font, (64, 64))
+    for left, top, right, bottom in places:
+        assert left >= 0 and right < 64 and top >= 0 and bottom < 64
+    assert not any(_overlap(a, b) for k, a in enumerate(places) for b in places[k + 1 :])
+    assert places[0][2] == 63  # the long name moved left to end at the edge, not cut
+
+
+def test_heat_maps_carry_their_colour_scale():
+    from free_atm.demo.heatmap import RAMP, heatmap
+
+    picture = np.asarray(heatmap(np.zeros((8, 8)), (96, 96)))  # an all-zero map: the darkest colour only
+    assert picture.shape == (96, 96, 3)
+    brightest = RAMP[-1].round().astype(np.uint8)
+    assert (picture == brightest).all(axis=-1).any()  # the scale's top is drawn in the corner

@@ -43,13 +43,16 @@ def main() -> None:
         for name, export in (("retrieval", retrieval_export), ("captioning", captioning_export)):
             export(trainer.model).save_pretrained(out / name)
             processor.save_pretrained(out / name)
-        last = next(log for log in reversed(trainer.state.log_history) if "loss_itc" in log)
+        # a run shorter than the logging interval logs no loss parts, and one shorter than the evaluation
+        # interval measures no retrieval: the card gives what was measured
+        last = next((log for log in reversed(trainer.state.log_history) if "loss_itc" in log), {})
         metrics = {
             "train_loss": round(result.training_loss, 4),
-            **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm")},
+            **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm") if k in last},
         }
         for retrieval in (c for c in trainer.callback_handler.callbacks if isinstance(c, RetrievalCallback)):
-            metrics.update({k: round(v, 2) for k, v in retrieval.history[-1].items() if k != "step"})
+            if retrieval.history:
+                metrics.update({k: round(v, 2) for k, v in retrieval.history[-1].items() if k != "step"})
         blip_card(model_args, data_args, training_args, trainer, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm BLIP pretraining with position prompts")

@@ -20,6 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from free_atm.run_settings import resume_point
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
 from free_atm.training.cards import write_model_card
+from free_atm.training.collate import collator_image_processor
 from free_atm.usage import run_reporting_bad_input
 
 
@@ -35,6 +36,9 @@ def main() -> None:
             for name in ("knn_accuracy", "linear_accuracy"):
                 metrics[f"{name} (shapes world, object level)"] = round(probe.history[-1][name], 4)
         trainer.model.backbone.save_pretrained(f"{training_args.output_dir}/backbone")
+        processor = collator_image_processor(args.image_size)  # what the model was fed, for AutoImageProcessor
+        for folder in (training_args.output_dir, f"{training_args.output_dir}/backbone"):
+            processor.save_pretrained(folder)
         contrastive_card(args, training_args, metrics)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="free-atm contrastive pretraining")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from free_atm.usage import run_reporting_bad_input
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "free_atm" / "evaluation" / JUDGE_WEIGHTS))
+    parser.add_argument("--out", default=str(resources.files("free_atm.evaluation") / JUDGE_WEIGHTS))
     parser.add_argument("--num-scenes", type=int, default=6000)
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args()

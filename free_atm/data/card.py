@@ -32,7 +32,12 @@ def render_dataset_card(
     """
     card_data = DatasetCardData(
         pretty_name=f"free-atm masks from {config['model']}",
+        # generated images are bound by the generator's license, which the model's own card states
         license="other",
+        license_name="generator-license",
+        license_link=_model_page(config["model"]),
+        annotations_creators=["machine-generated"],
+        source_datasets=["original"],
         task_categories=["image-segmentation", "object-detection", "text-to-image"],
         tags=["free-atm", "synthetic", "attention-masks", "diffusers"],
         size_categories=[_size_category(counts["images"])],
@@ -47,6 +52,14 @@ def render_dataset_card(
         sample_grid=sample_grid,
         repo_or_path=repo_or_path or str(root),
     )
+
+
+def _model_page(model: str) -> str:
+    """Where the generator's license is written: a Hub model's page, else (the shipped models, a local
+    folder) free-atm's own license."""
+    if "/" in model and not Path(model).expanduser().exists():
+        return f"https://huggingface.co/{model}"
+    return "https://github.com/free-atm/free-atm/blob/main/LICENSE"
 
 
 def _size_category(n: int) -> str:

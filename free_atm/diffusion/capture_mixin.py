@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +16,7 @@ import torch
 
 from ..attention import AttentionAggregator, CaptureConfig, capture_attention
 from ..masks import maps_to_masks
+from ..paths import custom_pipeline_path
 from ..tokens import TextSource, object_token_weights
 
 
@@ -54,6 +59,39 @@ class AttentionCaptureMixin:
 
     #: the parent's output dataclass extended with the mask fields
     output_class: type
+    #: the folder of ``pipelines/`` (``free_atm.custom_pipelines``) whose shim loads this class
+    custom_pipeline_name: str
+
+    @property
+    def _code_module(self) -> str:
+        return f"pipeline_{self.custom_pipeline_name}"
+
+    def to_json_string(self) -> str:
+        """``model_index.json`` naming ``[<module>, <class>]``, as diffusers' custom pipelines do, so that a
+        saved folder (or its Hub repo) loads with ``DiffusionPipeline.from_pretrained(folder,
+        trust_remote_code=True)`` through the module :meth:`save_config` writes beside it."""
+        index = json.loads(super().to_json_string())
+        index["_class_name"] = [self._code_module, type(self).__name__]
+        return json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load_config(cls, *args: Any, **kwargs: Any):
+        """diffusers' ``load_config``; read through a Free-ATM class, a saved folder's ``[module, class]``
+        names that class, so ``FreeATMDiffusionPipeline.from_pretrained(folder)`` runs no code from the
+        folder (``DiffusionPipeline.from_pretrained`` goes through the saved module instead)."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if isinstance(config.get("_class_name"), list):
+            config["_class_name"] = config["_class_name"][1]
+        return loaded
+
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
+        """diffusers' ``save_config`` with this pipeline's code beside ``model_index.json`` (a shim that
+        imports the class from free_atm, which the loading machine must have installed)."""
+        shim = Path(custom_pipeline_path(self.custom_pipeline_name)) / "pipeline.py"
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shim, Path(save_directory) / f"{self._code_module}.py")
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def _register_capture_config(self, capture_config: CaptureConfig | dict | None) -> None:
         if isinstance(capture_config, CaptureConfig):

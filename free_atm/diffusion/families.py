@@ -21,6 +21,8 @@ def pipeline_class_for(model: str) -> type[DiffusionPipeline]:
         class_name = json.loads(index.read_text())["_class_name"]
     else:
         class_name = DiffusionPipeline.load_config(model)["_class_name"]
+    if isinstance(class_name, list):  # a custom pipeline's [module, class], as Free-ATM pipelines save it
+        class_name = class_name[1]
     families = [
         ("StableDiffusion3", FreeATMStableDiffusion3Pipeline),
         ("Flux", FreeATMFluxPipeline),

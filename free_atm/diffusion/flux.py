@@ -21,6 +21,7 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
     """
 
     output_class = FreeATMFluxPipelineOutput
+    custom_pipeline_name = "free_atm_flux"
 
     def __init__(
         self,

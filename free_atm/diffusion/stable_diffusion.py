@@ -24,6 +24,7 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
     """
 
     output_class = FreeATMStableDiffusionPipelineOutput
+    custom_pipeline_name = "free_atm"
 
     def __init__(
         self,

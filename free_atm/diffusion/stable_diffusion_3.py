@@ -22,6 +22,7 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
     """
 
     output_class = FreeATMStableDiffusion3PipelineOutput
+    custom_pipeline_name = "free_atm_sd3"
 
     def __init__(
         self,

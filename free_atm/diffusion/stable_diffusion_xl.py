@@ -27,6 +27,7 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
     """
 
     output_class = FreeATMStableDiffusionXLPipelineOutput
+    custom_pipeline_name = "free_atm_sdxl"
 
     def __init__(
         self,

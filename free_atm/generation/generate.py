@@ -27,6 +27,7 @@ from ..run_settings import check_run_settings
 from ..seeds import derive_seed
 
 CONFIG_FILE = "generation_config.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 #: the capture settings a generation may override; ``None`` keeps the pipeline's saved setting
@@ -56,6 +57,9 @@ class GenerationConfig:
     height: int | None = field(default=None, metadata={"help": "image height, a multiple of 8 (default: model's)"})
     width: int | None = field(default=None, metadata={"help": "image width, a multiple of 8 (default: model's)"})
     shard_size: int = field(default=256, metadata={"help": "samples per Parquet shard (the unit of resuming)"})
+    dtype: str | None = field(
+        default=None, metadata={"help": "float32, float16 or bfloat16 weights (default: as the model stores them)"}
+    )
     prompts: str | None = field(default=None, metadata={"help": "a .txt, .jsonl or .csv prompt file"})
     push_to_hub: str | None = field(default=None, metadata={"help": "dataset repo id to upload the folder to"})
     threshold_method: str | None = field(
@@ -108,6 +112,8 @@ class GenerationConfig:
             size = getattr(self, name)
             if size is not None and (size <= 0 or size % 8):
                 raise ValueError(f"--{name} must be a positive multiple of 8 (the VAE's downsampling), got {size}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         CaptureConfig.check_overrides(self.capture_overrides())
         check_model_reference(self.model)
         if self.push_to_hub:
@@ -209,9 +215,13 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
     config.validate()  # everything that needs no model, before loading one; nothing is written yet
     prompts = PromptSource(config)
     check_output_folder(root, config)
+    if config.push_to_hub and state.is_main_process:
+        from ..data.hub import check_push_access
+
+        check_push_access(config.push_to_hub)
     plan = ShardPlan(config.num_images, config.shard_size)
 
-    pipe = pipe or load_pipeline(config.model, state.device)
+    pipe = pipe or load_pipeline(config.model, state.device, DTYPES.get(config.dtype))
     prompts.check(pipe)
     capture = pipe.capture_config.updated(config.capture_overrides())
     check_output_folder(root, config, capture)  # the model's own saved settings must match too

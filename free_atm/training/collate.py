@@ -7,8 +7,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from transformers import ViTImageProcessor
 
 from .rows import decode_row
+
+
+def collator_image_processor(image_size: int) -> ViTImageProcessor:
+    """What :class:`ObjectMapCollator` does to an image, as an image processor saved beside a backbone (so
+    that ``AutoImageProcessor`` and ``pipeline("image-feature-extraction")`` feed it as it was trained):
+    RGB, bilinear resize to ``image_size`` square, values in [0, 1], no normalisation."""
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=Image.BILINEAR,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=False,
+    )
 
 
 @dataclass

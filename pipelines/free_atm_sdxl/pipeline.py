@@ -3,4 +3,9 @@ trust_remote_code=True)`` loads SDXL as ``FreeATMStableDiffusionXLPipeline``."""
 
 from free_atm.diffusion import FreeATMStableDiffusionXLPipeline
 
+# diffusers runs every local pipeline.py into one module (diffusers_modules.local.pipeline) and looks there
+# for the one pipeline class: forget the classes that another family's shim left in it
+for _name in [n for n in globals() if n.startswith("FreeATM") and n != "FreeATMStableDiffusionXLPipeline"]:
+    del globals()[_name]
+
 __all__ = ["FreeATMStableDiffusionXLPipeline"]

@@ -66,8 +66,12 @@ def shard(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``free-atm reproduce``."""
     parser.add_argument("--quick", action="store_true", help="the quick setting (default: full)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="default outputs/reproduction/<setting>")
-    parser.add_argument("--tables", nargs="+", choices=[*TABLES, "table6"], default=[*TABLES, "table6"])
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="default outputs/reproduction/quick or outputs/reproduction/full"
+    )
+    parser.add_argument(
+        "--tables", nargs="+", choices=[*TABLES, "table6"], default=[*TABLES, "table6"], help="the tables to build"
+    )
     parser.add_argument(
         "--hours", type=float, default=None, help="start no new run after this long (0: rewrite the tables only)"
     )

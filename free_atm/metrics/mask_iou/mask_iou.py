@@ -27,7 +27,7 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class MaskIoU(evaluate.Metric):
+class MaskIou(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         masks = datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("bool"))))
         return evaluate.MetricInfo(

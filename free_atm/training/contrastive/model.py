@@ -4,7 +4,9 @@ the final feature map per object (eq. 2), a projection MLP, and NT-Xent over obj
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +163,26 @@ class InstanceContrastiveModel(PreTrainedModel):
             enqueue([self.queue], self.queue_ptr, [all_keys[all_valid]])
         return ContrastiveOutput(loss=loss, valid_objects=all_valid.sum().float(), **metrics)
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """``PreTrainedModel.save_pretrained`` with the code that loads the folder beside it: the config's
+        ``auto_map`` names ``modeling_free_atm_contrastive``, a module that imports these classes from
+        free_atm, so ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` loads the model (and
+        every checkpoint) in a process that never imported free_atm (it must be installed)."""
+        self.config.auto_map = {
+            "AutoConfig": f"{REMOTE_CODE}.InstanceContrastiveConfig",
+            "AutoModel": f"{REMOTE_CODE}.InstanceContrastiveModel",
+        }
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
+        (Path(save_directory) / f"{REMOTE_CODE}.py").write_text(
+            '"""Loads free-atm\'s instance contrastive model (pip install free-atm)."""\n\n'
+            "from free_atm.training.contrastive.model import InstanceContrastiveConfig, InstanceContrastiveModel\n\n"
+            '__all__ = ["InstanceContrastiveConfig", "InstanceContrastiveModel"]\n'
+        )
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+
+#: the module saved beside the model (its ``auto_map``), for loading with ``trust_remote_code=True``
+REMOTE_CODE = "modeling_free_atm_contrastive"
 
 AutoConfig.register(InstanceContrastiveConfig.model_type, InstanceContrastiveConfig)
 AutoModel.register(InstanceContrastiveConfig, InstanceContrastiveModel)

@@ -47,16 +47,32 @@ def record_run_settings(output_dir: str | Path, settings: dict, record: str = RU
     (out / record).write_text(json.dumps(settings, indent=2))
 
 
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that was written whole, or ``None``.
+
+    Pitfall: a run killed while a checkpoint is being written leaves its folder without
+    ``trainer_state.json`` (the Trainer writes it after the weights and the optimiser); resuming from it
+    fails on every rerun, although the previous checkpoint is complete, so such folders are passed over.
+    """
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    numbered = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    for checkpoint in sorted(numbered, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
+        if (checkpoint / "trainer_state.json").is_file():
+            return str(checkpoint)
+    return None
+
+
 def resume_point(output_dir: str | Path, settings: dict, resume_from_checkpoint: str | None = None) -> str | None:
     """The checkpoint a training script goes on from: ``resume_from_checkpoint``, else the last one in
     ``output_dir`` (a killed run resumes by rerunning its command). A folder holding a run with other
     settings is refused; the settings are recorded, by the main process, for the next rerun."""
     from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(output_dir)
     check_run_settings(out, settings)
-    checkpoint = resume_from_checkpoint or (get_last_checkpoint(str(out)) if out.is_dir() else None)
+    checkpoint = resume_from_checkpoint or last_complete_checkpoint(out)
     if PartialState().is_main_process:
         record_run_settings(out, settings)
     return checkpoint

@@ -28,6 +28,12 @@ GENERATE_BAD_INPUTS = [
     (["--guidance-scale", "-2"], "--guidance-scale must be 0 or more (1 or less turns guidance off), got -2.0"),
     (["--height", "100"], "--height must be a positive multiple of 8 (the VAE's downsampling), got 100"),
     (["--width", "0"], "--width must be a positive multiple of 8 (the VAE's downsampling), got 0"),
+    (["--guidance-scale", "inf"], "--guidance-scale must be a finite number, got inf"),
+    (["--guidance-scale", "nan"], "--guidance-scale must be a finite number, got nan"),
+    (
+        ["--timestep-range", "0", "nan"],
+        "timestep_range must be two finite numbers (low, high) with low <= high, got [0.0, nan]",
+    ),
     (["--dtype", "float8"], "--dtype must be one of float32, float16, bfloat16, got 'float8'"),
     (["--threshold", "2"], "threshold must lie in [0, 1], got 2.0"),
     (["--threshold-method", "mean"], "threshold_method must be one of ('fixed', 'otsu', 'competition'), got 'mean'"),

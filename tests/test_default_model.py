@@ -236,3 +236,27 @@ def test_word_influence_is_zero_for_words_the_unet_cannot_read(shapes_pipe):
     finally:
         shapes_pipe.unet = unet
     assert unheard == {"kind": {500: 0.0}, "colour": {500: 0.0}}
+
+
+def test_annotate_keeps_each_image_at_its_own_size(shapes_pipe):
+    """A batch of images of different sizes gives each image's masks and boxes in its own pixels: the
+    same as annotating that image alone."""
+    from PIL import Image
+
+    from free_atm.world import render_scene
+
+    small, large = render_scene(5), render_scene(6, size=96)
+    images = [Image.fromarray(small.image), Image.fromarray(large.image)]
+    both = shapes_pipe.annotate(
+        images,
+        [small.caption, large.caption],
+        [small.objects, large.objects],
+        timesteps=(200,),
+        generator=torch.Generator().manual_seed(0),
+    )
+    one_by_one = torch.Generator().manual_seed(0)  # the same noise, drawn image after image
+    for k, scene in enumerate((small, large)):
+        alone = shapes_pipe.annotate(images[k], scene.caption, scene.objects, timesteps=(200,), generator=one_by_one)
+        assert both.masks[k].shape == alone.masks[0].shape == (len(scene.objects), *scene.image.shape[:2])
+        np.testing.assert_array_equal(both.masks[k], alone.masks[0])
+        np.testing.assert_allclose(both.boxes[k], alone.boxes[0])

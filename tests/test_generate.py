@@ -190,6 +190,16 @@ def test_resuming_with_other_capture_settings_is_refused(reference, tmp_path, ca
     assert json.loads(config.read_text()) == recorded
 
 
+def test_resuming_after_the_prompt_file_changed_is_refused(tmp_path, capsys):
+    """The resume check reads the prompt file's content, not its path."""
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("prompt,objects\na dog in the park,dog\n")
+    main(["generate", *ARGS, "--num-images", "2", "--prompts", str(prompts), "--out", str(tmp_path / "out")])
+    prompts.write_text("prompt,objects\na cat in the park,cat\n")
+    run_in_process(tmp_path / "out", "--num-images", "2", "--prompts", str(prompts))
+    assert "generated with other settings (prompts_sha256 differ)" in capsys.readouterr().err
+
+
 def test_bad_prompt_file_is_a_clear_error(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "a dog", "objects": ["cat"]}\n')

@@ -97,3 +97,15 @@ def test_a_column_of_the_wrong_type_is_named(tmp_path):
     )
     with pytest.raises(ValueError, match=f"dataset {folder} column 'image' is Value\\('string'\\), expected Image"):
         load_source(str(folder))
+
+
+def test_a_dataset_whose_masks_are_all_empty_is_refused_before_training(tmp_path):
+    """Every box NaN (the capture found nothing): refused by name, not trained on with a zero loss."""
+    scenes = shapes_dataset(3, seed=2)
+    empty = scenes.map(lambda row: {"boxes": [[float("nan")] * 4 for _ in row["boxes"]]})
+    folder = tmp_path / "empty"
+    empty.to_parquet(str(folder / "data" / "train.parquet"))
+    with pytest.raises(ValueError, match=f"dataset '{folder}': every object mask is empty \\(3 rows\\)"):
+        load_source(str(folder))
+    scenes.to_parquet(str(tmp_path / "fine" / "data" / "train.parquet"))
+    assert len(load_source(str(tmp_path / "fine"))) == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from free_atm.run_settings import RUN_SETTINGS, check_run_settings, record_run_settings
+from free_atm.run_settings import RUN_SETTINGS, check_run_settings, last_complete_checkpoint, record_run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +35,16 @@ def test_the_shapes_trainer_refuses_a_folder_of_another_run_before_touching_it(t
         RUN_SETTINGS
     ]
     assert json.loads(before) == {"learning_rate": 1.0}
+
+
+def test_a_checkpoint_missing_its_state_file_is_passed_over(tmp_path):
+    """A run killed while writing checkpoint-4 resumes from checkpoint-2, the newest written whole."""
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    for step in (2, 4, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"weights")
+    for step in (2, 10):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()  # the newest was cut short
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")

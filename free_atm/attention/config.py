@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -60,8 +61,11 @@ class CaptureConfig:
             object.__setattr__(self, "layer_scales", scales)
         if self.timestep_range is not None:
             window = tuple(self.timestep_range)
-            if len(window) != 2 or window[0] > window[1]:
-                raise ValueError(f"timestep_range must be (low, high) with low <= high, got {self.timestep_range!r}")
+            if len(window) != 2 or not all(math.isfinite(w) for w in window) or window[0] > window[1]:
+                raise ValueError(
+                    "timestep_range must be two finite numbers (low, high) with low <= high, "
+                    f"got {self.timestep_range!r}"
+                )
             object.__setattr__(self, "timestep_range", window)
         if self.blocks is not None:
             blocks = tuple(self.blocks)

@@ -88,6 +88,15 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
             )
         if noise_draws < 1 or not timesteps:
             raise ValueError(f"annotate needs timesteps and noise_draws >= 1, got {timesteps!r} and {noise_draws}")
+        if not isinstance(images, Image.Image | torch.Tensor) and len({image.size for image in images}) > 1:
+            # one VAE batch takes one size, and resizing would put masks and boxes in the wrong pixels:
+            # images of different sizes are annotated one by one, each at its own size
+            parts = [
+                self.annotate(image, prompt, [phrases], timesteps, noise_draws, generator, capture_config)
+                for image, prompt, phrases in zip(images, prompts, per_image)
+            ]
+            fields_ = ("objects", "attention_maps", "masks", "boxes")
+            return FreeATMAnnotationOutput(**{f: [v for part in parts for v in getattr(part, f)] for f in fields_})
         config = self.capture_config.updated(capture_config)
         device = self._execution_device
         pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)

@@ -7,7 +7,9 @@ skipped on a rerun, so a crash costs only the shards that were being generated.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,7 +89,12 @@ class GenerationConfig:
     )
 
     def resumable_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "push_to_hub"}
+        """The settings a resumed run must match: every field but the upload target, and the prompt
+        file's content (a file edited in place keeps its path)."""
+        fields_ = {k: v for k, v in asdict(self).items() if k != "push_to_hub"}
+        if self.prompts:
+            fields_["prompts_sha256"] = hashlib.sha256(Path(self.prompts).read_bytes()).hexdigest()
+        return fields_
 
     def capture_overrides(self) -> dict[str, Any]:
         """The capture settings given: they override the pipeline's saved ``capture_config``."""
@@ -104,6 +111,8 @@ class GenerationConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.seed < 0:
             raise ValueError(f"--seed must be 0 or more, got {self.seed}")
+        if not math.isfinite(self.guidance_scale):
+            raise ValueError(f"--guidance-scale must be a finite number, got {self.guidance_scale}")
         if self.guidance_scale < 0:
             raise ValueError(
                 f"--guidance-scale must be 0 or more (1 or less turns guidance off), got {self.guidance_scale}"

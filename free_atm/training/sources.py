@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow.compute as pc
 from datasets import Dataset, interleave_datasets, load_dataset
 
 from ..data.schema import check_columns
@@ -30,7 +31,21 @@ def load_source(name: str, columns: Sequence[str] = COLUMNS) -> Dataset:
     dataset = load_dataset(name, split="train")
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
     check_columns(dataset.features, list(columns), name, hint)
+    check_some_object_masked(dataset, name)
     return undecoded(dataset, name)
+
+
+def check_some_object_masked(dataset: Dataset, name: str) -> None:
+    """Raise ``ValueError`` when no object of ``dataset`` has a non-empty mask: every box is NaN (read from
+    the ``boxes`` column, no image decoded), so a run would train nothing and save a model as if it had."""
+    if "boxes" not in dataset.column_names:
+        return
+    values = pc.list_flatten(pc.list_flatten(dataset.data.column("boxes")))
+    if len(values) == 0 or not pc.any(pc.invert(pc.is_nan(values))).as_py():
+        raise ValueError(
+            f"dataset {name!r}: every object mask is empty ({len(dataset)} rows), so there is nothing to train "
+            "on; check the capture settings it was generated with (its card), or generate it again"
+        )
 
 
 def mix_sources(

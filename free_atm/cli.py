@@ -23,6 +23,7 @@ def show(args: argparse.Namespace) -> None:
     from datasets import load_dataset
 
     from .data.schema import check_columns
+    from .data.shards import check_complete
     from .visualize import dataset_grid
 
     for name in ("num_samples", "columns"):
@@ -34,6 +35,7 @@ def show(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out} must end in .png, .jpg, .jpeg or .webp")
     if not args.dataset.is_dir():
         raise ValueError(f"dataset folder {args.dataset} does not exist")
+    check_complete(args.dataset, args.allow_incomplete)
     dataset = load_dataset(str(args.dataset), split="train")
     check_columns(dataset.features, ["image", "prompt", "objects", "masks", "boxes"], str(args.dataset))
     rows = dataset.select(range(min(args.num_samples, len(dataset))))
@@ -147,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--num-samples", type=int, default=8, help="the first rows to draw")
     view.add_argument("--columns", type=int, default=4, help="cells per row")
     view.add_argument("--cell", type=int, default=256, help="pixels of each image's longer side (at least 64)")
+    view.add_argument(
+        "--allow-incomplete", action="store_true", help="draw a generation that stopped early (else refused)"
+    )
     view.set_defaults(run=show)
     check = commands.add_parser("probe", help="kNN and linear probes of a pretrained backbone on the shapes world")
     check.add_argument("backbone", help="a backbone folder or Hub id (or a whole contrastive model)")

@@ -122,6 +122,28 @@ def test_killed_run_resumes_to_the_same_dataset(reference, tmp_path):
     assert rows(tmp_path) == reference[1]
 
 
+def test_an_unfinished_generation_is_refused_by_the_trainers_and_show(reference, tmp_path, capsys):
+    """A generation stopped between shards (or before the first) is not taken for a dataset: trainers and
+    show refuse it with the count found and expected, unless asked to use what is there."""
+    from free_atm.training.sources import load_source
+
+    folder = tmp_path / "stopped"
+    shutil.copytree(reference[0], folder)
+    for shard in sorted((folder / "data").iterdir())[1:3]:
+        shard.unlink()
+    with pytest.raises(ValueError, match="is incomplete: 2 of 4 shards; rerun its free-atm generate command"):
+        load_source(str(folder))
+    assert len(load_source(str(folder), allow_incomplete=True)) == 4
+    with pytest.raises(SystemExit) as exit_info:
+        main(["show", str(folder), "--out", str(tmp_path / "grid.png")])
+    assert exit_info.value.code == 2 and "is incomplete: 2 of 4 shards" in capsys.readouterr().err
+    main(["show", str(folder), "--out", str(tmp_path / "grid.png"), "--allow-incomplete"])
+    assert (tmp_path / "grid.png").is_file()
+    shutil.rmtree(folder / "data")  # stopped before its first shard: only the settings file is there
+    with pytest.raises(ValueError, match="holds no finished shard yet"):
+        load_source(str(folder))
+
+
 def test_truncated_shard_is_regenerated(reference, tmp_path):
     shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
     shard = tmp_path / "data" / "train-00002-of-00004.parquet"

@@ -55,6 +55,31 @@ class ShardPlan:
             return False
 
 
+def check_complete(root: str | Path, allow_incomplete: bool = False) -> None:
+    """Raise ``ValueError`` if the dataset folder ``root`` is a generation that has not finished: a
+    generation config without shards, or fewer shards than their names (``-of-N``) promise. Each shard on
+    disk is whole (written under a temporary name), so ``allow_incomplete`` uses the rows that are there.
+    A folder or Hub id not written by ``free-atm generate`` is not checked."""
+    root = Path(root).expanduser()
+    if not root.is_dir() or allow_incomplete:
+        return
+    shards = sorted((root / "data").glob("train-*-of-*.parquet"))
+    if not shards:
+        if (root / "generation_config.json").is_file():
+            raise ValueError(
+                f"dataset {root} holds no finished shard yet (its generation stopped before the first); rerun "
+                "its free-atm generate command to finish it"
+            )
+        return
+    expected = int(shards[0].stem.rsplit("-of-", 1)[1])
+    if len(shards) < expected:
+        raise ValueError(
+            f"dataset {root} is incomplete: {len(shards)} of {expected} shards; rerun its free-atm generate "
+            "command to finish it, or allow an incomplete dataset (--allow_incomplete, --allow-incomplete) "
+            "to use the rows that are there"
+        )
+
+
 def write_shard(rows: list[dict], features: Features, path: Path) -> None:
     """Encode ``rows`` with ``features`` and write them to ``path`` atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,10 @@ class DataArguments:
     image_size: int = 64
     max_objects: int = 3
     probe_scenes: int = field(default=0, metadata={"help": "rendered scenes for the kNN and linear probes (0: none)"})
+    allow_incomplete: bool = field(
+        default=False,
+        metadata={"help": "train on the finished shards of a generation that stopped early (else refused)"},
+    )
     skip_bad_rows: bool = field(
         default=False,
         metadata={"help": "drop rows whose image or maps do not decode (one pass first); else stop naming the row"},
@@ -36,7 +40,8 @@ class DataArguments:
 
     def training_data(self, columns: Sequence[str] = COLUMNS) -> Dataset:
         """The ``columns`` of ``dataset_name``, mixed with ``real_dataset_name`` at ``real_ratio``."""
-        sources = [load_source(name, columns) for name in (self.dataset_name, self.real_dataset_name) if name]
+        names = [name for name in (self.dataset_name, self.real_dataset_name) if name]
+        sources = [load_source(name, columns, self.allow_incomplete) for name in names]
         if self.skip_bad_rows:
             for k, (name, source) in enumerate(zip((self.dataset_name, self.real_dataset_name), sources)):
                 sources[k], dropped = drop_bad_rows(source)

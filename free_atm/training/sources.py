@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, interleave_datasets, load_dataset
 
 from ..data.schema import check_columns
+from ..data.shards import check_complete
 from ..usage import names_a_folder
 from ..world import shapes_dataset
 from .rows import ROW, undecoded
@@ -17,10 +18,11 @@ from .rows import ROW, undecoded
 COLUMNS = ("image", "objects", "attention_maps")
 
 
-def load_source(name: str, columns: Sequence[str] = COLUMNS) -> Dataset:
+def load_source(name: str, columns: Sequence[str] = COLUMNS, allow_incomplete: bool = False) -> Dataset:
     """A dataset folder or Hub id (its train split), or ``shapes:N``: N rendered shapes-world scenes;
     images and maps left undecoded, with each row's number (:mod:`free_atm.training.rows`).
-    ``ValueError`` names a bad ``N``, a missing folder, or the ``columns`` a dataset lacks."""
+    ``ValueError`` names a bad ``N``, a missing folder, an unfinished generation (unless
+    ``allow_incomplete``), or the ``columns`` a dataset lacks."""
     if name.startswith("shapes:"):
         count = name.split(":", 1)[1]
         if not count.isdigit() or int(count) == 0:
@@ -28,6 +30,7 @@ def load_source(name: str, columns: Sequence[str] = COLUMNS) -> Dataset:
         return undecoded(shapes_dataset(int(count), seed=1), name)
     if names_a_folder(name) and not Path(name).expanduser().exists():
         raise ValueError(f"dataset folder {name!r} does not exist")
+    check_complete(name, allow_incomplete)
     dataset = load_dataset(name, split="train")
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
     check_columns(dataset.features, list(columns), name, hint)

@@ -144,6 +144,25 @@ def test_an_unfinished_generation_is_refused_by_the_trainers_and_show(reference,
         load_source(str(folder))
 
 
+def test_two_writers_started_together_exclude_each_other(reference, tmp_path, capsys):
+    """A second run into a folder that a first run is writing is refused (with other settings it would
+    pass the settings check, made before anything is written, and interleave its shards); the first
+    finishes the same dataset as ever, and a crashed writer leaves no lock behind."""
+    from free_atm.data.lock import lock_path, writer_lock
+
+    out = tmp_path / "out"
+    first = subprocess.Popen(command(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (lock_path(out).is_file() and lock_path(out).read_text().strip()) and time.time() < deadline:
+        time.sleep(0.02)
+    run_in_process(out, "--seed", "5")
+    assert f"is being written by another free-atm generate (process {first.pid})" in capsys.readouterr().err
+    assert first.wait(timeout=300) == 0
+    assert rows(out) == reference[1]
+    with writer_lock(out):  # released at the end: the lock can be taken again
+        pass
+
+
 def test_truncated_shard_is_regenerated(reference, tmp_path):
     shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
     shard = tmp_path / "data" / "train-00002-of-00004.parquet"

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..attention import CaptureConfig
 from ..data.background import BackgroundShardWriter
+from ..data.lock import writer_lock
 from ..data.schema import encode_sample, sample_features
 from ..data.shards import ShardPlan
 from ..prompts import ObjectPrompt, read_prompt_file
@@ -217,11 +219,17 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
     Under several processes every process must call it; the dataset card is written (and pushed) by the
     main process once all shards exist.
     """
+    state = PartialState(cpu=not torch.cuda.is_available())
+    config.validate()  # everything that needs no model, before loading one; nothing is written yet
+    # one run writes a folder at a time: the main process holds the lock from before the settings check
+    with writer_lock(config.out) if state.is_main_process else nullcontext():
+        return _generate(config, state, pipe)
+
+
+def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
     from ..models import load_pipeline
 
-    state = PartialState(cpu=not torch.cuda.is_available())
     root = Path(config.out)
-    config.validate()  # everything that needs no model, before loading one; nothing is written yet
     prompts = PromptSource(config)
     check_output_folder(root, config)
     if config.push_to_hub and state.is_main_process:

@@ -18,6 +18,7 @@ mapping, so times are never taken under it. Memory growth per step compares call
     python benchmarks/capture_overhead.py --size 512         # every family at 512 px
     python benchmarks/capture_overhead.py --size 512 1024    # a summary line per size
     python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
+    python benchmarks/capture_overhead.py --families sd15 sdxl --size 512 --no-baselines   # capture only
 
 Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
 flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> mem_growth_per_step_mb=<w>``
@@ -195,6 +196,8 @@ class FamilyBench:
         self.variants = ("stock", "free_atm", "store_all") if name == "sd15" else ("stock", "free_atm")
         if hasattr(self.stock, "transformer"):
             self.variants = ("stock", "free_atm", "concept")
+        if args.no_baselines:
+            self.variants = ("stock", "free_atm")
         self.stock_processors = self.denoiser.attn_processors
         self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
         self.store: list[torch.Tensor] = []
@@ -263,6 +266,7 @@ class FamilyBench:
 def memory_in_child(name: str, args, size: int) -> dict[str, dict[int, float]]:
     """The family's memory figures from a fresh process whose glibc returns large blocks at once."""
     command = [sys.executable, __file__, "--memory-of", name, "--steps", str(args.steps), "--size", str(size)]
+    command += ["--no-baselines"] if args.no_baselines else []
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed tensors leave the resident set
     done = subprocess.run(command, env=environment, check=True, capture_output=True, text=True)
     return {v: {int(s): mb for s, mb in by_steps.items()} for v, by_steps in json.loads(done.stdout).items()}
@@ -333,6 +337,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="stock and Free-ATM only (no store-everything, no concept)"
+    )
     parser.add_argument("--memory-of", choices=list(FAMILIES), help=argparse.SUPPRESS)  # the memory child
     args = parser.parse_args()
 

@@ -112,8 +112,24 @@ def demo(args: argparse.Namespace) -> None:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    _check_port_free(args.host, args.port)
     launch_demo(build_demo(DemoSession(args.model, args.device)), server_name=args.host, server_port=args.port,
                 share=args.share)  # fmt: skip
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """``ValueError`` if ``host:port`` cannot be bound (taken by another server), before the model loads."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ValueError(
+                f"--port {port} on {host} cannot be served ({error.strerror}): another server holds it; "
+                "choose another --port"
+            ) from None
 
 
 def _add_field(parser: argparse.ArgumentParser, name: str, hint: object, default: object, help: str | None) -> None:

@@ -166,6 +166,14 @@ def test_demo_command_serves_the_page_and_rejects_a_bad_port(capsys, monkeypatch
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--model", "tiny-random", "--port", "70000"])
     assert exit_info.value.code == 2 and "--port must be between 1 and 65535, got 70000" in capsys.readouterr().err
+    with socket.socket() as taken:  # another server holds the port: one line, no traceback, before loading
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--model", "tiny-random", "--port", str(taken.getsockname()[1])])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "another server holds it; choose another --port" in error
+    assert "Traceback" not in error
     launched = []
     launch = app.launch_demo
     monkeypatch.setattr(app, "launch_demo", lambda demo, **options: launched.append(demo) or launch(

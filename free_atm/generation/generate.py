@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ class GenerationConfig:
         file's content (a file edited in place keeps its path)."""
         fields_ = {k: v for k, v in asdict(self).items() if k != "push_to_hub"}
         if self.prompts:
-            fields_["prompts_sha256"] = hashlib.sha256(Path(self.prompts).read_bytes()).hexdigest()
+            stat = Path(self.prompts).stat()
+            fields_["prompts_sha256"] = _file_sha256(self.prompts, stat.st_size, stat.st_mtime_ns)
         return fields_
 
     def capture_overrides(self) -> dict[str, Any]:
@@ -132,6 +134,13 @@ class GenerationConfig:
                 validate_repo_id(self.push_to_hub)
             except HFValidationError:
                 raise ValueError(f"--push-to-hub {self.push_to_hub!r} is not a Hub repo id (owner/name)") from None
+
+
+@lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The SHA-256 of a file, read once per version of it (a run checks and records its settings four
+    times; a prompt file may hold millions of prompts)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class PromptSource:

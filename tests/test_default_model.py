@@ -101,6 +101,78 @@ def test_training_script_runs_a_few_steps(tmp_path):
     ).all()
 
 
+def test_the_fast_training_step_equals_the_plain_one(tmp_path):
+    """The fused AdamW and multi-tensor EMA of the default step train the same weights as the for-loop ones
+    of ``--plain_step`` (to float rounding), from the same scenes and noise."""
+    from safetensors.torch import load_file
+
+    arguments = [
+        *("--num_scenes", "32", "--vae_steps", "2", "--vae_batch_size", "4", "--unet_steps", "6"),
+        *("--batch_size", "4", "--eval_every", "0", "--unet_self_attention", "--learning_rate", "1e-2"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    trainer = str(ROOT / "trainers" / "train_shapes_diffusion.py")
+    for name, extra in (("fast", []), ("plain", ["--plain_step"])):
+        command = [sys.executable, trainer, "--output_dir", str(tmp_path / name), *arguments, *extra]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        fast, plain = (
+            load_file(tmp_path / "fast" / "pipeline" / part),
+            load_file(tmp_path / "plain" / "pipeline" / part),
+        )
+        for name in fast:
+            torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-5, msg=f"{part}: {name}")
+    for name in ("fast", "plain"):  # both took their 6 steps, with real updates
+        saved = torch.load(tmp_path / name / "unet.ckpt", weights_only=False)
+        assert saved["step"] == 6
+        assert max(state["exp_avg"].abs().max() for state in saved["optimizer"]["state"].values()) > 0
+
+
+def test_a_float16_export_generates_on_a_cpu(tmp_path, capsys):
+    """A pipeline saved in float16 loads in float32 throughout (diffusers' models and transformers' text
+    encoder alike) and runs ``free-atm generate`` on a CPU."""
+    from datasets import load_dataset
+
+    from free_atm.cli import main
+
+    load_pipeline("shapes").to(torch.float16).save_pretrained(tmp_path / "half")
+    assert load_file_dtype(tmp_path / "half" / "text_encoder" / "model.safetensors") == torch.float16
+    main(["generate", "--model", str(tmp_path / "half"), "--out", str(tmp_path / "data"), "--num-images", "2"])
+    rows = load_dataset(str(tmp_path / "data"), split="train")
+    assert len(rows) == 2 and all(len(row["objects"]) >= 1 for row in rows)
+
+
+def load_file_dtype(path: Path) -> torch.dtype:
+    from safetensors.torch import load_file
+
+    return next(iter(load_file(path).values())).dtype
+
+
+def test_a_unet_gains_self_attention_without_losing_its_other_weights():
+    """The expanded UNet computes what the original computes with its first text attention silenced."""
+    from free_atm.models.shapes.architecture import shapes_unet, with_self_attention
+
+    torch.manual_seed(0)
+    unet = shapes_unet((16, 32, 32))
+    expanded = with_self_attention(unet)
+    assert not expanded.config.only_cross_attention
+
+    class Silent:
+        def __call__(self, attn, hidden_states, *args, **kwargs):
+            return torch.zeros_like(hidden_states)
+
+    processors = {name: Silent() if ".attn1." in name else p for name, p in unet.attn_processors.items()}
+    unet.set_attn_processor(processors)
+    latents, text = torch.randn(2, 8, 16, 16), torch.randn(2, 5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            expanded(latents, 500, text).sample, unet(latents, 500, text).sample, rtol=1e-5, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="already has self-attention"):
+        with_self_attention(expanded)
+
+
 def test_annotate_puts_each_mask_on_its_object(shapes_pipe):
     from PIL import Image
 

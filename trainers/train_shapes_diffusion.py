@@ -46,6 +46,7 @@ from free_atm.models.shapes.architecture import (
     shapes_unet,
     shapes_vae,
     training_scheduler,
+    with_self_attention,
 )
 from free_atm.models.shapes.denoising import denoising_loss
 from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss
@@ -54,6 +55,9 @@ from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
 from free_atm.usage import run_reporting_bad_input
 from free_atm.world import render_scene
+
+#: when this process started: the trainer reports its startup time (scenes, tokens, models) against it
+PROCESS_STARTED = time.time()
 
 
 @dataclass
@@ -77,7 +81,11 @@ class ShapesTrainingArguments:
         default_factory=lambda: [48, 96, 96], metadata={"help": "the UNet's widths per scale (a new UNet only)"}
     )
     unet_self_attention: bool = field(
-        default=False, metadata={"help": "self-attention before each cross-attention (a new UNet only)"}
+        default=False,
+        metadata={
+            "help": "self-attention before each cross-attention; with --init_from a UNet without it, that UNet "
+            "gains it (zero-initialised, in place of its first text attention)"
+        },
     )
     unet_mixed_precision: str = field(
         default="no", metadata={"help": "no or bf16 (autocast; pays on a GPU, 1.7x slower UNet steps on a CPU)"}
@@ -104,6 +112,20 @@ class ShapesTrainingArguments:
     eval_images: int = 64
     checkpoint_every: int = 500
     max_minutes: float = math.inf
+    fit_steps_to_time: bool = field(
+        default=False,
+        metadata={
+            "help": "with --max_minutes: once the step rate is known, set --unet_steps to what fits in the time "
+            "left, so the learning-rate schedule ends and the pipeline is exported within the budget"
+        },
+    )
+    plain_step: bool = field(
+        default=False,
+        metadata={
+            "help": "the reference training step: a for-loop AdamW and EMA, and no CUDA graph (the default step "
+            "uses the fused AdamW, a multi-tensor EMA and, on a GPU, a compiled step replayed as a CUDA graph)"
+        },
+    )
     export_dtype: str = field(default="float32", metadata={"help": "dtype of the exported weights"})
     init_from: str | None = field(
         default=None,
@@ -144,6 +166,8 @@ class ShapesTrainingArguments:
         widths = self.unet_block_out_channels
         if len(widths) != 3 or any(width < 16 or width % 16 for width in widths):
             raise ValueError(f"--unet_block_out_channels must be 3 multiples of 16 (norm groups), got {widths}")
+        if self.fit_steps_to_time and math.isinf(self.max_minutes):
+            raise ValueError("--fit_steps_to_time needs --max_minutes")
         if self.init_from and not (Path(self.init_from) / "model_index.json").is_file():
             raise ValueError(f"--init_from {self.init_from} is not an exported pipeline folder (no model_index.json)")
 
@@ -152,6 +176,8 @@ class ShapesTrainingArguments:
 RESUMABLE_CHANGES = (
     "unet_steps",
     "max_minutes",
+    "fit_steps_to_time",
+    "plain_step",
     "eval_every",
     "eval_images",
     "checkpoint_every",
@@ -188,15 +214,35 @@ def scenes(args: ShapesTrainingArguments, cache: Path) -> TrainingScenes:
         np.stack([s.image for s in rendered]), [s.caption for s in rendered], [s.objects for s in rendered], masks
     )
     objects = np.array(["|".join(o) for o in training.objects])
-    np.savez(cache, images=training.images, captions=np.array(training.captions), objects=objects, masks=masks)
+    with open(cache.with_suffix(".tmp"), "wb") as file:  # np.savez would add ".npz" to a ".tmp" name
+        np.savez(file, images=training.images, captions=np.array(training.captions), objects=objects, masks=masks)
+    cache.with_suffix(".tmp").replace(cache)
     return training
 
 
-def grounding_targets(training: TrainingScenes, tokenizer) -> dict[str, torch.Tensor]:
-    """The grounding loss's inputs per scene: ``masks``, the token weights of each object phrase
-    ``(N, L, 3)``, and which of the 3 slots hold an object."""
+def caption_tokens(training: TrainingScenes, tokenizer, cache: Path) -> dict[str, torch.Tensor]:
+    """Per scene, the caption's token ids and the grounding loss's inputs: the token weights of each
+    object phrase ``(N, L, 3)``, which of the 3 slots hold an object, and the masks. Cached beside the
+    scenes: tokenising 100,000 captions and weighing their phrases takes about 20 s."""
+    if cache.exists():
+        return torch.load(cache)
+    ids = tokenizer(
+        training.captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     weights = object_token_weights([(tokenizer, training.captions)], training.objects, tokenizer.model_max_length)
-    return {"masks": torch.from_numpy(training.masks), "token_weights": weights.half(), "valid": weights.sum(1) > 0}
+    tokens = {
+        "ids": ids,
+        "masks": torch.from_numpy(training.masks),
+        "token_weights": weights.half(),
+        "valid": weights.sum(1) > 0,
+    }
+    torch.save(tokens, cache.with_suffix(".tmp"))
+    cache.with_suffix(".tmp").replace(cache)  # a run killed while saving leaves no half-written cache
+    return tokens
 
 
 def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -318,23 +364,81 @@ class FidelityProbe:
         return {k: v for k, v in breakdown.items() if k not in ("found_object_miou", "images")}
 
 
-def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, deadline: float):
+def unet_modules(args: ShapesTrainingArguments, device: torch.device):
+    """The UNet, text encoder and tokenizer the UNet stage starts from: new ones, or ``--init_from``'s."""
     if args.init_from and not args.fresh_unet:
         tokenizer = CLIPTokenizer.from_pretrained(args.init_from, subfolder="tokenizer")
-        unet = UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").to(device)
-        text_encoder = CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").to(device)
+        unet = UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet")
+        if args.unet_self_attention and unet.config.only_cross_attention:
+            unet = with_self_attention(unet)
+        text_encoder = CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder")
     else:
         tokenizer = shapes_tokenizer()
-        unet = shapes_unet(args.unet_block_out_channels, args.unet_self_attention).to(device)
-        text_encoder = shapes_text_encoder(tokenizer).to(device)
-    attention: list[torch.Tensor] = []
-    if args.grounding_weight:
-        targets = {name: t.to(device) for name, t in grounding_targets(training, tokenizer).items()}
-        unet.set_attn_processor(GroundingAttnProcessor(attention))
+        unet = shapes_unet(args.unet_block_out_channels, args.unet_self_attention)
+        text_encoder = shapes_text_encoder(tokenizer)
     text_encoder.get_input_embeddings().requires_grad_(False)  # fixed word codes: see shapes_text_encoder
-    ema = EMAModel(unet.parameters(), decay=args.ema_decay, foreach=device.type == "cuda")
+    return unet.to(device), text_encoder.to(device), tokenizer
+
+
+class StepLosses(torch.nn.Module):
+    """The forward half of a UNet-stage step: the denoising loss and the grounding loss of one batch.
+
+    Tensors in, tensors out, so that on a GPU it compiles into one graph replayed as a CUDA
+    graph: the probabilities the grounding processors keep live and die inside one call.
+    """
+
+    def __init__(self, unet, text_encoder, noise_scheduler, args: ShapesTrainingArguments, device) -> None:
+        super().__init__()
+        self.unet, self.text_encoder, self.noise_scheduler, self.args = unet, text_encoder, noise_scheduler, args
+        self.device_type = device.type
+        self.attention: list[torch.Tensor] = []
+        if args.grounding_weight:
+            unet.set_attn_processor(GroundingAttnProcessor(self.attention))
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        clean: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        tokens: torch.Tensor,
+        token_weights: torch.Tensor,
+        masks: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``noisy`` latents of ``clean`` ones at ``timesteps``, captions ``tokens``; the grounding loss's
+        inputs as in :func:`grounding_loss`. Returns the denoising and grounding losses."""
+        self.attention.clear()
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.args.unet_mixed_precision == "bf16"):
+            states = self.text_encoder(tokens).last_hidden_state
+            prediction = self.unet(noisy, timesteps, states).sample
+        denoising = denoising_loss(
+            self.noise_scheduler, prediction.float(), clean, noise, timesteps, self.args.snr_gamma
+        )
+        grounding = torch.zeros((), device=denoising.device)
+        if self.args.grounding_weight:
+            grounding = grounding_loss(self.attention, token_weights, masks, valid)
+        self.attention.clear()
+        return denoising, grounding
+
+
+def fitted_steps(args: ShapesTrainingArguments, step: int, steps_done: int, elapsed: float, deadline: float) -> int:
+    """The step count that ends within ``deadline`` at the rate of the ``steps_done`` steps of ``elapsed``
+    seconds so far, keeping a tenth of the time left (and 20 s) for the probes and the export."""
+    left = deadline - time.time()
+    return step + max(1, int(steps_done / elapsed * (0.9 * left - 20)))
+
+
+def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, deadline: float):
+    unet, text_encoder, tokenizer = unet_modules(args, device)
+    noise_scheduler = training_scheduler(args.prediction_type)
+    losses = StepLosses(unet, text_encoder, noise_scheduler, args, device)
+    fast = not args.plain_step
+    step_losses = torch.compile(losses, mode="reduce-overhead") if fast and device.type == "cuda" else losses
+    inputs = {name: t.to(device) for name, t in caption_tokens(training, tokenizer, out / "tokens.pt").items()}
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay, foreach=fast)
     params = [p for p in (*unet.parameters(), *text_encoder.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-2, fused=fast)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
@@ -355,44 +459,34 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     )
     step = checkpoint.load()
     ema.to(device)  # a checkpoint's EMA weights load on the CPU
-    noise_scheduler = training_scheduler(args.prediction_type)
     evaluate = FidelityProbe(args, vae, tokenizer) if args.eval_every else None
-    empty = tokenizer([""] * 1, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
-    ids = tokenizer(
-        training.captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
-    empty = empty.input_ids[0].to(device)
+    empty = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+    empty = empty.input_ids.to(device)
     scaling = 1.0 / latents.std().item()
     latents = latents.to(device)
     unet.train()
     text_encoder.train()
-    started = time.time()
+    first_step, started = step, time.time()
+    print(
+        json.dumps({"stage": "unet", "step": step, "startup_seconds": round(started - PROCESS_STARTED, 1)}), flush=True
+    )
     while step < args.unet_steps and time.time() < deadline:
         index = torch.from_numpy(random.numpy.integers(0, len(latents), args.batch_size)).to(device)
-        clean = latents[index] * scaling
-        tokens = ids[index].clone()
         dropped = torch.from_numpy(random.numpy.random(args.batch_size) < args.caption_dropout).to(device)
-        tokens[dropped] = empty
+        clean = latents[index] * scaling
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        attention.clear()
-        with autocast(device, args.unet_mixed_precision):
-            states = text_encoder(tokens).last_hidden_state
-            prediction = unet(noisy, timesteps, states).sample
-        denoising = denoising_loss(noise_scheduler, prediction.float(), clean, noise, timesteps, args.snr_gamma)
-        grounding = torch.zeros((), device=device)
-        if args.grounding_weight:
-            grounding = grounding_loss(
-                attention,
-                targets["token_weights"][index].float(),
-                targets["masks"][index].float(),
-                targets["valid"][index] & ~dropped[:, None] & (timesteps <= args.grounding_max_timestep)[:, None],
-            )
+        grounded = inputs["valid"][index] & ~dropped[:, None] & (timesteps <= args.grounding_max_timestep)[:, None]
+        denoising, grounding = step_losses(
+            noisy=noise_scheduler.add_noise(clean, noise, timesteps),
+            clean=clean,
+            noise=noise,
+            timesteps=timesteps,
+            tokens=torch.where(dropped[:, None], empty, inputs["ids"][index]),  # no host sync, unlike a mask index
+            token_weights=inputs["token_weights"][index].float(),
+            masks=inputs["masks"][index].float(),
+            valid=grounded,
+        )
         loss = denoising + args.grounding_weight * grounding
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -401,6 +495,9 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         schedule.step()
         ema.step(unet.parameters())
         step += 1
+        if args.fit_steps_to_time and step == first_step + 50:
+            args.unet_steps = fitted_steps(args, step, step - first_step, time.time() - started, deadline)
+            print(json.dumps({"stage": "unet", "step": step, "fitted_unet_steps": args.unet_steps}), flush=True)
         if step % 100 == 0:
             print(
                 json.dumps(
@@ -427,7 +524,8 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     checkpoint.save(step)
     ema.copy_to(unet.parameters())
     unet.set_attn_processor(AttnProcessor2_0())
-    return unet.eval(), text_encoder.eval(), tokenizer, scaling, step >= args.unet_steps
+    done = step >= args.unet_steps or args.fit_steps_to_time  # a fitted run exports at its deadline
+    return unet.eval(), text_encoder.eval(), tokenizer, scaling, done
 
 
 def shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling: float, args) -> FreeATMDiffusionPipeline:

@@ -63,7 +63,7 @@ class GenerationConfig:
     width: int | None = field(default=None, metadata={"help": "image width, a multiple of 8 (default: model's)"})
     shard_size: int = field(default=256, metadata={"help": "samples per Parquet shard (the unit of resuming)"})
     dtype: str | None = field(
-        default=None, metadata={"help": "float32, float16 or bfloat16 weights (default: as the model stores them)"}
+        default=None, metadata={"help": "float32, float16 or bfloat16 weights (default: float32)"}
     )
     prompts: str | None = field(default=None, metadata={"help": "a .txt, .jsonl or .csv prompt file"})
     push_to_hub: str | None = field(default=None, metadata={"help": "dataset repo id to upload the folder to"})

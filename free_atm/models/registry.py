@@ -22,7 +22,10 @@ from .shapes import default_model_path, shapes_prompt, shapes_vocabulary
 
 
 def _from_folder(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
-    return pipeline_class_for(model).from_pretrained(model, torch_dtype=dtype)
+    """Pitfall: without a dtype, diffusers loads its models in float32 but transformers loads a text encoder
+    in the dtype it was saved in, so a pipeline saved in float16 would come back mixed and fail in its
+    first matrix product. ``None`` means float32 for every component, as diffusers' own default."""
+    return pipeline_class_for(model).from_pretrained(model, torch_dtype=dtype or torch.float32)
 
 
 def _shapes(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
@@ -44,7 +47,7 @@ class NamedModel:
     Args:
         name: what ``--model`` accepts.
         description: one line for help texts.
-        build: the Free-ATM pipeline, given the reference and a dtype (``None``: as stored).
+        build: the Free-ATM pipeline, given the reference and a dtype (``None``: float32).
         vocabulary: object phrases looked for in prompts that name no objects.
         prompt: the prompt of sample ``index`` of a dataset generated with ``seed`` (no prompt file).
         example_prompt: a prompt the model draws well, for the demo.

@@ -124,6 +124,28 @@ def shapes_unet(
     )
 
 
+def with_self_attention(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A copy of a shapes UNet without self-attention that has it, for training on from trained weights.
+
+    Each transformer block of a UNet built with ``only_cross_attention`` attends to the text twice
+    (``attn1`` and ``attn2``); with self-attention ``attn1`` attends to the image instead. The copy keeps
+    every weight but the first text attention's, and its new self-attention starts with a zero output
+    projection, so each block starts as the old block without its first text attention.
+    """
+    if not unet.config.only_cross_attention:
+        raise ValueError("the UNet already has self-attention")
+    expanded = shapes_unet(unet.config.block_out_channels, self_attention=True)
+    state = {k: v for k, v in unet.state_dict().items() if ".attn1." not in k}
+    missing, unexpected = expanded.load_state_dict(state, strict=False)
+    assert not unexpected and all(".attn1." in k for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        for name, module in expanded.named_modules():
+            if name.endswith(".attn1"):
+                module.to_out[0].weight.zero_()
+                module.to_out[0].bias.zero_()
+    return expanded
+
+
 def training_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
     return DDPMScheduler(**_NOISE_SCHEDULE, prediction_type=prediction_type)
 

@@ -24,14 +24,24 @@ class GroundingAttnProcessor:
         self.store = store
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        cross = encoder_hidden_states is not None
-        context = encoder_hidden_states if cross else hidden_states
+        if encoder_hidden_states is None:  # self-attention: nothing to keep, so the fused kernel (2x faster)
+            return self.fused(attn, hidden_states)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key, value = attn.head_to_batch_dim(attn.to_k(context)), attn.head_to_batch_dim(attn.to_v(context))
+        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
         probs = attn.get_attention_scores(query, key, None)
-        if cross:
-            self.store.append(probs)
+        self.store.append(probs)
         return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
+
+    @staticmethod
+    def fused(attn, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, heads = hidden_states.shape[0], attn.heads
+        query, key, value = (
+            projection(hidden_states).view(batch, -1, heads, attn.inner_dim // heads).transpose(1, 2)
+            for projection in (attn.to_q, attn.to_k, attn.to_v)
+        )
+        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2)))
 
 
 def grounding_loss(

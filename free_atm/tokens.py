@@ -77,13 +77,15 @@ def object_token_weights(
     sources: Sequence[TextSource | tuple[PreTrainedTokenizerBase, Sequence[str]]],
     objects: Sequence[Sequence[str]],
     sequence_length: int,
+    skip_absent: bool = False,
 ) -> torch.Tensor:
     """Weights ``(num_prompts, sequence_length, max_objects)`` whose column ``m`` averages object m's tokens.
 
     ``sources`` are :class:`TextSource` s (or ``(tokenizer, prompts)`` pairs), one per tokenizer whose
     tokens the denoiser attends to (SDXL has two, and ``prompt_2`` may differ from ``prompt``; SD3 adds
-    T5's after CLIP's); a phrase's positions are the union over the sources in which it occurs. Missing
-    objects are zero columns.
+    T5's after CLIP's); a phrase's positions are the union over the sources in which it occurs. Padding
+    columns (prompts with fewer objects) are zero; an object its prompt lacks is a ``ValueError`` naming
+    it, or with ``skip_absent`` a zero column too.
     """
     sources = [TextSource(*source) for source in sources]
     num_prompts = len(objects)
@@ -99,6 +101,8 @@ def object_token_weights(
                 except ValueError as error:
                     errors.append(error)
             if not positions:
+                if skip_absent:
+                    continue
                 raise errors[0]
             if max(positions) >= sequence_length:
                 raise ValueError(

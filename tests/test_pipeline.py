@@ -312,5 +312,11 @@ def test_call_signature_is_the_parents_plus_capture_arguments(pipeline, parent):
 
     ours = inspect.signature(getattr(free_atm, pipeline).__call__).parameters
     theirs = inspect.signature(parent.__call__).parameters
-    assert list(ours) == [*[n for n in theirs if n != "kwargs"], "objects", "capture_config", "kwargs"]
+    assert list(ours) == [
+        *[n for n in theirs if n != "kwargs"],
+        "objects",
+        "capture_config",
+        "allow_absent_objects",
+        "kwargs",
+    ]
     assert all(ours[n].default == theirs[n].default for n in theirs if n != "kwargs")

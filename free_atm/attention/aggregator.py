@@ -8,7 +8,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from .attribution import Attribution
 from .config import CaptureConfig
+from .refinement import SelfAttentionAggregator, refine_maps
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -45,7 +47,10 @@ class AttentionAggregator:
 
     A forward pre-hook of the denoiser (UNet or transformer) calls :meth:`start_call` before each call,
     and each capture processor calls :meth:`wants` and :meth:`add`. Only the sums and a counter are kept,
-    so memory does not depend on the number of steps or layers.
+    so memory does not depend on the number of steps or layers. With refinement, ``self_attention``
+    (set by the capture) keeps the running self-attention, and :meth:`result` refines the maps with it.
+    With ``attribution`` (words the prompts lack), each layer's probabilities carry, after the text keys,
+    the columns of those words' own keys (:mod:`.attribution`), which ``token_weights`` then covers.
     """
 
     def __init__(self, token_weights: torch.Tensor, config: CaptureConfig) -> None:
@@ -57,6 +62,8 @@ class AttentionAggregator:
         self.sums: torch.Tensor | None = None
         self.count = 0
         self._columns: torch.Tensor | None = None
+        self.self_attention: SelfAttentionAggregator | None = None
+        self.attribution: Attribution | None = None
 
     @property
     def num_images(self) -> int:
@@ -84,6 +91,8 @@ class AttentionAggregator:
         if first_per_timestep:
             self.active = self.active and timestep != self.last_timestep
         self.last_timestep = timestep
+        if self.self_attention is not None:
+            self.self_attention.start_call(self.latent_size, self.active and self.token_weights.shape[-1] > 0)
 
     def wants(self, num_queries: int, block: int | None = None) -> bool:
         """Whether a layer with ``num_queries`` positions (of transformer block ``block``) counts now."""
@@ -122,11 +131,16 @@ class AttentionAggregator:
         self.count += 1
 
     def result(self) -> torch.Tensor:
-        """The mean map ``(num_images, num_objects, h, w)`` over every counted layer and step."""
+        """The mean map ``(num_images, num_objects, h, w)`` over every counted layer and step, refined along
+        the self-attention when the config asks for it."""
         if self.count == 0:
             raise RuntimeError(
                 "no attention map was captured: no layer matched layer_scales="
                 f"{self.config.layer_scales} / blocks={self.config.blocks} within "
                 f"timestep_range={self.config.timestep_range}"
             )
-        return self.sums / self.count
+        maps = self.sums / self.count
+        if self.self_attention is None:
+            return maps
+        attention = self.self_attention
+        return refine_maps(maps, attention.result(), attention.grid, self.config.refinement_power)

@@ -16,6 +16,8 @@ from .joint_processor import (
     TransformerCall,
 )
 from .processor import AttentionCaptureProcessor
+from .refinement import SelfAttentionAggregator
+from .self_attention import SelfAttentionCaptureProcessor, unet_layer_scales
 
 #: joint-attention capture processor of each transformer class
 JOINT_CAPTURE_PROCESSORS: dict[str, type[JointAttentionCaptureProcessor]] = {
@@ -68,8 +70,27 @@ def capture_cross_attention(unet: torch.nn.Module, aggregator: AttentionAggregat
     }
     if not wrappers:
         raise ValueError(f"{type(unet).__name__} has no cross-attention layer to capture")
+    if config.refinement == "self_attention":
+        wrappers.update(self_attention_wrappers(unet, aggregator))
     with _installed(unet, wrappers, _on_unet_call(aggregator)):
         yield aggregator
+
+
+def self_attention_wrappers(unet: torch.nn.Module, aggregator: AttentionAggregator) -> dict[str, Any]:
+    """Capture processors for the self-attention layers of ``unet``, feeding a running self-attention
+    sum that ``aggregator`` refines its maps with."""
+    scales = unet_layer_scales(unet, cross=False) if hasattr(unet, "down_blocks") else {}
+    if not scales:
+        raise ValueError(
+            f"refinement='self_attention' needs self-attention layers; this {type(unet).__name__} has none "
+            "(its transformer blocks attend to the text only). Use refinement='none'."
+        )
+    aggregator.self_attention = SelfAttentionAggregator(aggregator.num_images, aggregator.config, set(scales.values()))
+    processors = unet.attn_processors
+    return {
+        name: SelfAttentionCaptureProcessor(processors[name], aggregator.self_attention, scale)
+        for name, scale in scales.items()
+    }
 
 
 def joint_attention_processor_names(transformer: torch.nn.Module) -> list[str]:
@@ -109,6 +130,11 @@ def capture_joint_attention(
     if family not in JOINT_CAPTURE_PROCESSORS:
         raise ValueError(f"no joint-attention capture for {family}; known: {sorted(JOINT_CAPTURE_PROCESSORS)}")
     config = aggregator.config
+    if config.refinement != "none":
+        raise ValueError(
+            f"refinement={config.refinement!r} is for UNets: an SD3 or Flux block mixes image and text in one "
+            "softmax, and free-atm does not yet sum its image-to-image part; use refinement='none'"
+        )
     if config.layer_scales is not None:
         raise ValueError(
             f"layer_scales={config.layer_scales!r} selects UNet layers by resolution; a diffusion transformer has "

@@ -9,6 +9,7 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from .aggregator import AttentionAggregator
+from .attribution import Attribution
 from .taps import ModuleTaps
 
 
@@ -25,6 +26,13 @@ def cross_attention_probs(
     norm, q/k norms), and the softmax runs over every text key in float32, which also honours SD2's
     upcast settings.
     """
+    if attn.norm_cross:
+        text_states = attn.norm_encoder_hidden_states(text_states)
+    return probs_from_projections(attn, layer_query(attn, hidden_states, temb), attn.to_k(text_states), attention_mask)
+
+
+def layer_query(attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+    """The projected query ``(B, Q, D)`` of a layer, after the spatial and group norms the stock processors apply."""
     if attn.spatial_norm is not None:
         hidden_states = attn.spatial_norm(hidden_states, temb)
     if hidden_states.ndim == 4:
@@ -32,9 +40,21 @@ def cross_attention_probs(
         hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
     if attn.group_norm is not None:
         hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return attn.to_q(hidden_states)
+
+
+def attribution_probs(attn: Attention, query: torch.Tensor, attribution: Attribution) -> torch.Tensor:
+    """For queries ``(B, Q, D)``, each absent word's probabilities over its own encoding's keys, made by this
+    layer's key projection, at the word's token columns: ``(B, heads, Q, K)`` (see :mod:`.attribution`)."""
+    states = attribution.states.to(query.device, query.dtype)
     if attn.norm_cross:
-        text_states = attn.norm_encoder_hidden_states(text_states)
-    return probs_from_projections(attn, attn.to_q(hidden_states), attn.to_k(text_states), attention_mask)
+        states = attn.norm_encoder_hidden_states(states)
+    keys = attn.to_k(states).unsqueeze(1).expand(-1, query.shape[0], -1, -1)  # (A, B, L, D)
+    parts = [
+        probs_from_projections(attn, query, keys[a])[..., columns.to(query.device)]
+        for a, columns in enumerate(attribution.columns)
+    ]
+    return torch.cat(parts, -1)
 
 
 def probs_from_projections(
@@ -104,16 +124,17 @@ class AttentionCaptureProcessor:
         mask = None if attention_mask is None else attention_mask[conditional]
         query, key = taps.output("query"), taps.output("key")
         if _whole_batch(query, total, num_queries) and _whole_batch(key, total, text_states.shape[1]):
-            probs = probs_from_projections(attn, query[conditional], key[conditional], mask)
-        else:
+            query = query[conditional]
+            probs = probs_from_projections(attn, query, key[conditional], mask)
+        else:  # fused or sliced projections: form them again
             temb = kwargs.get("temb")
-            probs = cross_attention_probs(
-                attn,
-                hidden_states[conditional],
-                text_states[conditional],
-                mask,
-                None if temb is None else temb[conditional],
+            query = layer_query(attn, hidden_states[conditional], None if temb is None else temb[conditional])
+            text = text_states[conditional]
+            probs = probs_from_projections(
+                attn, query, attn.to_k(attn.norm_encoder_hidden_states(text) if attn.norm_cross else text), mask
             )
+        if self.aggregator.attribution is not None:
+            probs = torch.cat([probs, attribution_probs(attn, query, self.aggregator.attribution)], -1)
         self.aggregator.add(probs)
         return output
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..attention import AttentionAggregator, CaptureConfig, capture_attention
+from ..attention.attribution import Attribution, attribution_weights
 from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
 from ..tokens import TextSource, object_token_weights
@@ -151,6 +152,7 @@ class AttentionCaptureMixin:
         objects: Sequence | None,
         capture_config: CaptureConfig | dict | None,
     ):
+        allow_absent = kwargs.pop("allow_absent_objects", False)
         arguments = inspect.signature(parent_call).bind(*args, **kwargs).arguments
         arguments.update(arguments.pop("kwargs", {}))
         return_dict = arguments.pop("return_dict", True)
@@ -163,15 +165,38 @@ class AttentionCaptureMixin:
             return self._package(output, extras, return_dict)
 
         images_per_prompt = arguments.get("num_images_per_prompt") or 1
-        weights = object_token_weights(
-            self._tokenizer_sources(arguments, prompts), per_prompt, self._text_sequence_length(arguments)
-        ).repeat_interleave(images_per_prompt, dim=0)
-        aggregator = AttentionAggregator(weights, config)
+        weights, attribution = self._object_weights(arguments, prompts, per_prompt, allow_absent)
+        aggregator = AttentionAggregator(weights.repeat_interleave(images_per_prompt, dim=0), config)
+        aggregator.attribution = attribution
         with capture_attention(self.denoiser, aggregator):
             output = parent_call(**arguments, return_dict=True)
 
-        per_image = [per_prompt[i // images_per_prompt] for i in range(len(weights))]
+        per_image = [per_prompt[i // images_per_prompt] for i in range(aggregator.num_images)]
         return self._package(output, self._mask_fields(aggregator, per_image, config), return_dict)
+
+    def _object_weights(
+        self, arguments: dict[str, Any], prompts: list[str], objects: list[list[str]], allow_absent: bool
+    ) -> tuple[torch.Tensor, Attribution | None]:
+        """Each prompt's object token weights; with ``allow_absent``, objects the prompt lacks are read from
+        their own encoding (:mod:`free_atm.attention.attribution`), else they are a ``ValueError``."""
+        sources, length = self._tokenizer_sources(arguments, prompts), self._text_sequence_length(arguments)
+        weights = object_token_weights(sources, objects, length, skip_absent=allow_absent)
+        found = weights.any(1)  # (prompts, objects)
+        absent = sorted({o for i, phrases in enumerate(objects) for m, o in enumerate(phrases) if not found[i, m]})
+        if not absent:
+            return weights, None
+        states = self._attribution_states(absent, arguments)
+        word_weights = object_token_weights(self._tokenizer_sources({}, absent), [[w] for w in absent], length)
+        weights, columns = attribution_weights(weights, objects, absent, word_weights)
+        return weights, Attribution(states, columns)
+
+    def _attribution_states(self, words: list[str], arguments: dict[str, Any]) -> torch.Tensor:
+        """Each word encoded on its own, as the denoiser's cross-attention reads text: ``(A, L, D)``."""
+        raise ValueError(
+            f"objects {words} are not in their prompts, and {type(self).__name__} cannot map absent words: its "
+            "denoiser transforms the text together with the image in every block, so a word has keys there only "
+            "when the prompt contains it"
+        )
 
     def _mask_fields(
         self, aggregator: AttentionAggregator, per_image: list[list[str]], config: CaptureConfig
@@ -222,6 +247,7 @@ def capture_call_signature(parent: Callable) -> inspect.Signature:
     added = [
         inspect.Parameter("objects", inspect.Parameter.KEYWORD_ONLY, default=None),
         inspect.Parameter("capture_config", inspect.Parameter.KEYWORD_ONLY, default=None),
+        inspect.Parameter("allow_absent_objects", inspect.Parameter.KEYWORD_ONLY, default=False),
     ]
     return inspect.Signature([p for p in params if p not in variadic] + added + variadic)
 
@@ -233,6 +259,9 @@ def capture_call_docstring(parent: Callable) -> str:
         "Added arguments (keyword only):\n"
         "    objects: per prompt, the object phrases to capture (a flat list for a single prompt); when\n"
         "        omitted, prompts carrying an ``objects`` attribute supply them, otherwise nothing is captured.\n"
-        "    capture_config: a ``CaptureConfig`` or a dict overriding the pipeline's saved capture settings.\n\n"
+        "    capture_config: a ``CaptureConfig`` or a dict overriding the pipeline's saved capture settings.\n"
+        "    allow_absent_objects: map objects the prompt does not contain, each from its own encoding and\n"
+        "        the layers' own key projections (UNet pipelines; see ``free_atm.attention.attribution``);\n"
+        "        without it an absent object is a ``ValueError`` naming it.\n\n"
         "Every other argument is the parent pipeline's:\n" + (parent.__doc__ or "")
     )

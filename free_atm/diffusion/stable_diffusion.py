@@ -62,6 +62,10 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
     __call__.__doc__ = capture_call_docstring(StableDiffusionPipeline.__call__)
     __call__.__signature__ = capture_call_signature(StableDiffusionPipeline.__call__)
 
+    def _attribution_states(self, words: list[str], arguments: dict[str, Any]) -> torch.Tensor:
+        device = self._execution_device
+        return self.encode_prompt(words, device, 1, False, clip_skip=arguments.get("clip_skip"))[0]
+
     @torch.no_grad()
     def annotate(
         self,

@@ -65,6 +65,15 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
         return [TextSource(tokenizer, texts) for tokenizer, texts in pairs if tokenizer is not None]
 
     @torch.no_grad()
+    def _attribution_states(self, words: list[str], arguments: dict[str, Any]) -> torch.Tensor:
+        return self.encode_prompt(
+            prompt=words,
+            device=self._execution_device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            clip_skip=arguments.get("clip_skip"),
+        )[0]
+
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
 

@@ -44,6 +44,9 @@ CAPTURE_FIELDS = (
     "blocks",
     "timestep_range",
     "attention_resolution",
+    "refinement",
+    "refinement_power",
+    "refinement_scales",
 )
 
 
@@ -89,6 +92,19 @@ class GenerationConfig:
     )
     attention_resolution: int | None = field(
         default=None, metadata={"help": "height of the aggregated attention maps (default: the latent's)"}
+    )
+    refinement: str | None = field(
+        default=None,
+        metadata={"help": "UNets: none, or self_attention (maps propagated along the model's own self-attention)"},
+    )
+    refinement_power: int | None = field(
+        default=None, metadata={"help": "how many times the self-attention is applied (a positive int)"}
+    )
+    refinement_scales: tuple[int, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "the self-attention layers that count, by downsampling factor (default: <= 1,024 positions)"
+        },
     )
 
     def resumable_fields(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def probe(args: argparse.Namespace) -> None:
     from .training import ObjectMapCollator, probe_backbone, shapes_probe_splits
     from .training.mae import vit_encoder
     from .training.probes import POOLINGS
-    from .usage import names_a_folder
+    from .usage import load_reporting_failures, names_a_folder
 
     if args.pooling not in POOLINGS:
         raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {args.pooling!r}")
@@ -64,7 +64,7 @@ def probe(args: argparse.Namespace) -> None:
         raise ValueError(f"--image-size must be at least 16 pixels, got {args.image_size}")
     if names_a_folder(args.backbone) and not Path(args.backbone).expanduser().is_dir():
         raise ValueError(f"backbone folder {args.backbone} does not exist")
-    model = AutoModel.from_pretrained(args.backbone)
+    model = load_reporting_failures(lambda: AutoModel.from_pretrained(args.backbone), args.backbone, "backbone")
     # a whole contrastive model folder, or its backbone/; a whole MAE folder (whose encoder masks), or encoder/
     backbone = vit_encoder(model) if isinstance(model, ViTMAEModel) else getattr(model, "backbone", model)
     size = args.image_size or getattr(backbone.config, "image_size", 64)
@@ -79,6 +79,10 @@ def probe(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+#: what a BLIP folder for ``free-atm retrieval`` holds beside its weights (any one file of each group)
+BLIP_FILES = (("config.json",), ("processor_config.json", "preprocessor_config.json"), ("tokenizer_config.json",))
+
+
 def retrieval(args: argparse.Namespace) -> None:
     """Image-text retrieval recalls of a BLIP on rendered scenes in mirrored layouts whose captions say
     where each object is (JSON; :mod:`free_atm.training.blip.evaluation`)."""
@@ -87,7 +91,7 @@ def retrieval(args: argparse.Namespace) -> None:
     from transformers import BlipForImageTextRetrieval, BlipProcessor
 
     from .training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
-    from .usage import names_a_folder
+    from .usage import load_reporting_failures, names_a_folder
 
     for name in ("scenes", "grid", "k"):
         if getattr(args, name) < 1:
@@ -98,8 +102,15 @@ def retrieval(args: argparse.Namespace) -> None:
     if (path / "retrieval" / "config.json").is_file():  # a train_blip.py output: its retrieval export
         path = path / "retrieval"
     source = str(path) if path.is_dir() else args.model
-    model = BlipForImageTextRetrieval.from_pretrained(source).eval()
-    processor = BlipProcessor.from_pretrained(source)
+    held = {file.name for file in path.iterdir()} if path.is_dir() else set()
+    missing = [" or ".join(names) for names in BLIP_FILES if path.is_dir() and not held.intersection(names)]
+    if missing:
+        raise ValueError(
+            f"model folder {path} has no {', '.join(missing)}: free-atm retrieval needs a BLIP saved with its "
+            "processor (model.save_pretrained and processor.save_pretrained into one folder, as train_blip.py does)"
+        )
+    model = load_reporting_failures(lambda: BlipForImageTextRetrieval.from_pretrained(source).eval(), args.model)
+    processor = load_reporting_failures(lambda: BlipProcessor.from_pretrained(source), args.model, "processor")
     size = model.config.vision_config.image_size
     scenes = positional_retrieval_set(args.scenes, seed=args.seed, size=size, grid=args.grid)
     recalls = evaluate_retrieval(model, processor, scenes, k=args.k)

@@ -1,17 +1,27 @@
-"""How every free-atm command ends on bad input: one line on stderr and exit status 2 (argparse's own
-convention for usage errors), the traceback only when asked for.
+"""How every free-atm command ends on an error a user can cause or meet: one line on stderr naming the value,
+path or row and what to do, exit status 2 for bad input (argparse's convention for usage errors) and 1
+for a failure of the environment; the traceback only with ``--debug`` or ``FREE_ATM_DEBUG=1``.
 
-Bad input surfaces as ``ValueError`` (a value out of range, a malformed file, an object missing from
-its prompt) or ``FileNotFoundError``; a failure of the environment the command met (the Hub unreachable, an
-upload refused) as :class:`CommandFailure`, one line and exit status 1; anything else is a bug and keeps
-its traceback.
+:func:`describe_failure` is the one map from exceptions to those lines:
+
+* bad input: ``ValueError`` (a value out of range, a malformed file, a damaged row, an object missing
+  from its prompt), ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``FileExistsError``;
+* the environment: :class:`CommandFailure` (the Hub unreachable, an upload refused), ``PermissionError``,
+  a full disk (``ENOSPC``, ``EDQUOT``), ``MemoryError``, and the network errors of ``requests`` and ``httpx``.
+
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEBUG_VARIABLE = "FREE_ATM_DEBUG"
 
@@ -21,18 +31,79 @@ class CommandFailure(RuntimeError):
 
 
 def names_a_folder(name: str) -> bool:
-    """Whether ``name`` is written as a local path (``./x``, ``/x``, ``~/x``) rather than a Hub id, so that
-    its absence is an error to report before anything asks the Hub."""
-    return name.startswith((".", "/", "~"))
+    """Whether ``name`` is meant as a local path rather than a Hub id, so that its absence is an error to
+    report before anything asks the Hub: written as one (``./x``, ``/x``, ``~/x``), or ``owner/name`` whose
+    ``owner`` is a folder here (``outputs/datset``, a typo of ``outputs/dataset``)."""
+    parts = Path(name).parts
+    return name.startswith((".", "/", "~")) or (len(parts) > 1 and Path(parts[0]).is_dir())
+
+
+BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+    import requests
+
+    return requests.exceptions.ConnectionError, requests.exceptions.Timeout, httpx.TransportError
+
+
+def describe_failure(error: BaseException) -> tuple[str, int] | None:
+    """The line and exit status that report ``error``, or ``None`` when it is a bug (keep the traceback)."""
+    if isinstance(error, CommandFailure):
+        return str(error), 1
+    if isinstance(error, PermissionError):
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror or error}{where}; choose a place you can write to, or change its permissions", 1
+    if isinstance(error, OSError) and error.errno in FULL_DISK:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"no space left on the device{where}; free some space and rerun the command (it resumes)", 1
+    if isinstance(error, MemoryError):
+        return "out of memory; lower the batch size or the image size, or use a machine with more memory", 1
+    if isinstance(error, _network_errors()):
+        return f"the network failed ({error}); check the connection, or use local folders", 1
+    if isinstance(error, BAD_INPUT):
+        return str(error), 2
+    return None
+
+
+def check_writable_folder(path: str | Path, option: str) -> None:
+    """Raise before any work when ``path`` cannot become a folder to write in: ``ValueError`` when it or one
+    of its parents is a file, ``PermissionError`` when its nearest existing folder is not writable."""
+    path = Path(path).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        detail = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ValueError(f"{option} {path} {detail}, not a folder; choose a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"{option} {path}: {existing} is not writable", str(existing))
+
+
+def load_reporting_failures(load: Callable[[], T], reference: str, what: str = "model") -> T:
+    """``load()`` of ``reference`` (a folder or Hub id), its ``OSError`` turned into one line naming it: a
+    ``ValueError`` for a local folder (something in it is missing or damaged), a :class:`CommandFailure`
+    for a Hub id (no network, no such repo)."""
+    try:
+        return load()
+    except OSError as error:
+        if Path(reference).expanduser().exists():
+            raise ValueError(f"{what} folder {reference!r} could not be loaded: {error}") from error
+        raise CommandFailure(
+            f"{what} {reference!r} could not be fetched from the Hugging Face Hub ({error}); check the id and the "
+            "network, or pass a local folder"
+        ) from error
 
 
 def run_reporting_bad_input(command: Callable[[], None], name: str, debug: bool = False) -> None:
-    """Run ``command``; on bad input print ``"{name}: error: ..."`` and exit 2, unless ``debug`` or the
-    environment variable ``FREE_ATM_DEBUG`` is set (scripts whose ``--debug`` flag transformers owns)."""
+    """Run ``command``; on an error a user can cause or meet (:func:`describe_failure`) print
+    ``"{name}: error: ..."`` and exit with its status, unless ``debug`` or the environment variable
+    ``FREE_ATM_DEBUG`` is set (scripts whose ``--debug`` flag transformers owns)."""
     try:
         command()
-    except (ValueError, FileNotFoundError, CommandFailure) as error:
-        if debug or os.environ.get(DEBUG_VARIABLE):
+    except Exception as error:
+        report = describe_failure(error)
+        if report is None or debug or os.environ.get(DEBUG_VARIABLE):
             raise
-        print(f"{name}: error: {error}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(error, CommandFailure) else 2) from None
+        print(f"{name}: error: {report[0]}", file=sys.stderr)
+        raise SystemExit(report[1]) from None

@@ -1,4 +1,4 @@
-"""Broken training rows are named, or skipped with a count when asked."""
+"""Broken training rows are named by file and index, or skipped where they are met when asked."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Image
 
 from free_atm.training import ObjectMapCollator
-from free_atm.training.rows import BadRowError, decode_row, drop_bad_rows, undecoded
+from free_atm.training.rows import BadRowError, decode_row, undecoded
 from free_atm.training.sources import load_source
 from free_atm.world import shapes_dataset
 
@@ -52,8 +53,13 @@ def test_a_row_that_does_not_decode_is_named(scenes, column, message):
     broken = _broken(scenes, 5, column)
     with pytest.raises(BadRowError, match=f"row scenes:5: {message}"):
         ObjectMapCollator(32)([broken[i] for i in range(4, 8)])
-    kept, dropped = drop_bad_rows(broken)
-    assert dropped == 1 and len(kept) == 7 and "scenes:5" not in kept["row"]
+    # skipped where met: the batch keeps its size (processes gather it), a good row of it takes the place
+    batch = ObjectMapCollator(32, skip_bad_rows=True)([broken[i] for i in range(4, 8)])
+    good = ObjectMapCollator(32)([broken[i] for i in (4, 6, 7, 4)])
+    for key in ("pixel_values", "object_maps"):
+        assert torch.equal(batch[key], good[key])
+    with pytest.raises(BadRowError, match="every row of a batch is damaged, for example row scenes:5"):
+        ObjectMapCollator(32, skip_bad_rows=True)([broken[5]])
 
 
 def test_maps_that_do_not_match_the_objects_are_named(scenes):
@@ -80,12 +86,27 @@ def test_the_training_script_stops_at_a_bad_row_or_skips_it(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stopped = subprocess.run([*command, "--output_dir", str(tmp_path / "a")], env=env, capture_output=True, text=True)
     assert stopped.returncode == 2, stopped.stderr[-3000:]
-    assert f"error: row {folder}:7: the image does not decode" in stopped.stderr
+    assert "error: row data/train-00000-of-00001.parquet:7: the image does not decode" in stopped.stderr
     skipped = subprocess.run(
         [*command, "--output_dir", str(tmp_path / "b"), "--skip_bad_rows"], env=env, capture_output=True, text=True
     )
     assert skipped.returncode == 0, skipped.stderr[-3000:]
-    assert f"skipping 1 bad rows of {folder}" in skipped.stderr
+    assert "skipping row data/train-00000-of-00001.parquet:7: the image does not decode" in skipped.stderr
+
+
+def test_a_damaged_shard_of_a_generated_dataset_is_named_before_training(tmp_path):
+    from free_atm.data.shards import check_complete
+
+    folder = tmp_path / "generated"
+    for k in range(2):
+        shapes_dataset(3, seed=k).to_parquet(str(folder / "data" / f"train-0000{k}-of-00002.parquet"))
+    check_complete(folder)
+    shard = folder / "data" / "train-00001-of-00002.parquet"
+    shard.write_bytes(shard.read_bytes()[:200])  # a copy cut short
+    with pytest.raises(
+        ValueError, match="shard train-00001-of-00002.parquet is damaged .*rerun its free-atm generate"
+    ):
+        load_source(str(folder))
 
 
 def test_a_column_of_the_wrong_type_is_named(tmp_path):

@@ -25,7 +25,7 @@ class BackgroundShardWriter:
     def submit(self, samples: list[dict], path: Path) -> None:
         """Queue one shard: its samples (keyword arguments of ``encode``) and its final path."""
         if self._error is not None:
-            raise RuntimeError("the shard writer failed") from self._error
+            raise self._error  # the writer's own error (a full disk, a permission), with its traceback
         self._queue.put((samples, path))
 
     def _run(self) -> None:
@@ -42,4 +42,4 @@ class BackgroundShardWriter:
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
-            raise RuntimeError("the shard writer failed") from self._error
+            raise self._error  # the writer's own error (a full disk, a permission), with its traceback

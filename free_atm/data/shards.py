@@ -71,6 +71,14 @@ def check_complete(root: str | Path, allow_incomplete: bool = False) -> None:
                 "its free-atm generate command to finish it"
             )
         return
+    for shard in shards:  # a shard damaged after it was written (a copy cut short) is named here, not in training
+        try:
+            pq.read_metadata(shard)
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            raise ValueError(
+                f"dataset {root}: shard {shard.name} is damaged ({error}); rerun its free-atm generate command, "
+                "which writes damaged shards again"
+            ) from None
     expected = int(shards[0].stem.rsplit("-of-", 1)[1])
     if len(shards) < expected:
         raise ValueError(

@@ -30,8 +30,11 @@ from ..data.shards import ShardPlan
 from ..prompts import ObjectPrompt, read_prompt_file
 from ..run_settings import check_run_settings
 from ..seeds import derive_seed
+from ..usage import check_writable_folder
 
 CONFIG_FILE = "generation_config.json"
+#: shard names carry 5-digit numbers (``train-00000-of-00042``), and resuming checks every shard
+MAX_SHARDS = 99_999
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -143,7 +146,14 @@ class GenerationConfig:
                 raise ValueError(f"--{name} must be a positive multiple of 8 (the VAE's downsampling), got {size}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        shards = -(-self.num_images // self.shard_size)
+        if shards > MAX_SHARDS:
+            raise ValueError(
+                f"--num-images {self.num_images} makes {shards:,} shards of {self.shard_size} samples; a dataset "
+                f"holds at most {MAX_SHARDS:,} shards (raise --shard-size or lower --num-images)"
+            )
         CaptureConfig.check_overrides(self.capture_overrides())
+        check_writable_folder(self.out, "--out")
         check_model_reference(self.model)
         if self.push_to_hub:
             try:

@@ -8,6 +8,7 @@ come from the ImageNet label space.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +18,20 @@ from diffusers import DiffusionPipeline
 
 from ..diffusion.families import pipeline_class_for
 from ..prompts import ObjectPrompt, imagenet_vocabulary, template_prompt
-from ..usage import names_a_folder
+from ..usage import load_reporting_failures, names_a_folder
 from .shapes import default_model_path, shapes_prompt, shapes_vocabulary
 
 
 def _from_folder(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
     """Pitfall: without a dtype, diffusers loads its models in float32 but transformers loads a text encoder
     in the dtype it was saved in, so a pipeline saved in float16 would come back mixed and fail in its
-    first matrix product. ``None`` means float32 for every component, as diffusers' own default."""
-    return pipeline_class_for(model).from_pretrained(model, torch_dtype=dtype or torch.float32)
+    first matrix product. ``None`` means float32 for every component, as diffusers' own default.
+
+    A Hub id that cannot be fetched (no network, no such repo) is one line naming it
+    (:func:`~free_atm.usage.load_reporting_failures`); a local folder was checked by
+    :func:`check_model_reference`."""
+    pipeline = load_reporting_failures(lambda: pipeline_class_for(model), model)
+    return load_reporting_failures(lambda: pipeline.from_pretrained(model, torch_dtype=dtype or torch.float32), model)
 
 
 def _shapes(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
@@ -98,6 +104,7 @@ def check_model_reference(model: str) -> None:
             raise ValueError(
                 f"model {model!r} is not a diffusers pipeline folder (no model_index.json); pass {accepted}"
             )
+        check_pipeline_folder(path)
         return
     if names_a_folder(model) or model.count("/") > 1:
         raise ValueError(f"model folder {model!r} does not exist; pass {accepted}")
@@ -113,3 +120,24 @@ def load_pipeline(model: str = "shapes", device: str | torch.device = "cpu", dty
     pipe = named_model(model).build(model, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def check_pipeline_folder(path: Path) -> None:
+    """Raise ``ValueError`` naming the file when a pipeline folder's ``model_index.json`` is not a pipeline
+    index (not JSON, no ``_class_name``) or names a component whose subfolder is missing or empty."""
+    index_file = path / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{index_file} is not valid JSON ({error}); the model folder is damaged") from None
+    if not isinstance(index, dict) or "_class_name" not in index:
+        raise ValueError(f"{index_file} names no pipeline class (_class_name); the model folder is damaged")
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[:1] == [None] or None in entry:
+            continue
+        folder = path / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise ValueError(
+                f"model folder {str(path)!r} is incomplete: model_index.json lists {name!r} but {folder} is missing "
+                "or empty"
+            )

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from .rows import drop_bad_rows
 from .sources import COLUMNS, load_source, mix_sources
 
 logger = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ class DataArguments:
     )
     skip_bad_rows: bool = field(
         default=False,
-        metadata={"help": "drop rows whose image or maps do not decode (one pass first); else stop naming the row"},
+        metadata={"help": "skip rows whose image or maps do not decode, where they are met; else stop naming the row"},
     )
 
     def __post_init__(self) -> None:
@@ -42,8 +41,4 @@ class DataArguments:
         """The ``columns`` of ``dataset_name``, mixed with ``real_dataset_name`` at ``real_ratio``."""
         names = [name for name in (self.dataset_name, self.real_dataset_name) if name]
         sources = [load_source(name, columns, self.allow_incomplete) for name in names]
-        if self.skip_bad_rows:
-            for k, (name, source) in enumerate(zip((self.dataset_name, self.real_dataset_name), sources)):
-                sources[k], dropped = drop_bad_rows(source)
-                logger.warning("skipping %d bad rows of %s (--skip_bad_rows)", dropped, name)
         return mix_sources(sources[0], sources[1] if len(sources) > 1 else None, self.real_ratio, columns=columns)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from .rows import decode_row
+from .rows import decode_rows
 
 
 def collator_image_processor(image_size: int) -> ViTImageProcessor:
@@ -32,10 +32,12 @@ class ObjectMapCollator:
     [0, 1], ``object_maps (B, M, S, S)`` in [0, 1], ``object_valid (B, M)`` and ``object_labels (B, M)``
     (-1 where absent). M is fixed so that batches gather across processes; extra objects are dropped.
     Rows with a caption (``prompt``) also give ``captions`` and ``object_names`` (per row, M at most),
-    as lists of strings."""
+    as lists of strings. With ``skip_bad_rows`` a row that does not decode is skipped where it is met (see
+    :func:`~free_atm.training.rows.decode_rows`), else it stops training naming it."""
 
     image_size: int = 64
     max_objects: int = 3
+    skip_bad_rows: bool = False
 
     def _array(self, picture: Image.Image, mode: str) -> np.ndarray:
         picture = picture.convert(mode)
@@ -44,7 +46,7 @@ class ObjectMapCollator:
         return np.asarray(picture, dtype=np.float32) / 255.0
 
     def __call__(self, rows: list[dict]) -> dict:
-        rows = [decode_row(row) for row in rows]  # a broken row is named (BadRowError), not a PIL traceback
+        rows = decode_rows(rows, self.skip_bad_rows)  # a broken row is named (BadRowError), not a PIL traceback
         size, slots = self.image_size, self.max_objects
         pixels = np.stack([self._array(r["image"], "RGB").transpose(2, 0, 1) for r in rows])
         maps = np.zeros((len(rows), slots, size, size), np.float32)

@@ -2,9 +2,9 @@
 
 ``datasets`` decodes ``Image`` columns when a row is read, inside the DataLoader's workers: a truncated
 PNG then ends training with a PIL traceback that says nothing of which row. Training sources keep their
-image columns undecoded (:func:`undecoded`) and carry each row's number; the collator decodes with
-:func:`decode_row`, which raises :class:`BadRowError` naming the row, and ``--skip_bad_rows`` drops such
-rows in one pass before training (:func:`drop_bad_rows`).
+image columns undecoded (:func:`undecoded`) and carry each row's name (its shard file and index in it,
+for a generated folder); the collator decodes with :func:`decode_rows`, which raises :class:`BadRowError`
+naming the row, or with ``--skip_bad_rows`` skips it where it is met (no pass over the data first).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ class BadRowError(ValueError):
     """A training row whose image or maps do not decode, or whose maps do not match its objects."""
 
 
-def undecoded(dataset: Dataset, name: str) -> Dataset:
-    """``dataset`` with ``image`` and ``attention_maps`` left as bytes and a ``row`` column
-    ``"{name}:{index}"``."""
+def undecoded(dataset: Dataset, name: str, row_names: list[str] | None = None) -> Dataset:
+    """``dataset`` with ``image`` and ``attention_maps`` left as bytes and a ``row`` column naming each
+    row: ``row_names``, or ``"{name}:{index}"``."""
     dataset = dataset.cast_column("image", Image(decode=False))
     dataset = dataset.cast_column("attention_maps", [Image(decode=False)])
-    return dataset.add_column(ROW, [f"{name}:{i}" for i in range(len(dataset))])
+    return dataset.add_column(ROW, row_names or [f"{name}:{i}" for i in range(len(dataset))])
 
 
 def _open(value, what: str, row: str) -> PILImage.Image:
@@ -61,16 +61,19 @@ def decode_row(row: dict) -> dict:
     return decoded
 
 
-def _is_good(row: dict) -> bool:
-    try:
-        decode_row(row)
-    except BadRowError as error:
-        logger.warning("skipping %s", error)
-        return False
-    return True
-
-
-def drop_bad_rows(dataset: Dataset) -> tuple[Dataset, int]:
-    """``dataset`` without the rows :func:`decode_row` rejects, and how many there were."""
-    kept = dataset.filter(_is_good, desc="checking rows")
-    return kept, len(dataset) - len(kept)
+def decode_rows(rows: list[dict], skip_bad_rows: bool = False) -> list[dict]:
+    """:func:`decode_row` of each row. With ``skip_bad_rows`` a row that does not decode is logged and its
+    place taken by a good row of the same batch, so that batches keep their size (processes gather them);
+    a batch without one good row is a :class:`BadRowError` even then."""
+    decoded, bad = [], []
+    for row in rows:
+        try:
+            decoded.append(decode_row(row))
+        except BadRowError as error:
+            if not skip_bad_rows:
+                raise
+            logger.warning("skipping %s (--skip_bad_rows)", error)
+            bad.append(str(error))
+    if not decoded:
+        raise BadRowError(f"every row of a batch is damaged, for example {bad[0]}")
+    return decoded + [decoded[k % len(decoded)] for k in range(len(bad))]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets import Dataset, interleave_datasets, load_dataset
 
 from ..data.schema import check_columns
@@ -35,7 +36,18 @@ def load_source(name: str, columns: Sequence[str] = COLUMNS, allow_incomplete: b
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
     check_columns(dataset.features, list(columns), name, hint)
     check_some_object_masked(dataset, name)
-    return undecoded(dataset, name)
+    return undecoded(dataset, name, shard_row_names(name, len(dataset)))
+
+
+def shard_row_names(name: str, num_rows: int) -> list[str] | None:
+    """For a local folder of Parquet files, each row's file and index in it (``data/train-00003-of-00010.parquet:17``),
+    read from the files' metadata alone; ``None`` for anything else, or when the files hold other rows."""
+    root = Path(name).expanduser()
+    files = sorted(root.glob("data/*.parquet")) if root.is_dir() else []
+    counts = [pq.ParquetFile(file).metadata.num_rows for file in files]
+    if not files or sum(counts) != num_rows:
+        return None
+    return [f"{file.relative_to(root)}:{i}" for file, count in zip(files, counts) for i in range(count)]
 
 
 def check_some_object_masked(dataset: Dataset, name: str) -> None:

@@ -151,7 +151,7 @@ def blip_trainer(
         model=model,
         args=training_args,
         train_dataset=data,
-        data_collator=ObjectMapCollator(data_args.image_size, data_args.max_objects),
+        data_collator=ObjectMapCollator(data_args.image_size, data_args.max_objects, data_args.skip_bad_rows),
         processing_class=tokenizer,
         views=views,
         prompts=data_args.position_prompts,

@@ -36,6 +36,23 @@ class ContrastiveArguments(DataArguments):
     hidden_dim: int = 512
     logit_temperature: float = 0.2
 
+    def __post_init__(self) -> None:
+        """The data's checks, then settings that would otherwise fail inside the first step."""
+        super().__post_init__()
+        if len(self.backbone_depths) != len(self.backbone_widths):
+            raise ValueError(
+                f"--backbone_depths {self.backbone_depths} and --backbone_widths {self.backbone_widths} must name "
+                "the same number of stages"
+            )
+        for name in ("backbone_depths", "backbone_widths"):
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise ValueError(f"--{name} must be positive integers, got {getattr(self, name)}")
+        for name in ("projection_dim", "hidden_dim", "queue_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.backbone_layer_type not in ("basic", "bottleneck"):
+            raise ValueError(f"--backbone_layer_type must be basic or bottleneck, got {self.backbone_layer_type!r}")
+
     def model_config(self) -> InstanceContrastiveConfig:
         backbone = ResNetConfig(
             embedding_size=self.backbone_widths[0],
@@ -64,7 +81,7 @@ def contrastive_trainer(args: ContrastiveArguments, training_args: TrainingArgum
     if training_args.world_size > 1 and args.method == "simclr" and training_args.device.type == "cuda":
         # SimCLR's global BatchNorm (MoCo shuffles BN instead); SyncBatchNorm has no CPU kernel
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    collator = ObjectMapCollator(args.image_size, args.max_objects)
+    collator = ObjectMapCollator(args.image_size, args.max_objects, args.skip_bad_rows)
     callbacks = []
     if args.probe_scenes:
         probe = shapes_probe_splits(args.probe_scenes)

@@ -142,7 +142,7 @@ def mae_trainer(
     training_args.learning_rate = training_args.base_learning_rate * global_batch / 256
     torch.manual_seed(training_args.seed)
     model = model_args.model(data_args.image_size)
-    collator = ObjectMapCollator(data_args.image_size, data_args.max_objects)
+    collator = ObjectMapCollator(data_args.image_size, data_args.max_objects, data_args.skip_bad_rows)
     data = data_args.training_data()
     evaluation = None
     if data_args.train_val_split:

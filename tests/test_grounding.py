@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss
+from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss, region_loss
 from free_atm.testing import tiny_sd_components
 
 
@@ -64,3 +64,30 @@ def test_processor_matches_diffusers_attention_and_records_cross_attention_only(
     cross_layers = sum(name.endswith("attn2.processor") for name in unet.attn_processors)
     assert len(store) == cross_layers and all(p.shape[-1] == 77 for p in store)
     torch.testing.assert_close(store[0].sum(-1), torch.ones(store[0].shape[:2]))
+
+
+def test_processor_with_a_self_store_keeps_self_attention_and_the_same_output():
+    unet = tiny_sd_components()["unet"]
+    latents, states = torch.randn(1, 4, 32, 32), torch.randn(1, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        reference = unet(latents, 10, states).sample
+        store, self_store = [], []
+        unet.set_attn_processor(GroundingAttnProcessor(store, self_store))
+        grounded = unet(latents, 10, states).sample
+        unet.set_attn_processor(AttnProcessor2_0())
+    torch.testing.assert_close(grounded, reference, atol=1e-5, rtol=1e-4)
+    self_layers = sum(name.endswith("attn1.processor") for name in unet.attn_processors)
+    assert len(self_store) == self_layers and all(p.shape[-1] == p.shape[-2] for p in self_store)
+
+
+def test_region_loss_is_zero_for_attention_within_regions_and_the_squared_share_otherwise():
+    # a 2 x 2 grid: the object covers the left column, the background the right one
+    masks = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])  # (B=1, M=1, 2, 2)
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    left = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    grouped = torch.stack([left / 2, (1 - left) / 2, left / 2, (1 - left) / 2])[None]  # (1, 4, 4)
+    assert region_loss([grouped], masks, valid) == 0
+    uniform = torch.full((1, 4, 4), 0.25)  # every position gives each region half its attention
+    torch.testing.assert_close(region_loss([uniform], masks, valid), torch.tensor(0.25))
+    # an object that does not count leaves one region, the whole image: nothing to ask
+    assert region_loss([uniform], masks, torch.zeros(1, 1, dtype=torch.bool)) == 0

@@ -49,7 +49,7 @@ from free_atm.models.shapes.architecture import (
     with_self_attention,
 )
 from free_atm.models.shapes.denoising import denoising_loss
-from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss
+from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss, region_loss
 from free_atm.run_settings import check_run_settings, record_run_settings
 from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
@@ -97,6 +97,13 @@ class ShapesTrainingArguments:
     ema_decay: float = 0.999
     grounding_weight: float = field(
         default=0.05, metadata={"help": "weight of the token grounding loss on the exact masks (0: plain diffusion)"}
+    )
+    region_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the region loss: each self-attention position attends within its own object or "
+            "background (what refinement along the self-attention needs; 0: off)"
+        },
     )
     grounding_max_timestep: int = field(
         default=1000,
@@ -147,7 +154,14 @@ class ShapesTrainingArguments:
         for name in (*counts, "checkpoint_every", "eval_images", *rates):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        nonnegative = ("warmup_steps", "eval_every", "grounding_weight", "grounding_max_timestep", "snr_gamma")
+        nonnegative = (
+            "warmup_steps",
+            "eval_every",
+            "grounding_weight",
+            "region_weight",
+            "grounding_max_timestep",
+            "snr_gamma",
+        )
         for name in (*nonnegative, "vae_object_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
@@ -392,8 +406,9 @@ class StepLosses(torch.nn.Module):
         self.unet, self.text_encoder, self.noise_scheduler, self.args = unet, text_encoder, noise_scheduler, args
         self.device_type = device.type
         self.attention: list[torch.Tensor] = []
-        if args.grounding_weight:
-            unet.set_attn_processor(GroundingAttnProcessor(self.attention))
+        self.self_attention: list[torch.Tensor] | None = [] if args.region_weight else None
+        if args.grounding_weight or args.region_weight:
+            unet.set_attn_processor(GroundingAttnProcessor(self.attention, self.self_attention))
 
     def forward(
         self,
@@ -405,10 +420,12 @@ class StepLosses(torch.nn.Module):
         token_weights: torch.Tensor,
         masks: torch.Tensor,
         valid: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``noisy`` latents of ``clean`` ones at ``timesteps``, captions ``tokens``; the grounding loss's
-        inputs as in :func:`grounding_loss`. Returns the denoising and grounding losses."""
+        inputs as in :func:`grounding_loss`. Returns the denoising, grounding and region losses."""
         self.attention.clear()
+        if self.self_attention is not None:
+            self.self_attention.clear()
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.args.unet_mixed_precision == "bf16"):
             states = self.text_encoder(tokens).last_hidden_state
             prediction = self.unet(noisy, timesteps, states).sample
@@ -418,8 +435,12 @@ class StepLosses(torch.nn.Module):
         grounding = torch.zeros((), device=denoising.device)
         if self.args.grounding_weight:
             grounding = grounding_loss(self.attention, token_weights, masks, valid)
+        region = torch.zeros((), device=denoising.device)
+        if self.self_attention is not None:
+            region = region_loss(self.self_attention, masks, valid)
+            self.self_attention.clear()
         self.attention.clear()
-        return denoising, grounding
+        return denoising, grounding, region
 
 
 def fitted_steps(args: ShapesTrainingArguments, step: int, steps_done: int, elapsed: float, deadline: float) -> int:
@@ -477,7 +498,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)
         grounded = inputs["valid"][index] & ~dropped[:, None] & (timesteps <= args.grounding_max_timestep)[:, None]
-        denoising, grounding = step_losses(
+        denoising, grounding, region = step_losses(
             noisy=noise_scheduler.add_noise(clean, noise, timesteps),
             clean=clean,
             noise=noise,
@@ -487,7 +508,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             masks=inputs["masks"][index].float(),
             valid=grounded,
         )
-        loss = denoising + args.grounding_weight * grounding
+        loss = denoising + args.grounding_weight * grounding + args.region_weight * region
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -506,6 +527,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
                         "step": step,
                         "loss": round(denoising.item(), 5),
                         "grounding": round(grounding.item(), 4),
+                        "region": round(region.item(), 4),
                         "lr": schedule.get_last_lr()[0],
                         "seconds": round(time.time() - started),
                     }

@@ -17,15 +17,21 @@ import torch.nn.functional as F
 
 class GroundingAttnProcessor:
     """Plain attention that appends each cross-attention layer's probabilities ``(B * heads, N, L)`` to
-    ``store``, with gradients, for :func:`grounding_loss`. For training only: inference uses the capture
+    ``store``, with gradients, for :func:`grounding_loss`, and with ``self_store`` each self-attention
+    layer's ``(B * heads, N, N)`` for :func:`region_loss`. For training only: inference uses the capture
     processors of :mod:`free_atm.attention`."""
 
-    def __init__(self, store: list[torch.Tensor]) -> None:
-        self.store = store
+    def __init__(self, store: list[torch.Tensor], self_store: list[torch.Tensor] | None = None) -> None:
+        self.store, self.self_store = store, self_store
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if encoder_hidden_states is None:  # self-attention: nothing to keep, so the fused kernel (2x faster)
+        if encoder_hidden_states is None and self.self_store is None:  # nothing to keep: the fused kernel (2x faster)
             return self.fused(attn, hidden_states)
+        if encoder_hidden_states is None:
+            query, key, value = (attn.head_to_batch_dim(f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
+            probs = attn.get_attention_scores(query, key, None)
+            self.self_store.append(probs)
+            return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
@@ -71,4 +77,31 @@ def grounding_loss(
         inside = F.adaptive_avg_pool2d(masks.float(), side).flatten(2)  # (B, M, N)
         share = (inside @ maps).transpose(1, 2) / maps.sum(1).clamp_min(1e-8)[..., None]  # (B, L, M)
         losses.append(((1 - share).square() * counted).sum() / counted.sum().clamp_min(1))  # 0 if none counts
+    return torch.stack(losses).mean()
+
+
+def region_loss(probabilities: list[torch.Tensor], masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over self-attention layers of ``sum w (1 - share)^2 / sum w`` over every position and region,
+    ``share`` being the part of a position's head-averaged self-attention that lies in its own region
+    (each valid object, and the background), ``w`` the position's membership of that region.
+
+    It asks the self-attention to group the pixels of one object, which is what refining a map along it
+    (:mod:`free_atm.attention.refinement`) relies on: trained on denoising alone, the shapes model's
+    self-attention gathered context from other regions, and one propagation step along it moved the maps
+    off their objects (mean IoU 0.53 raw, 0.04 refined, on 16 generated images).
+
+    Args:
+        probabilities: per self-attention layer, ``(B * heads, N, N)`` over a square grid of N positions.
+        masks: ``(B, M, H, W)`` object masks in [0, 1].
+        valid: ``(B, M)``, objects that count; a sample without one is all background and costs nothing.
+    """
+    batch = masks.shape[0]
+    losses = []
+    for probs in probabilities:
+        attention = probs.view(batch, -1, *probs.shape[1:]).float().mean(1)  # (B, N, N)
+        side = math.isqrt(attention.shape[1])
+        inside = F.adaptive_avg_pool2d(masks.float(), side).flatten(2) * valid[..., None]  # (B, M, N)
+        regions = torch.cat([inside, (1 - inside.sum(1, keepdim=True)).clamp_min(0)], 1)  # (B, M + 1, N)
+        share = regions @ attention.transpose(1, 2)  # (B, R, N): attention of each position inside region r
+        losses.append((regions * (1 - share).square()).sum() / regions.sum().clamp_min(1e-8))
     return torch.stack(losses).mean()

@@ -167,6 +167,21 @@ def test_a_disk_that_fills_leaves_nothing_complete_and_the_rerun_resumes(tmp_pat
             ["model 'someone/model' could not be fetched from the Hugging Face Hub", "or pass a local folder"],
         ),
         (
+            [sys.executable, "-m", "free_atm", "show", "./missing-dataset"],
+            2,
+            ["dataset folder missing-dataset does not exist"],
+        ),
+        (
+            [sys.executable, "-m", "free_atm", "probe", "./missing-backbone"],
+            2,
+            ["backbone folder ./missing-backbone does not exist"],
+        ),
+        (
+            [sys.executable, "-m", "free_atm", "retrieval", "owner/missing-blip"],
+            1,
+            ["model 'owner/missing-blip' could not be fetched from the Hugging Face Hub"],
+        ),
+        (
             [sys.executable, str(ROOT / "trainers" / "train_contrastive.py"), "--dataset_name", "shapes:4"]
             + ["--backbone_depths", "1", "1", "--backbone_widths", "8", "16", "32"],
             2,
@@ -176,8 +191,10 @@ def test_a_disk_that_fills_leaves_nothing_complete_and_the_rerun_resumes(tmp_pat
 )
 def test_commands_in_their_own_process_fail_in_one_line(command, status, pieces, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    output = {"generate": ["--out", str(tmp_path / "out")], "show": ["--out", str(tmp_path / "out.png")]}
+    trainer = [] if "-m" in command else ["--output_dir", str(tmp_path / "out")]
     result = subprocess.run(
-        [*command, "--out" if "generate" in command else "--output_dir", str(tmp_path / "out")],
+        [*command, *next((v for k, v in output.items() if k in command), trainer)],
         capture_output=True,
         text=True,
         env=env,

@@ -59,7 +59,7 @@ class CaptureConfig:
     normalization: str = "joint"
     method: str = "attention"
     refinement: str = "none"
-    refinement_power: int = 4
+    refinement_power: int = 1
     refinement_scales: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -404,7 +404,7 @@ class StepLosses(torch.nn.Module):
     def __init__(self, unet, text_encoder, noise_scheduler, args: ShapesTrainingArguments, device) -> None:
         super().__init__()
         self.unet, self.text_encoder, self.noise_scheduler, self.args = unet, text_encoder, noise_scheduler, args
-        self.device_type = device.type
+        self.device = device
         self.attention: list[torch.Tensor] = []
         self.self_attention: list[torch.Tensor] | None = [] if args.region_weight else None
         if args.grounding_weight or args.region_weight:
@@ -426,7 +426,7 @@ class StepLosses(torch.nn.Module):
         self.attention.clear()
         if self.self_attention is not None:
             self.self_attention.clear()
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.args.unet_mixed_precision == "bf16"):
+        with autocast(self.device, self.args.unet_mixed_precision):
             states = self.text_encoder(tokens).last_hidden_state
             prediction = self.unet(noisy, timesteps, states).sample
         denoising = denoising_loss(
@@ -443,7 +443,7 @@ class StepLosses(torch.nn.Module):
         return denoising, grounding, region
 
 
-def fitted_steps(args: ShapesTrainingArguments, step: int, steps_done: int, elapsed: float, deadline: float) -> int:
+def fitted_steps(step: int, steps_done: int, elapsed: float, deadline: float) -> int:
     """The step count that ends within ``deadline`` at the rate of the ``steps_done`` steps of ``elapsed``
     seconds so far, keeping a tenth of the time left (and 20 s) for the probes and the export."""
     left = deadline - time.time()
@@ -517,7 +517,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         ema.step(unet.parameters())
         step += 1
         if args.fit_steps_to_time and step == first_step + 50:
-            args.unet_steps = fitted_steps(args, step, step - first_step, time.time() - started, deadline)
+            args.unet_steps = fitted_steps(step, step - first_step, time.time() - started, deadline)
             print(json.dumps({"stage": "unet", "step": step, "fitted_unet_steps": args.unet_steps}), flush=True)
         if step % 100 == 0:
             print(

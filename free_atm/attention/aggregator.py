@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
@@ -10,7 +9,7 @@ import torch.nn.functional as F
 
 from .attribution import Attribution
 from .config import CaptureConfig
-from .refinement import SelfAttentionAggregator, refine_maps
+from .refinement import SelfAttentionAggregator, grid_of, refine_maps
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -30,7 +29,7 @@ def layer_grid(num_queries: int, latent_size: tuple[int, int]) -> tuple[int, tup
     height, width = latent_size
     scale = 1
     while scale <= max(height, width):
-        grid = (math.ceil(height / scale), math.ceil(width / scale))
+        grid = grid_of(scale, latent_size)
         if grid[0] * grid[1] == num_queries:
             return scale, grid
         scale *= 2

@@ -32,10 +32,6 @@ class Attribution:
     states: torch.Tensor
     columns: list[torch.Tensor]
 
-    @property
-    def num_columns(self) -> int:
-        return sum(len(c) for c in self.columns)
-
 
 def attribution_weights(
     weights: torch.Tensor, objects: Sequence[Sequence[str]], words: Sequence[str], word_weights: torch.Tensor

@@ -11,11 +11,15 @@
 
     python benchmarks/mask_quality.py [--num-images 96] [--save-defaults]
 
-Raw maps and maps refined along the model's self-attention are chosen on the selection split separately
-and both reported on the held-out split; ``--save-defaults`` keeps the better of the two.
+Four families of settings are chosen on the selection split separately and all reported on the held-out
+split: raw maps, maps refined along the model's self-attention, masks refined along the image's pixels
+(PAMR), and both; ``--save-defaults`` keeps the best. The shapes world's objects are flat colours, which
+favours the pixel refinement far more than natural images would, so the self-attention family is also
+reported on its own.
 
 Prints JSON, then ``gen_miou=... real_miou=... refined_gen_miou=... refined_real_miou=...
-prompt_fidelity=... one_object_fidelity=... found_object_miou=...``.
+self_attention_gen_miou=... self_attention_real_miou=... prompt_fidelity=... one_object_fidelity=...
+found_object_miou=...`` (``refined_*``: the best refined family on the selection split).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from free_atm.evaluation.fidelity import (
     colour_truths,
     draw_scenes,
     fidelity_breakdown,
+    image_pixels,
     maps_miou,
     scenes_split,
     word_influence,
@@ -52,11 +57,35 @@ AGGREGATIONS = {
     "t >= 500": {"timestep_range": (500, 1000)},
     "scale 1, t <= 500": {"layer_scales": (1,), "timestep_range": (0, 500)},
 }
-#: refined maps (self-attention propagation, :mod:`free_atm.attention.refinement`) over the paper's aggregation
+#: maps refined along the self-attention (:mod:`free_atm.attention.refinement`), every layer
 REFINED = {
-    f"refined, power {power}": {"refinement": "self_attention", "refinement_power": power} for power in (1, 2, 4, 8)
+    f"refined, power {power}{window_name}": {
+        "refinement": "self_attention",
+        "refinement_power": power,
+        **({"timestep_range": window} if window else {}),
+    }
+    for power in (1, 2)
+    for window_name, window in (("", None), (", t <= 500", (0, 500)))
 }
-THRESHOLDS = {"fixed 0.4": ("fixed", 0.4), "otsu": ("otsu", 0.4), "competition 0.4": ("competition", 0.4)}
+THRESHOLDS = {
+    "fixed 0.4": ("fixed", 0.4),
+    "fixed 0.5": ("fixed", 0.5),
+    "otsu": ("otsu", 0.4),
+    "competition 0.4": ("competition", 0.4),
+}
+#: iterations of pixel-adaptive refinement (:mod:`free_atm.pixel_refinement`) tried with every threshold
+PIXEL_ITERATIONS = 10
+CUTS = {
+    **{name: (*spec, 0) for name, spec in THRESHOLDS.items()},
+    **{f"{name}, pixels": (*spec, PIXEL_ITERATIONS) for name, spec in THRESHOLDS.items()},
+}
+#: the families of settings chosen separately: (aggregations, whether the masks follow the pixels)
+FAMILIES = {
+    "raw": (AGGREGATIONS, False),
+    "self_attention": (REFINED, False),
+    "pixels": (AGGREGATIONS, True),
+    "self_attention+pixels": (REFINED, True),
+}
 SELECTION_SEED, HELD_OUT_SEED, REAL_SEED = 5_000, 6_000, 7_000
 
 
@@ -69,11 +98,21 @@ def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, ba
     return scenes, images, colour_truths(images, scenes), maps
 
 
-def best_setting(table: dict, candidates: dict) -> tuple[tuple[str, str], CaptureConfig]:
-    """The (setting, threshold) of ``candidates`` with the highest mean IoU in ``table``, and its config."""
-    best = max(((a, t) for a in candidates for t in table[a]), key=lambda key: table[key[0]][key[1]])
-    method, threshold = THRESHOLDS[best[1]]
-    return best, CaptureConfig(**candidates[best[0]], threshold_method=method, threshold=threshold)
+def best_setting(table: dict, family: str) -> tuple[tuple[str, str], CaptureConfig]:
+    """The (aggregation, cut) of ``family`` with the highest mean IoU in ``table``, and its config."""
+    aggregations, pixels = FAMILIES[family]
+    cuts = [name for name, spec in CUTS.items() if bool(spec[2]) == pixels]
+    best = max(((a, c) for a in aggregations for c in cuts), key=lambda key: table[key[0]][key[1]])
+    method, threshold, iterations = CUTS[best[1]]
+    config = CaptureConfig(
+        **aggregations[best[0]], threshold_method=method, threshold=threshold, pixel_refinement=iterations
+    )
+    return best, config
+
+
+def split_miou(maps: dict, truths, images, aggregation: str, cut: str) -> float:
+    """Mean IoU of one (aggregation, cut) on a split."""
+    return maps_miou(maps[aggregation], truths, *CUTS[cut][:2], images=images, pixel_refinement=CUTS[cut][2])
 
 
 def real_images_miou(pipe, scenes, config: CaptureConfig, timesteps, noise_draws: int, batch_size: int) -> float:
@@ -122,21 +161,31 @@ def main() -> None:
         raise SystemExit(f"--save-defaults needs a model loaded from a local folder; {args.model!r} was not")
     split = dict(count=args.num_images, steps=args.steps, guidance=args.guidance_scale, batch=args.batch_size)
 
-    _, _, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
+    _, images, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
     table = {
-        agg: {th: maps_miou(maps[agg], truths, *spec) for th, spec in THRESHOLDS.items()}
-        for agg in {**AGGREGATIONS, **REFINED}
+        agg: {cut: split_miou(maps, truths, images, agg, cut) for cut in CUTS} for agg in {**AGGREGATIONS, **REFINED}
     }
-    raw, raw_config = best_setting(table, AGGREGATIONS)
-    refined, refined_config = best_setting(table, REFINED)
-    best, defaults = max(
-        (raw, raw_config), (refined, refined_config), key=lambda chosen: table[chosen[0][0]][chosen[0][1]]
+    chosen = {family: best_setting(table, family) for family in FAMILIES}
+    best_family = max(chosen, key=lambda family: table[chosen[family][0][0]][chosen[family][0][1]])
+    refined_family = max(
+        (f for f in FAMILIES if f != "raw"), key=lambda family: table[chosen[family][0][0]][chosen[family][0][1]]
     )
 
     scenes, images, truths, maps = generated_split(pipe, HELD_OUT_SEED, **split)
-    gen_miou, refined_gen_miou = (maps_miou(maps[agg], truths, *THRESHOLDS[th]) for agg, th in (raw, refined))
-    method, threshold = THRESHOLDS[best[1]]
-    held_out_masks = [maps_to_masks(m, t.shape[-2:], method, threshold)[1] for m, t in zip(maps[best[0]], truths)]
+    held_out_gen = {family: split_miou(maps, truths, images, *setting) for family, (setting, _) in chosen.items()}
+    (aggregation, cut), defaults = chosen[best_family]
+    method, threshold, iterations = CUTS[cut]
+    held_out_masks = [
+        maps_to_masks(
+            m,
+            t.shape[-2:],
+            method,
+            threshold,
+            image=image_pixels(image),
+            pixel_refinement=iterations,
+        )[1]
+        for m, t, image in zip(maps[aggregation], truths, images)
+    ]
     classifier = shape_classifier()
     breakdown = fidelity_breakdown(images, scenes, classifier, held_out_masks)
     real = scenes_split(REAL_SEED, args.num_images)
@@ -144,9 +193,11 @@ def main() -> None:
     judge_on_vae = fidelity_breakdown(reconstructions(pipe, real), real, classifier)
     influence = word_influence(pipe, real[:32])
     annotate = dict(timesteps=args.annotate_timesteps, noise_draws=args.noise_draws, batch_size=args.batch_size)
-    real_miou, refined_real_miou = (
-        real_images_miou(pipe, real, config, **annotate) for config in (raw_config, refined_config)
-    )
+    held_out_real = {
+        family: real_images_miou(pipe, real, config, **annotate) for family, (_, config) in chosen.items()
+    }
+    gen_miou, real_miou = held_out_gen["raw"], held_out_real["raw"]
+    refined_gen_miou, refined_real_miou = held_out_gen[refined_family], held_out_real[refined_family]
 
     if args.save_defaults:  # into the folder the pipeline was loaded from (the shipped model's, for shapes)
         pipe.set_capture_config(defaults)
@@ -157,25 +208,22 @@ def main() -> None:
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,
         "selection_miou_table": table,
-        "chosen_raw": raw_config.to_dict(),
-        "chosen_refined": refined_config.to_dict(),
+        "chosen": {family: config.to_dict() for family, (_, config) in chosen.items()},
+        "chosen_refined_family": refined_family,
         "chosen_defaults": defaults.to_dict(),
-        "held_out": {"gen_miou": gen_miou, "refined_gen_miou": refined_gen_miou, **breakdown},
+        "held_out": {"gen_miou": held_out_gen, **breakdown},
         "judge_on_rendered_scenes": judge_on_real,
         "judge_on_vae_reconstructions": judge_on_vae,
         "word_influence": influence,
-        "real": {
-            "miou": real_miou,
-            "refined_miou": refined_real_miou,
-            "timesteps": args.annotate_timesteps,
-            "noise_draws": args.noise_draws,
-        },
+        "real": {"miou": held_out_real, "timesteps": args.annotate_timesteps, "noise_draws": args.noise_draws},
         "seconds": round(time.time() - started, 1),
     }
     print(json.dumps(result, indent=2))
     print(
         f"gen_miou={gen_miou:.3f} real_miou={real_miou:.3f} refined_gen_miou={refined_gen_miou:.3f} "
-        f"refined_real_miou={refined_real_miou:.3f} prompt_fidelity={breakdown['prompt_fidelity']:.3f} "
+        f"refined_real_miou={refined_real_miou:.3f} self_attention_gen_miou={held_out_gen['self_attention']:.3f} "
+        f"self_attention_real_miou={held_out_real['self_attention']:.3f} "
+        f"prompt_fidelity={breakdown['prompt_fidelity']:.3f} "
         f"one_object_fidelity={breakdown['prompt_fidelity_by_count'].get(1, float('nan')):.3f} "
         f"found_object_miou={breakdown['found_object_miou'] or float('nan'):.3f} "
         f"kind_influence={influence['kind'][500]:.4f} colour_influence={influence['colour'][500]:.4f}"

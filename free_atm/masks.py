@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from .attention.aggregator import resize_maps
 from .attention.config import THRESHOLD_METHODS
+from .pixel_refinement import refine_with_pixels
 
 __all__ = ["mask_boxes", "largest_component", "maps_to_masks", "normalize_maps", "otsu_threshold", "threshold_maps"]
 
@@ -91,10 +92,20 @@ def maps_to_masks(
     method: str = "fixed",
     threshold: float = 0.4,
     keep_largest_component: bool = False,
+    image: torch.Tensor | None = None,
+    pixel_refinement: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """From aggregated maps ``(M, h, w)`` of one image: normalised maps, masks ``(M, H, W)``, boxes ``(M, 4)``."""
+    """From aggregated maps ``(M, h, w)`` of one image: normalised maps, masks ``(M, H, W)``, boxes ``(M, 4)``.
+
+    With ``pixel_refinement`` iterations, the upsampled maps follow the edges of ``image`` ``(3, H, W)`` in
+    [0, 1] (:func:`~free_atm.pixel_refinement.refine_with_pixels`) before they are thresholded.
+    """
     normalized = normalize_maps(maps.float())
     upsampled = normalize_maps(resize_maps(normalized.unsqueeze(0), image_size)[0])
+    if pixel_refinement:
+        if image is None:
+            raise ValueError(f"pixel_refinement={pixel_refinement} needs the image the maps belong to")
+        upsampled = normalize_maps(refine_with_pixels(upsampled, image, pixel_refinement))
     masks = threshold_maps(upsampled, method, threshold).cpu().numpy()
     if keep_largest_component:
         masks = np.stack([largest_component(m) for m in masks]) if len(masks) else masks

@@ -36,6 +36,7 @@ GENERATE_BAD_INPUTS = [
     ),
     (["--dtype", "float8"], "--dtype must be one of float32, float16, bfloat16, got 'float8'"),
     (["--threshold", "2"], "threshold must lie in [0, 1], got 2.0"),
+    (["--pixel-refinement", "-1"], "pixel_refinement must be an int of 0 or more, got -1"),
     (["--threshold-method", "mean"], "threshold_method must be one of ('fixed', 'otsu', 'competition'), got 'mean'"),
     (
         ["--model", "./no-such-model"],

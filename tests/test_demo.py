@@ -70,6 +70,47 @@ def test_session_generates_loads_once_and_writes_the_downloads(session):
     assert first.summary()["mask_shape"] == [2, 64, 64]
 
 
+def test_session_keeps_the_saved_capture_settings_unless_told(session):
+    import torch
+
+    from free_atm.masks import maps_to_masks
+
+    pipe = session.pipeline()
+    saved = pipe.capture_config
+    try:
+        pipe.set_capture_config(threshold_method="otsu", refinement="self_attention")
+        as_saved = session.generate(PROMPT, OBJECTS, steps=2, seed=3)
+        told = session.generate(
+            PROMPT,
+            OBJECTS,
+            steps=2,
+            seed=3,
+            threshold_method="fixed",
+            threshold=0.5,
+            refinement="none",
+            pixel_refinement=10,
+        )
+    finally:
+        pipe.set_capture_config(saved)
+    refined = pipe(
+        PROMPT,
+        objects=OBJECTS.split(", "),
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        latents=pipe.initial_latents([3], 64, 64),
+        capture_config={"threshold_method": "otsu", "refinement": "self_attention"},
+        output_type="np",
+    )
+    np.testing.assert_allclose(as_saved.attention_maps, refined.attention_maps[0], atol=1e-6)
+    np.testing.assert_array_equal(as_saved.masks, refined.masks[0])
+    pixels = torch.from_numpy(np.asarray(told.image, dtype=np.float32) / 255).permute(2, 0, 1)
+    maps = torch.from_numpy(told.attention_maps)
+    _, expected, _ = maps_to_masks(maps, (64, 64), "fixed", 0.5, image=pixels, pixel_refinement=10)
+    np.testing.assert_array_equal(told.masks, expected)
+    with pytest.raises(ValueError, match="pixel_refinement must be an int of 0 or more, got -2"):
+        session.generate(PROMPT, OBJECTS, steps=1, pixel_refinement=-2)
+
+
 def test_session_errors_name_the_bad_value(session):
     with pytest.raises(ValueError, match="object 'dog' does not occur in prompt 'a red circle and a blue square'"):
         session.generate(PROMPT, "dog", steps=1)

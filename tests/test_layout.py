@@ -18,6 +18,7 @@ LAYERS = (
     "run_settings",
     "tokens",
     "attention",
+    "pixel_refinement",
     "masks",
     "visualize",
     "metrics",

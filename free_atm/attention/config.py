@@ -47,6 +47,9 @@ class CaptureConfig:
         refinement_scales: downsampling factors of the self-attention layers that count; ``None`` counts
             those with at most 1,024 positions (for SD 1.5 at 512 px the 32x32 and 16x16 layers, and for
             SDXL at 1024 px the 32x32 ones), so the running matrix stays at most 1,024 x 1,024 per image.
+        pixel_refinement: iterations of pixel-adaptive refinement of the upsampled maps along the image's
+            own colours (PAMR, :mod:`free_atm.pixel_refinement`), after any ``refinement``; ``0`` turns it
+            off. It needs the decoded image, so it does not combine with ``output_type="latent"``.
     """
 
     attention_resolution: int | None = None
@@ -61,6 +64,7 @@ class CaptureConfig:
     refinement: str = "none"
     refinement_power: int = 1
     refinement_scales: tuple[int, ...] | None = None
+    pixel_refinement: int = 0
 
     def __post_init__(self) -> None:
         if self.attention_resolution is not None and (
@@ -95,6 +99,9 @@ class CaptureConfig:
         power = self.refinement_power
         if not isinstance(power, int) or isinstance(power, bool) or power < 1:
             raise ValueError(f"refinement_power must be a positive int, got {power!r}")
+        iterations = self.pixel_refinement
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
+            raise ValueError(f"pixel_refinement must be an int of 0 or more, got {iterations!r}")
         if self.threshold_method not in THRESHOLD_METHODS:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
         if not 0.0 <= self.threshold <= 1.0:

@@ -13,7 +13,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from ..attention import THRESHOLD_METHODS  # noqa: E402
-from .session import DemoResult, DemoSession  # noqa: E402
+from ..attention.config import REFINEMENTS  # noqa: E402
+from .session import SAVED, DemoResult, DemoSession  # noqa: E402
 
 #: system fonts only: the page must not wait on a font service it cannot reach
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -48,10 +49,18 @@ def _result_panel() -> list[Any]:
 
 def _capture_settings() -> list[Any]:
     with gr.Accordion("capture settings", open=False):
-        method = gr.Dropdown(list(THRESHOLD_METHODS), value="fixed", label="threshold method")
+        method = gr.Dropdown(
+            [SAVED, *THRESHOLD_METHODS], value=SAVED, label="threshold method (saved: the model's, with its threshold)"
+        )
         threshold = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="threshold (competition: background level)")
         largest = gr.Checkbox(value=False, label="keep the largest connected component of each mask")
-    return [method, threshold, largest]
+        refinement = gr.Dropdown(
+            [SAVED, *REFINEMENTS], value=SAVED, label="refine the maps along the model's self-attention (UNets)"
+        )
+        pixels = gr.Dropdown(
+            [SAVED, 0, 5, 10, 20], value=SAVED, label="pixel refinement: iterations along the image's colours"
+        )
+    return [method, threshold, largest, refinement, pixels]
 
 
 def build_demo(model: str | DemoSession = "shapes") -> gr.Blocks:
@@ -66,19 +75,42 @@ def build_demo(model: str | DemoSession = "shapes") -> gr.Blocks:
         suggestion = session.suggest_objects(prompt)
         return suggestion, suggestion
 
-    def generate(prompt, objects, steps, guidance, seed, method, threshold, largest, progress=gr.Progress()):  # noqa: B008
+    # explicit parameters, not *settings: Gradio places the Progress argument by its position in the signature
+    def generate(
+        prompt,
+        objects,
+        steps,
+        guidance,
+        seed,
+        method,
+        threshold,
+        largest,
+        refinement,
+        pixels,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        settings = (method, threshold, largest, refinement, pixels)
         return _reporting(
-            lambda report: session.generate(
-                prompt, objects, steps, guidance, seed, method, threshold, largest, progress=report
-            ),
+            lambda report: session.generate(prompt, objects, steps, guidance, seed, *settings, progress=report),
             progress,
         )
 
-    def annotate(image, caption, objects, timestep, draws, method, threshold, largest, progress=gr.Progress()):  # noqa: B008
+    def annotate(
+        image,
+        caption,
+        objects,
+        timestep,
+        draws,
+        method,
+        threshold,
+        largest,
+        refinement,
+        pixels,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        settings = (method, threshold, largest, refinement, pixels)
         return _reporting(
-            lambda report: session.annotate(
-                image, caption, objects, timestep, draws, method, threshold, largest, progress=report
-            ),
+            lambda report: session.annotate(image, caption, objects, timestep, draws, *settings, progress=report),
             progress,
         )
 

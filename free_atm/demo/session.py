@@ -23,6 +23,9 @@ from .heatmap import heatmap
 #: called with (fraction done, what is happening)
 ProgressFn = Callable[[float, str], None]
 
+#: a capture setting left as the model saved it (its defaults, chosen on the mask-quality benchmark)
+SAVED = "saved"
+
 #: small images (the shapes model draws 64 px) are shown enlarged, by whole pixels, to at least this side
 DISPLAY_SIDE = 384
 
@@ -107,12 +110,18 @@ class DemoSession:
         return objects
 
     @staticmethod
-    def _capture(threshold_method: str, threshold: float, largest_component: bool) -> dict:
-        capture = {
-            "threshold_method": threshold_method,
-            "threshold": float(threshold),
-            "largest_component": bool(largest_component),
-        }
+    def _capture(
+        threshold_method: str, threshold: float, largest_component: bool, refinement: str, pixel_refinement: int | str
+    ) -> dict:
+        """The overrides of the model's saved capture settings; :data:`SAVED` keeps a saved one (a saved
+        threshold method keeps its saved threshold too)."""
+        capture: dict = {"largest_component": bool(largest_component)}
+        if threshold_method != SAVED:
+            capture |= {"threshold_method": threshold_method, "threshold": float(threshold)}
+        if refinement != SAVED:
+            capture["refinement"] = refinement
+        if pixel_refinement != SAVED:
+            capture["pixel_refinement"] = pixel_refinement
         CaptureConfig.check_overrides(capture)
         return capture
 
@@ -123,9 +132,11 @@ class DemoSession:
         steps: int = 25,
         guidance_scale: float = 5.0,
         seed: int = 0,
-        threshold_method: str = "fixed",
+        threshold_method: str = SAVED,
         threshold: float = 0.4,
         largest_component: bool = False,
+        refinement: str = SAVED,
+        pixel_refinement: int | str = SAVED,
         progress: ProgressFn = _no_progress,
     ) -> DemoResult:
         """Draw ``prompt`` and capture the masks of its objects (the box's, else the vocabulary's)."""
@@ -133,7 +144,7 @@ class DemoSession:
         steps, seed = int(steps), int(seed)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        capture = self._capture(threshold_method, threshold, largest_component)
+        capture = self._capture(threshold_method, threshold, largest_component, refinement, pixel_refinement)
         pipe = self.pipeline(progress)
         pipe.check_objects([prompt], [objects])
 
@@ -160,9 +171,11 @@ class DemoSession:
         objects_text: str = "",
         timestep: int = 100,
         noise_draws: int = 4,
-        threshold_method: str = "fixed",
+        threshold_method: str = SAVED,
         threshold: float = 0.4,
         largest_component: bool = False,
+        refinement: str = SAVED,
+        pixel_refinement: int | str = SAVED,
         progress: ProgressFn = _no_progress,
     ) -> DemoResult:
         """Masks of the objects of ``caption`` in an existing ``image`` (``annotate``: noised to ``timestep``,
@@ -170,7 +183,7 @@ class DemoSession:
         if image is None:
             raise ValueError("no image given: upload the image to annotate")
         objects = self._objects(caption, objects_text)
-        capture = self._capture(threshold_method, threshold, largest_component)
+        capture = self._capture(threshold_method, threshold, largest_component, refinement, pixel_refinement)
         pipe = self.pipeline(progress)
         if not hasattr(pipe, "annotate"):
             raise ValueError(

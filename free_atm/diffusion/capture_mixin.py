@@ -27,6 +27,16 @@ def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str] | None:
     return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
+def pixels_of(images) -> torch.Tensor:
+    """A pipeline's decoded images (PIL images, an ``(B, H, W, 3)`` array or a ``(B, 3, H, W)`` tensor,
+    as ``output_type`` chose) as one float ``(B, 3, H, W)`` tensor in [0, 1]."""
+    if isinstance(images, torch.Tensor):
+        return images.float()
+    if isinstance(images, list) and images and not isinstance(images[0], np.ndarray):
+        images = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255 for image in images])
+    return torch.from_numpy(np.asarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+
+
 def _per_prompt_objects(objects: Sequence | None, prompts: list[str] | None) -> list[list[str]] | None:
     """One list of phrases per prompt; ``None`` when nothing is to be captured.
 
@@ -159,6 +169,11 @@ class AttentionCaptureMixin:
         prompts = as_prompt_list(arguments.get("prompt"))
         per_prompt = _per_prompt_objects(objects, prompts)
         config = self.capture_config.updated(capture_config)
+        if config.pixel_refinement and arguments.get("output_type") == "latent":
+            raise ValueError(
+                f"pixel_refinement={config.pixel_refinement} follows the decoded image, and output_type='latent' "
+                "decodes none; set pixel_refinement=0 or another output_type"
+            )
         if per_prompt is None:
             output = parent_call(**arguments, return_dict=True)
             extras = self._empty_mask_fields(len(prompts or []) * (arguments.get("num_images_per_prompt") or 1))
@@ -172,7 +187,8 @@ class AttentionCaptureMixin:
             output = parent_call(**arguments, return_dict=True)
 
         per_image = [per_prompt[i // images_per_prompt] for i in range(aggregator.num_images)]
-        return self._package(output, self._mask_fields(aggregator, per_image, config), return_dict)
+        pixels = pixels_of(output.images) if config.pixel_refinement else None
+        return self._package(output, self._mask_fields(aggregator, per_image, config, pixels), return_dict)
 
     def _object_weights(
         self, arguments: dict[str, Any], prompts: list[str], objects: list[list[str]], allow_absent: bool
@@ -199,9 +215,14 @@ class AttentionCaptureMixin:
         )
 
     def _mask_fields(
-        self, aggregator: AttentionAggregator, per_image: list[list[str]], config: CaptureConfig
+        self,
+        aggregator: AttentionAggregator,
+        per_image: list[list[str]],
+        config: CaptureConfig,
+        pixels: torch.Tensor | None = None,
     ) -> dict[str, list]:
-        """Objects, normalised maps, masks and boxes of every image, from a finished aggregation."""
+        """Objects, normalised maps, masks and boxes of every image, from a finished aggregation;
+        ``pixels`` ``(B, 3, H, W)`` in [0, 1] are the images, for ``config.pixel_refinement``."""
         maps = aggregator.result()
         image_size = tuple(s * self.vae_scale_factor for s in aggregator.latent_size)
         fields_ = {"objects": [], "attention_maps": [], "masks": [], "boxes": []}
@@ -212,6 +233,8 @@ class AttentionCaptureMixin:
                 config.threshold_method,
                 config.threshold,
                 config.largest_component,
+                None if pixels is None else pixels[i],
+                config.pixel_refinement,
             )
             for key, value in zip(fields_, (list(phrases), soft, masks, boxes)):
                 fields_[key].append(value)

@@ -114,4 +114,5 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
                 for _ in range(noise_draws):
                     noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
                     self.unet(self.scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=prompt_embeds)
-        return FreeATMAnnotationOutput(**self._mask_fields(aggregator, per_image, config))
+        fields_ = self._mask_fields(aggregator, per_image, config, (pixels.float() + 1) / 2)
+        return FreeATMAnnotationOutput(**fields_)

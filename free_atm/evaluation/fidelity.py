@@ -74,12 +74,27 @@ def colour_truths(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> list
     return [np.stack([colour_regions(image)[c] for c in scene.colours]) for image, scene in zip(images, scenes)]
 
 
-def maps_miou(maps: Sequence, truths: Sequence[np.ndarray], method: str, threshold: float) -> float:
+def image_pixels(image: np.ndarray) -> torch.Tensor:
+    """A uint8 ``(H, W, 3)`` image as the ``(3, H, W)`` floats in [0, 1] that pixel refinement reads."""
+    return torch.from_numpy(image).permute(2, 0, 1).float() / 255
+
+
+def maps_miou(
+    maps: Sequence,
+    truths: Sequence[np.ndarray],
+    method: str,
+    threshold: float,
+    images: Sequence[np.ndarray] | None = None,
+    pixel_refinement: int = 0,
+) -> float:
     """Mean IoU over all objects of the masks that ``maps_to_masks(map, ..., method, threshold)`` cuts
-    from each image's soft maps against its truths."""
+    from each image's soft maps against its truths; with ``pixel_refinement``, along the uint8 ``images``."""
     scores = []
-    for soft, truth in zip(maps, truths):
-        _, masks, _ = maps_to_masks(torch.as_tensor(soft), truth.shape[-2:], method, threshold)
+    for i, (soft, truth) in enumerate(zip(maps, truths)):
+        image = None if images is None else image_pixels(images[i])
+        _, masks, _ = maps_to_masks(
+            torch.as_tensor(soft), truth.shape[-2:], method, threshold, image=image, pixel_refinement=pixel_refinement
+        )
         scores += object_scores(masks, truth)[0]
     return float(np.mean(scores))
 

@@ -50,6 +50,7 @@ CAPTURE_FIELDS = (
     "refinement",
     "refinement_power",
     "refinement_scales",
+    "pixel_refinement",
 )
 
 
@@ -108,6 +109,10 @@ class GenerationConfig:
         metadata={
             "help": "the self-attention layers that count, by downsampling factor (default: <= 1,024 positions)"
         },
+    )
+    pixel_refinement: int | None = field(
+        default=None,
+        metadata={"help": "iterations of pixel-adaptive refinement along the image's colours (0: off)"},
     )
 
     def resumable_fields(self) -> dict[str, Any]:

@@ -11,7 +11,10 @@ are not told apart by it; it sharpens a map that already finds the object, it do
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
+import torch.nn.functional as F
 
 #: neighbour rings (in pixels) each pixel averages over: 8 neighbours per ring, 32 in all
 DILATIONS = (1, 2, 4, 8)
@@ -19,27 +22,25 @@ DILATIONS = (1, 2, 4, 8)
 TEMPERATURE = 0.1
 
 
-def neighbours(values: torch.Tensor, dilations: tuple[int, ...] = DILATIONS) -> torch.Tensor:
-    """The 8 neighbours at each dilation of every pixel of ``(C, H, W)``: ``(C, K, H, W)`` with ``K = 8 *
-    len(dilations)``; pixels beyond the border repeat the border."""
+def shifted(values: torch.Tensor, dilations: tuple[int, ...] = DILATIONS) -> Iterator[torch.Tensor]:
+    """Views of ``(C, H, W)`` moved by each of the 8 offsets per dilation (ring by ring, row by row):
+    the ``k``-th holds every pixel's ``k``-th neighbour; pixels beyond the border repeat the border."""
     height, width = values.shape[-2:]
-    rings = []
+    pad = max(dilations)
+    padded = F.pad(values[None], (pad, pad, pad, pad), mode="replicate")[0]
     for d in dilations:
-        padded = torch.nn.functional.pad(values[None], (d, d, d, d), mode="replicate")[0]
-        rings += [
-            padded[:, d + dy : d + dy + height, d + dx : d + dx + width]
-            for dy in (-d, 0, d)
-            for dx in (-d, 0, d)
-            if dy or dx
-        ]
-    return torch.stack(rings, dim=1)
+        for dy in (-d, 0, d):
+            for dx in (-d, 0, d):
+                if dy or dx:
+                    yield padded[:, pad + dy : pad + dy + height, pad + dx : pad + dx + width]
 
 
 def colour_affinity(image: torch.Tensor, dilations: tuple[int, ...] = DILATIONS) -> torch.Tensor:
-    """Each pixel's weights over its neighbours ``(K, H, W)`` for an image ``(3, H, W)`` in [0, 1]: a
-    softmax over the neighbours of ``-mean_c |I_c(i) - I_c(j)| / (TEMPERATURE * std_c(i))``, ``std_c(i)``
-    being the spread of channel ``c`` over pixel ``i``'s neighbours (so weights adapt to local contrast)."""
-    around = neighbours(image.float(), dilations)
+    """Each pixel's weights ``(K, H, W)`` over its ``K`` neighbours (:func:`shifted`) in an image ``(3, H, W)``
+    in [0, 1]: a softmax over the neighbours of ``-mean_c |I_c(i) - I_c(j)| / (TEMPERATURE * std_c(i))``,
+    ``std_c(i)`` being the spread of channel ``c`` over pixel ``i``'s neighbours (so weights adapt to local
+    contrast)."""
+    around = torch.stack(list(shifted(image.float(), dilations)), dim=1)  # (3, K, H, W)
     spread = around.std(dim=1, keepdim=True)
     difference = (around - image.float()[:, None]).abs() / (TEMPERATURE * spread + 1e-8)
     return (-difference.mean(dim=0)).softmax(dim=0)
@@ -55,6 +56,9 @@ def refine_with_pixels(maps: torch.Tensor, image: torch.Tensor, iterations: int)
         return maps
     affinity = colour_affinity(image.to(maps.device))
     refined = maps.float()
-    for _ in range(iterations):
-        refined = (neighbours(refined) * affinity).sum(dim=1)
+    for _ in range(iterations):  # one (M, H, W) sum at a time: no (M, K, H, W) tensor
+        total = torch.zeros_like(refined)
+        for weight, neighbour in zip(affinity, shifted(refined)):
+            total.addcmul_(weight, neighbour)
+        refined = total
     return refined

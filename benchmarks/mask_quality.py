@@ -143,6 +143,17 @@ def reconstructions(pipe, scenes) -> list[np.ndarray]:
     return list(((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
+def save_defaults(folder: Path, config: CaptureConfig) -> None:
+    """Write ``config`` as the capture settings in ``folder``'s ``model_index.json``, and nothing else (the
+    pipeline's own ``save_config`` would also record where and through which custom pipeline it was loaded)."""
+    index = folder / "model_index.json"
+    values = json.loads(index.read_text())
+    values["capture_config"] = config.to_dict()
+    temporary = index.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    temporary.replace(index)  # atomic: an interrupted write leaves the old settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes")
@@ -200,8 +211,7 @@ def main() -> None:
     refined_gen_miou, refined_real_miou = held_out_gen[refined_family], held_out_real[refined_family]
 
     if args.save_defaults:  # into the folder the pipeline was loaded from (the shipped model's, for shapes)
-        pipe.set_capture_config(defaults)
-        pipe.save_config(folder)
+        save_defaults(Path(folder), defaults)
     result = {
         "model": args.model,
         "images_per_split": args.num_images,

@@ -153,7 +153,7 @@ def test_client_gets_maps_masks_boxes_and_readable_errors(served):
 
     client = Client(served, verbose=False)
     image, overlay, gallery, details, files = client.predict(
-        PROMPT, OBJECTS, 2, 5.0, 0, "fixed", 0.4, False, api_name="/generate"
+        PROMPT, OBJECTS, 2, 5.0, 0, "fixed", 0.4, False, "self_attention", 5, api_name="/generate"
     )
     assert Image.open(image).size == (384, 384) and Image.open(overlay).size == (384, 384)
     assert [item["caption"] for item in gallery] == ["circle", "square"]

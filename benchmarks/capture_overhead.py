@@ -20,12 +20,14 @@ mapping, so times are never taken under it. Memory growth per step compares call
     python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
     python benchmarks/capture_overhead.py --families sd15 sdxl --size 512 --no-baselines   # capture only
 
-UNet families also time the capture with self-attention refinement (``refined``).
+UNet families also time the capture with self-attention refinement (``refined``), and every family the
+capture with 10 iterations of pixel refinement of the masks (``pixels``).
 
 Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
 flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> refine_time_ratio=<sd15
-refined> mem_growth_per_step_mb=<w>`` (the largest growth of the capture, refined or not, over the
-families; budget: every capture time ratio at most 1.02, refinement at most 1.10, growth about 0).
+refined> pixel_time_ratio=<sd15 pixels> mem_growth_per_step_mb=<w>`` (the largest growth of the capture,
+refined or not, over the families; budget: every capture time ratio at most 1.02, refinement at most 1.10,
+growth about 0).
 """
 
 from __future__ import annotations
@@ -202,6 +204,7 @@ class FamilyBench:
             self.variants = ("stock", "free_atm")
         if not hasattr(self.stock, "transformer"):  # UNets: the capture with self-attention refinement
             self.variants += ("refined",)
+        self.variants += ("pixels",)
         self.stock_processors = self.denoiser.attn_processors
         self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
         self.store: list[torch.Tensor] = []
@@ -215,8 +218,12 @@ class FamilyBench:
             generator=torch.Generator(self.device).manual_seed(0),
             output_type="np",
         )
-        if variant in ("free_atm", "concept", "refined"):
-            settings = {"concept": {"method": "concept"}, "refined": {"refinement": "self_attention"}}
+        if variant in ("free_atm", "concept", "refined", "pixels"):
+            settings = {
+                "concept": {"method": "concept"},
+                "refined": {"refinement": "self_attention"},
+                "pixels": {"pixel_refinement": 10},
+            }
             self.free_atm(PROMPT, objects=OBJECTS, capture_config=settings.get(variant, {}), **call)
             return
         if variant == "store_all":
@@ -294,7 +301,7 @@ def summarise(bench: FamilyBench, times, inside, memory) -> dict:
         "denoiser_time_ratio": median_inside["free_atm"] / median_inside["stock"],
         "mem_ratio": memory["free_atm"][steps] / memory["stock"][steps],
     }
-    for variant in ("concept", "store_all", "refined"):
+    for variant in ("concept", "store_all", "refined", "pixels"):
         if variant in bench.variants:
             result[f"{variant}_time_ratio"] = median[variant] / median["stock"]
             result[f"{variant}_mem_ratio"] = memory[variant][steps] / memory["stock"][steps]
@@ -314,7 +321,7 @@ def measure_size(args, device: torch.device, dtype: torch.dtype, size: int) -> d
         gc.collect()  # the family's pipelines go before the next family's are built
         done = families[name]
         figures = ("time_ratio", "denoiser_time_ratio", "mem_ratio", "concept_time_ratio", "store_all_time_ratio",
-                   "refined_time_ratio")  # fmt: skip
+                   "refined_time_ratio", "pixels_time_ratio")  # fmt: skip
         line = " ".join(f"{key}={done[key]:.3f}" for key in figures if key in done)
         print(f"{size} px {name}: {line} mem_growth_per_step_mb={done['mem_growth_per_step_mb']['free_atm']:.2f}",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -330,7 +337,14 @@ def summary_line(size: int, families: dict) -> str:
         for name, family in families.items()
         if name in ("sd3", "flux")
     ]
-    refine = [f"refine_time_ratio={families['sd15']['refined_time_ratio']:.3f}"] if "sd15" in families else []
+    refine = (
+        [
+            f"refine_time_ratio={families['sd15']['refined_time_ratio']:.3f}",
+            f"pixel_time_ratio={families['sd15']['pixels_time_ratio']:.3f}",
+        ]
+        if "sd15" in families
+        else []
+    )
     growth = max(
         family["mem_growth_per_step_mb"][variant]
         for family in families.values()

@@ -129,14 +129,13 @@ def test_a_unet_without_self_attention_at_a_scale_or_at_all_says_so():
     from free_atm.attention import AttentionAggregator, capture_cross_attention
     from free_atm.models import load_pipeline
 
-    shapes = load_pipeline("shapes")  # text-only attention, but for the mid block's (4 x 4) self-attention
-    if shapes.unet.config.only_cross_attention:
-        with pytest.raises(ValueError, match=r"refinement_scales \[1\] match no.*at scales \[4\]"):
-            shapes(
-                "a red circle",
-                objects=["red circle"],
-                capture_config={"refinement_scales": (1,), "refinement": "self_attention"},
-            )
+    shapes = load_pipeline("shapes")  # self-attention at the 16 x 16, 8 x 8 and 4 x 4 grids of its 16 x 16 latent
+    with pytest.raises(ValueError, match=r"refinement_scales \[8\] match no.*at scales \[1, 2, 4\]"):
+        shapes(
+            "a red circle",
+            objects=["red circle"],
+            capture_config={"refinement_scales": (8,), "refinement": "self_attention"},
+        )
     text_only = UNet2DConditionModel(
         block_out_channels=(16, 32),
         norm_num_groups=8,

@@ -36,16 +36,14 @@ from PIL import Image
 from free_atm import CaptureConfig
 from free_atm.evaluation.fidelity import (
     colour_truths,
+    cut_masks,
     draw_scenes,
     fidelity_breakdown,
-    image_pixels,
-    maps_miou,
+    masks_miou,
     scenes_split,
     word_influence,
 )
 from free_atm.evaluation.judge import shape_classifier
-from free_atm.masks import maps_to_masks
-from free_atm.metrics import object_scores
 from free_atm.models import load_pipeline
 
 AGGREGATIONS = {
@@ -110,14 +108,15 @@ def best_setting(table: dict, family: str) -> tuple[tuple[str, str], CaptureConf
     return best, config
 
 
-def split_miou(maps: dict, truths, images, aggregation: str, cut: str) -> float:
-    """Mean IoU of one (aggregation, cut) on a split."""
-    return maps_miou(maps[aggregation], truths, *CUTS[cut][:2], images=images, pixel_refinement=CUTS[cut][2])
+def split_masks(maps: dict, truths, images, aggregation: str, cut: str) -> list[np.ndarray]:
+    """The masks of one (aggregation, cut) on a split."""
+    method, threshold, iterations = CUTS[cut]
+    return cut_masks(maps[aggregation], truths, method, threshold, images, iterations)
 
 
 def real_images_miou(pipe, scenes, config: CaptureConfig, timesteps, noise_draws: int, batch_size: int) -> float:
     """``pipe.annotate`` on rendered scenes with their captions: mean IoU of the masks against the exact ones."""
-    scores = []
+    masks = []
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
         out = pipe.annotate(
@@ -129,9 +128,8 @@ def real_images_miou(pipe, scenes, config: CaptureConfig, timesteps, noise_draws
             generator=torch.Generator().manual_seed(start),
             capture_config=config,
         )
-        for masks, scene in zip(out.masks, part):
-            scores += object_scores(masks, scene.masks)[0]
-    return float(np.mean(scores))
+        masks += out.masks
+    return masks_miou(masks, [scene.masks for scene in scenes])
 
 
 @torch.no_grad()
@@ -174,31 +172,20 @@ def main() -> None:
 
     _, images, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
     table = {
-        agg: {cut: split_miou(maps, truths, images, agg, cut) for cut in CUTS} for agg in {**AGGREGATIONS, **REFINED}
+        agg: {cut: masks_miou(split_masks(maps, truths, images, agg, cut), truths) for cut in CUTS}
+        for agg in {**AGGREGATIONS, **REFINED}
     }
     chosen = {family: best_setting(table, family) for family in FAMILIES}
-    best_family = max(chosen, key=lambda family: table[chosen[family][0][0]][chosen[family][0][1]])
-    refined_family = max(
-        (f for f in FAMILIES if f != "raw"), key=lambda family: table[chosen[family][0][0]][chosen[family][0][1]]
-    )
+    selection = {family: table[aggregation][cut] for family, ((aggregation, cut), _) in chosen.items()}
+    best_family = max(selection, key=selection.get)
+    refined_family = max((family for family in selection if family != "raw"), key=selection.get)
 
     scenes, images, truths, maps = generated_split(pipe, HELD_OUT_SEED, **split)
-    held_out_gen = {family: split_miou(maps, truths, images, *setting) for family, (setting, _) in chosen.items()}
-    (aggregation, cut), defaults = chosen[best_family]
-    method, threshold, iterations = CUTS[cut]
-    held_out_masks = [
-        maps_to_masks(
-            m,
-            t.shape[-2:],
-            method,
-            threshold,
-            image=image_pixels(image),
-            pixel_refinement=iterations,
-        )[1]
-        for m, t, image in zip(maps[aggregation], truths, images)
-    ]
+    held_out_masks = {family: split_masks(maps, truths, images, *setting) for family, (setting, _) in chosen.items()}
+    held_out_gen = {family: masks_miou(masks, truths) for family, masks in held_out_masks.items()}
+    defaults = chosen[best_family][1]
     classifier = shape_classifier()
-    breakdown = fidelity_breakdown(images, scenes, classifier, held_out_masks)
+    breakdown = fidelity_breakdown(images, scenes, classifier, held_out_masks[best_family])
     real = scenes_split(REAL_SEED, args.num_images)
     judge_on_real = fidelity_breakdown([s.image for s in real], real, classifier)
     judge_on_vae = fidelity_breakdown(reconstructions(pipe, real), real, classifier)

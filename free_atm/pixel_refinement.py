@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +21,16 @@ import torch.nn.functional as F
 DILATIONS = (1, 2, 4, 8)
 #: how sharply a colour difference lowers a neighbour's weight, relative to the local colour spread
 TEMPERATURE = 0.1
+
+
+def as_pixels(image) -> torch.Tensor:
+    """One image as the ``(3, H, W)`` floats in [0, 1] that refinement reads: a ``(3, H, W)`` tensor in
+    [0, 1] (``output_type="pt"``), an ``(H, W, 3)`` array in [0, 1] (``"np"``) or of uint8, or a PIL image."""
+    if isinstance(image, torch.Tensor):
+        return image.float()
+    values = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    pixels = torch.from_numpy(values.astype(np.float32)).permute(2, 0, 1)
+    return pixels / 255 if values.dtype == np.uint8 else pixels
 
 
 def shifted(values: torch.Tensor, dilations: tuple[int, ...] = DILATIONS) -> Iterator[torch.Tensor]:

@@ -18,6 +18,7 @@ from ..attention import AttentionAggregator, CaptureConfig, capture_attention
 from ..attention.attribution import Attribution, attribution_weights
 from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
+from ..pixel_refinement import as_pixels
 from ..tokens import TextSource, object_token_weights
 
 
@@ -25,16 +26,6 @@ def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str] | None:
     if prompt is None:
         return None
     return [prompt] if isinstance(prompt, str) else list(prompt)
-
-
-def pixels_of(images) -> torch.Tensor:
-    """A pipeline's decoded images (PIL images, an ``(B, H, W, 3)`` array or a ``(B, 3, H, W)`` tensor,
-    as ``output_type`` chose) as one float ``(B, 3, H, W)`` tensor in [0, 1]."""
-    if isinstance(images, torch.Tensor):
-        return images.float()
-    if isinstance(images, list) and images and not isinstance(images[0], np.ndarray):
-        images = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255 for image in images])
-    return torch.from_numpy(np.asarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
 
 
 def _per_prompt_objects(objects: Sequence | None, prompts: list[str] | None) -> list[list[str]] | None:
@@ -187,7 +178,7 @@ class AttentionCaptureMixin:
             output = parent_call(**arguments, return_dict=True)
 
         per_image = [per_prompt[i // images_per_prompt] for i in range(aggregator.num_images)]
-        pixels = pixels_of(output.images) if config.pixel_refinement else None
+        pixels = [as_pixels(image) for image in output.images] if config.pixel_refinement else None
         return self._package(output, self._mask_fields(aggregator, per_image, config, pixels), return_dict)
 
     def _object_weights(
@@ -219,10 +210,10 @@ class AttentionCaptureMixin:
         aggregator: AttentionAggregator,
         per_image: list[list[str]],
         config: CaptureConfig,
-        pixels: torch.Tensor | None = None,
+        pixels: Sequence[torch.Tensor] | None = None,
     ) -> dict[str, list]:
         """Objects, normalised maps, masks and boxes of every image, from a finished aggregation;
-        ``pixels`` ``(B, 3, H, W)`` in [0, 1] are the images, for ``config.pixel_refinement``."""
+        ``pixels`` are the images, ``(3, H, W)`` in [0, 1] each, for ``config.pixel_refinement``."""
         maps = aggregator.result()
         image_size = tuple(s * self.vae_scale_factor for s in aggregator.latent_size)
         fields_ = {"objects": [], "attention_maps": [], "masks": [], "boxes": []}

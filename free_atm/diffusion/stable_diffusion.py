@@ -114,5 +114,5 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
                 for _ in range(noise_draws):
                     noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
                     self.unet(self.scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=prompt_embeds)
-        fields_ = self._mask_fields(aggregator, per_image, config, (pixels.float() + 1) / 2)
-        return FreeATMAnnotationOutput(**fields_)
+        images_01 = (pixels.float() + 1) / 2 if config.pixel_refinement else None  # preprocess gave [-1, 1]
+        return FreeATMAnnotationOutput(**self._mask_fields(aggregator, per_image, config, images_01))

@@ -26,6 +26,7 @@ import torch
 from ..attention import CaptureConfig
 from ..masks import maps_to_masks
 from ..metrics import object_scores
+from ..pixel_refinement import as_pixels
 from ..seeds import derive_seed
 from ..world.render import COLOURS, SHAPES, Scene, render_scene
 from .judge import ShapeClassifier, colour_regions, judge_image
@@ -74,9 +75,32 @@ def colour_truths(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> list
     return [np.stack([colour_regions(image)[c] for c in scene.colours]) for image, scene in zip(images, scenes)]
 
 
-def image_pixels(image: np.ndarray) -> torch.Tensor:
-    """A uint8 ``(H, W, 3)`` image as the ``(3, H, W)`` floats in [0, 1] that pixel refinement reads."""
-    return torch.from_numpy(image).permute(2, 0, 1).float() / 255
+def cut_masks(
+    maps: Sequence,
+    truths: Sequence[np.ndarray],
+    method: str,
+    threshold: float,
+    images: Sequence[np.ndarray] | None = None,
+    pixel_refinement: int = 0,
+) -> list[np.ndarray]:
+    """The masks ``maps_to_masks(map, ..., method, threshold)`` cuts from each image's soft maps at its
+    truth's size; with ``pixel_refinement``, along the ``images``."""
+    return [
+        maps_to_masks(
+            torch.as_tensor(soft),
+            truth.shape[-2:],
+            method,
+            threshold,
+            image=None if images is None else as_pixels(images[i]),
+            pixel_refinement=pixel_refinement,
+        )[1]
+        for i, (soft, truth) in enumerate(zip(maps, truths))
+    ]
+
+
+def masks_miou(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+    """Mean IoU over all objects of every image's masks against its truths."""
+    return float(np.mean([score for mask, truth in zip(masks, truths) for score in object_scores(mask, truth)[0]]))
 
 
 def maps_miou(
@@ -87,16 +111,8 @@ def maps_miou(
     images: Sequence[np.ndarray] | None = None,
     pixel_refinement: int = 0,
 ) -> float:
-    """Mean IoU over all objects of the masks that ``maps_to_masks(map, ..., method, threshold)`` cuts
-    from each image's soft maps against its truths; with ``pixel_refinement``, along the uint8 ``images``."""
-    scores = []
-    for i, (soft, truth) in enumerate(zip(maps, truths)):
-        image = None if images is None else image_pixels(images[i])
-        _, masks, _ = maps_to_masks(
-            torch.as_tensor(soft), truth.shape[-2:], method, threshold, image=image, pixel_refinement=pixel_refinement
-        )
-        scores += object_scores(masks, truth)[0]
-    return float(np.mean(scores))
+    """Mean IoU over all objects of the masks :func:`cut_masks` cuts."""
+    return masks_miou(cut_masks(maps, truths, method, threshold, images, pixel_refinement), truths)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from diffusers import SD3Transformer2DModel
 
-from free_atm.evaluation.fidelity import colour_truths, draw_scenes, fidelity_breakdown, maps_miou, scenes_split
+from free_atm.evaluation.fidelity import (
+    colour_truths,
+    cut_masks,
+    draw_scenes,
+    fidelity_breakdown,
+    masks_miou,
+    scenes_split,
+)
 from free_atm.evaluation.judge import shape_classifier
 from free_atm.models.shapes.mmdit import shapes_sd3_pipeline, shapes_sd3_transformer
 from free_atm.seeds import derive_seed
@@ -155,7 +162,9 @@ def main() -> None:
     truths = colour_truths(images, scenes)
     maps = {capture: [soft for soft, _ in outputs] for capture, outputs in captured.items()}
     table = {
-        capture: {name: maps_miou(maps[capture], truths, *spec) for name, spec in THRESHOLDS.items()}
+        capture: {
+            name: masks_miou(cut_masks(maps[capture], truths, *spec), truths) for name, spec in THRESHOLDS.items()
+        }
         for capture in CAPTURES
     }
     breakdown = fidelity_breakdown(images, scenes, shape_classifier())

@@ -103,18 +103,6 @@ def masks_miou(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> flo
     return float(np.mean([score for mask, truth in zip(masks, truths) for score in object_scores(mask, truth)[0]]))
 
 
-def maps_miou(
-    maps: Sequence,
-    truths: Sequence[np.ndarray],
-    method: str,
-    threshold: float,
-    images: Sequence[np.ndarray] | None = None,
-    pixel_refinement: int = 0,
-) -> float:
-    """Mean IoU over all objects of the masks :func:`cut_masks` cuts."""
-    return masks_miou(cut_masks(maps, truths, method, threshold, images, pixel_refinement), truths)
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 

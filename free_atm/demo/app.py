@@ -14,6 +14,7 @@ import gradio as gr  # noqa: E402
 
 from ..attention import THRESHOLD_METHODS  # noqa: E402
 from ..attention.config import REFINEMENTS  # noqa: E402
+from ..models.registry import saved_sampling  # noqa: E402
 from .session import SAVED, DemoResult, DemoSession  # noqa: E402
 
 #: system fonts only: the page must not wait on a font service it cannot reach
@@ -115,6 +116,7 @@ def build_demo(model: str | DemoSession = "shapes") -> gr.Blocks:
         )
 
     example = session.example_prompt
+    sampling = saved_sampling(session.model)  # the sliders start at the model's saved sampling settings
     with gr.Blocks(title="free-atm") as demo:
         gr.Markdown(INTRO.format(model=session.model))
         with gr.Tab("generate"):
@@ -128,8 +130,10 @@ def build_demo(model: str | DemoSession = "shapes") -> gr.Blocks:
                         elem_id="objects",
                     )
                     with gr.Row():
-                        steps = gr.Slider(1, 100, value=25, step=1, label="steps")
-                        guidance = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="guidance scale")
+                        steps = gr.Slider(1, 100, value=sampling.num_inference_steps or 25, step=1, label="steps")
+                        guidance = gr.Slider(
+                            1.0, 15.0, value=sampling.guidance_scale or 5.0, step=0.5, label="guidance scale"
+                        )
                         seed = gr.Number(value=0, precision=0, label="seed")
                     settings = _capture_settings()
                     button = gr.Button("Generate", variant="primary", elem_id="generate")

@@ -20,6 +20,7 @@ from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
 from ..pixel_refinement import as_pixels
 from ..tokens import TextSource, object_token_weights
+from .sampling import SamplingConfig
 
 
 def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str] | None:
@@ -55,8 +56,9 @@ def _per_prompt_objects(objects: Sequence | None, prompts: list[str] | None) -> 
 class AttentionCaptureMixin:
     """Mixed into a Stable Diffusion-family pipeline: ``__call__`` also returns maps, masks and boxes.
 
-    The pipeline registers ``capture_config`` (a dict) in its config, so ``save_pretrained`` and
-    ``from_pretrained`` keep the capture settings; a call may override them.
+    The pipeline registers ``capture_config`` and ``sampling_config`` (dicts) in its config, so
+    ``save_pretrained`` and ``from_pretrained`` keep the capture and sampling settings; a call may override
+    them (:mod:`free_atm.diffusion.sampling`).
     """
 
     #: the parent's output dataclass extended with the mask fields
@@ -95,10 +97,13 @@ class AttentionCaptureMixin:
         shutil.copyfile(shim, Path(save_directory) / f"{self._code_module}.py")
         super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
 
-    def _register_capture_config(self, capture_config: CaptureConfig | dict | None) -> None:
+    def _register_settings(
+        self, capture_config: CaptureConfig | dict | None, sampling_config: SamplingConfig | dict | None
+    ) -> None:
         if isinstance(capture_config, CaptureConfig):
             capture_config = capture_config.to_dict()
         self.register_to_config(capture_config=CaptureConfig.from_dict(capture_config).to_dict())
+        self.set_sampling_config(sampling_config)
 
     @property
     def capture_config(self) -> CaptureConfig:
@@ -109,6 +114,19 @@ class AttentionCaptureMixin:
         """Replace the saved capture settings (a config, a dict, or keyword overrides of the current ones)."""
         config = self.capture_config.updated(capture_config).updated(overrides or None)
         self.register_to_config(capture_config=config.to_dict())
+
+    @property
+    def sampling_config(self) -> SamplingConfig:
+        """The sampling settings saved with this pipeline (every field ``None``: the parent's behaviour)."""
+        return SamplingConfig.from_dict(self.config.sampling_config)
+
+    def set_sampling_config(self, sampling_config: SamplingConfig | dict | None = None, **overrides: Any) -> None:
+        """Apply sampling settings (a config, a dict, or keyword overrides of the current ones): the values
+        given replace the saved ones, and a scheduler or timestep spacing rebuilds ``self.scheduler``."""
+        current = SamplingConfig.from_dict(getattr(self.config, "sampling_config", None))
+        config = current.updated(sampling_config).updated(overrides or None)
+        self.scheduler = config.scheduler_for(self.scheduler)
+        self.register_to_config(sampling_config=config.to_dict())
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         """The tokenizers whose tokens the denoiser attends to, each with the prompts it encodes and where
@@ -154,8 +172,10 @@ class AttentionCaptureMixin:
         capture_config: CaptureConfig | dict | None,
     ):
         allow_absent = kwargs.pop("allow_absent_objects", False)
-        arguments = inspect.signature(parent_call).bind(*args, **kwargs).arguments
+        signature = inspect.signature(parent_call)
+        arguments = signature.bind(*args, **kwargs).arguments
         arguments.update(arguments.pop("kwargs", {}))
+        arguments = {**self.sampling_config.call_defaults(set(signature.parameters)), **arguments}
         return_dict = arguments.pop("return_dict", True)
         prompts = as_prompt_list(arguments.get("prompt"))
         per_prompt = _per_prompt_objects(objects, prompts)

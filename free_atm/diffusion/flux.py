@@ -10,6 +10,7 @@ from ..attention import CaptureConfig
 from ..tokens import TextSource
 from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
 from .output import FreeATMFluxPipelineOutput
+from .sampling import SamplingConfig
 
 
 class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
@@ -17,7 +18,8 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
 
     Flux's CLIP gives only a pooled vector; the image tokens attend to T5's tokens, so objects are found in
     the T5 prompt (``prompt_2``, else ``prompt``) and an object missing from it is a ``ValueError`` naming
-    it. Double- and single-stream blocks both count. Takes the parent's components plus ``capture_config``.
+    it. Double- and single-stream blocks both count. Takes the parent's components plus ``capture_config``
+    and ``sampling_config``.
     """
 
     output_class = FreeATMFluxPipelineOutput
@@ -35,6 +37,7 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
         image_encoder=None,
         feature_extractor=None,
         capture_config: CaptureConfig | dict | None = None,
+        sampling_config: SamplingConfig | dict | None = None,
     ):
         super().__init__(
             scheduler=scheduler,
@@ -47,7 +50,7 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
             image_encoder=image_encoder,
             feature_extractor=feature_extractor,
         )
-        self._register_capture_config(capture_config)
+        self._register_settings(capture_config, sampling_config)
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         t5_prompts = as_prompt_list(arguments.get("prompt_2")) or prompts

@@ -15,12 +15,14 @@ from ..attention import AttentionAggregator, CaptureConfig, capture_cross_attent
 from ..tokens import TextSource, object_token_weights
 from .capture_mixin import AttentionCaptureMixin, capture_call_docstring, capture_call_signature
 from .output import FreeATMAnnotationOutput, FreeATMStableDiffusionPipelineOutput
+from .sampling import SamplingConfig
 
 
 class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
     """``StableDiffusionPipeline`` whose call also returns, per object phrase, the attention map, mask and box.
 
-    Takes the parent's components plus ``capture_config`` (the saved :class:`CaptureConfig` as a dict).
+    Takes the parent's components plus ``capture_config`` and ``sampling_config`` (the saved
+    :class:`CaptureConfig` and :class:`~free_atm.diffusion.sampling.SamplingConfig` as dicts).
     """
 
     output_class = FreeATMStableDiffusionPipelineOutput
@@ -38,6 +40,7 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
         image_encoder: CLIPVisionModelWithProjection = None,
         requires_safety_checker: bool = True,
         capture_config: CaptureConfig | dict | None = None,
+        sampling_config: SamplingConfig | dict | None = None,
     ):
         super().__init__(
             vae=vae,
@@ -50,7 +53,7 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
             image_encoder=image_encoder,
             requires_safety_checker=requires_safety_checker,
         )
-        self._register_capture_config(capture_config)
+        self._register_settings(capture_config, sampling_config)
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         return [TextSource(self.tokenizer, prompts)]

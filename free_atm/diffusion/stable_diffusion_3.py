@@ -10,6 +10,7 @@ from ..attention import CaptureConfig
 from ..tokens import TextSource
 from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
 from .output import FreeATMStableDiffusion3PipelineOutput
+from .sampling import SamplingConfig
 
 
 class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pipeline):
@@ -18,7 +19,7 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
     The image tokens attend to one text sequence: 77 CLIP positions (CLIP-L reads ``prompt``, CLIP-G
     ``prompt_2``, their embeddings side by side), then ``max_sequence_length`` T5 positions (``prompt_3``).
     An object's columns are its tokens in whichever of the three prompts contain it; an object in none of
-    them is a ``ValueError`` naming it. Takes the parent's components plus ``capture_config``.
+    them is a ``ValueError`` naming it. Takes the parent's components plus ``capture_config`` and ``sampling_config``.
     """
 
     output_class = FreeATMStableDiffusion3PipelineOutput
@@ -38,6 +39,7 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
         image_encoder=None,
         feature_extractor=None,
         capture_config: CaptureConfig | dict | None = None,
+        sampling_config: SamplingConfig | dict | None = None,
     ):
         super().__init__(
             transformer=transformer,
@@ -52,7 +54,7 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
             image_encoder=image_encoder,
             feature_extractor=feature_extractor,
         )
-        self._register_capture_config(capture_config)
+        self._register_settings(capture_config, sampling_config)
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         second = as_prompt_list(arguments.get("prompt_2")) or prompts

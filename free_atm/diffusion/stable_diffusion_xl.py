@@ -17,6 +17,7 @@ from ..attention import CaptureConfig
 from ..tokens import TextSource
 from .capture_mixin import AttentionCaptureMixin, as_prompt_list, capture_call_docstring, capture_call_signature
 from .output import FreeATMStableDiffusionXLPipelineOutput
+from .sampling import SamplingConfig
 
 
 class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLPipeline):
@@ -43,6 +44,7 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
         force_zeros_for_empty_prompt: bool = True,
         add_watermarker: bool | None = None,
         capture_config: CaptureConfig | dict | None = None,
+        sampling_config: SamplingConfig | dict | None = None,
     ):
         super().__init__(
             vae=vae,
@@ -57,7 +59,7 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
             force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
             add_watermarker=add_watermarker,
         )
-        self._register_capture_config(capture_config)
+        self._register_settings(capture_config, sampling_config)
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         second = as_prompt_list(arguments.get("prompt_2")) or prompts

@@ -27,6 +27,7 @@ from ..data.background import BackgroundShardWriter
 from ..data.lock import writer_lock
 from ..data.schema import encode_sample, sample_features
 from ..data.shards import ShardPlan
+from ..diffusion.sampling import SCHEDULERS, TIMESTEP_SPACINGS, SamplingConfig
 from ..prompts import ObjectPrompt, read_prompt_file
 from ..run_settings import check_run_settings
 from ..seeds import derive_seed
@@ -37,6 +38,11 @@ CONFIG_FILE = "generation_config.json"
 MAX_SHARDS = 99_999
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+
+#: the sampling settings a generation may override besides ``steps``; ``None`` keeps the pipeline's saved one
+SAMPLING_FIELDS = ("guidance_scale", "scheduler", "timestep_spacing", "guidance_rescale")
+#: what a generation samples with when neither the command nor the model says
+FALLBACK_SAMPLING = {"num_inference_steps": 25, "guidance_scale": 5.0}
 
 #: the capture settings a generation may override; ``None`` keeps the pipeline's saved setting
 CAPTURE_FIELDS = (
@@ -63,9 +69,24 @@ class GenerationConfig:
     num_images: int = field(default=16, metadata={"help": "how many images (samples) the dataset holds"})
     out: str = field(default="outputs/dataset", metadata={"help": "the dataset folder; rerun to resume it"})
     batch_size: int = field(default=8, metadata={"help": "images per pipeline call (per process)"})
-    steps: int = field(default=25, metadata={"help": "denoising steps per image"})
+    steps: int | None = field(
+        default=None, metadata={"help": "denoising steps per image (default: the model's saved setting, else 25)"}
+    )
     seed: int = field(default=0, metadata={"help": "with a sample's index, decides its prompt and noise"})
-    guidance_scale: float = field(default=5.0, metadata={"help": "classifier-free guidance; 1 or less: none"})
+    guidance_scale: float | None = field(
+        default=None,
+        metadata={"help": "classifier-free guidance, 1 or less: none (default: the model's saved setting, else 5)"},
+    )
+    scheduler: str | None = field(
+        default=None,
+        metadata={"help": f"{', '.join(SCHEDULERS)} (default: the model's saved setting, else its own scheduler)"},
+    )
+    timestep_spacing: str | None = field(
+        default=None, metadata={"help": f"where the steps fall: {', '.join(TIMESTEP_SPACINGS)} (default: the model's)"}
+    )
+    guidance_rescale: float | None = field(
+        default=None, metadata={"help": "guidance rescale in [0, 1] (default: the model's saved setting, else none)"}
+    )
     height: int | None = field(default=None, metadata={"help": "image height, a multiple of 8 (default: model's)"})
     width: int | None = field(default=None, metadata={"help": "image width, a multiple of 8 (default: model's)"})
     shard_size: int = field(default=256, metadata={"help": "samples per Parquet shard (the unit of resuming)"})
@@ -124,6 +145,11 @@ class GenerationConfig:
             fields_["prompts_sha256"] = _file_sha256(self.prompts, stat.st_size, stat.st_mtime_ns)
         return fields_
 
+    def sampling_overrides(self) -> dict[str, Any]:
+        """The sampling settings given: they override the pipeline's saved ``sampling_config``."""
+        given = {"num_inference_steps": self.steps, **{k: getattr(self, k) for k in SAMPLING_FIELDS}}
+        return {k: v for k, v in given.items() if v is not None}
+
     def capture_overrides(self) -> dict[str, Any]:
         """The capture settings given: they override the pipeline's saved ``capture_config``."""
         return {k: getattr(self, k) for k in CAPTURE_FIELDS if getattr(self, k) is not None}
@@ -135,16 +161,17 @@ class GenerationConfig:
         from ..models import check_model_reference
 
         for name in ("num_images", "batch_size", "steps", "shard_size"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.seed < 0:
             raise ValueError(f"--seed must be 0 or more, got {self.seed}")
-        if not math.isfinite(self.guidance_scale):
-            raise ValueError(f"--guidance-scale must be a finite number, got {self.guidance_scale}")
-        if self.guidance_scale < 0:
-            raise ValueError(
-                f"--guidance-scale must be 0 or more (1 or less turns guidance off), got {self.guidance_scale}"
-            )
+        scale = self.guidance_scale
+        if scale is not None and not (math.isfinite(scale) and 0 <= scale <= 100):
+            raise ValueError(f"--guidance-scale must lie in [0, 100] (1 or less turns guidance off), got {scale}")
+        try:
+            SamplingConfig.from_dict(self.sampling_overrides())
+        except ValueError as error:
+            raise ValueError(f"bad sampling setting: {error}") from None
         for name in ("height", "width"):
             size = getattr(self, name)
             if size is not None and (size <= 0 or size % 8):
@@ -200,8 +227,18 @@ class PromptSource:
         return self.model.prompt(self.config.seed, index)
 
 
+def sampling_in_effect(pipe, config: GenerationConfig) -> SamplingConfig:
+    """The sampling settings a generation uses: those given, else the pipeline's saved ones, else
+    :data:`FALLBACK_SAMPLING`. Applies a scheduler or spacing to ``pipe``."""
+    saved = pipe.sampling_config
+    fallback = {k: v for k, v in FALLBACK_SAMPLING.items() if getattr(saved, k) is None}
+    pipe.set_sampling_config(SamplingConfig(**fallback).updated(config.sampling_overrides()))
+    return pipe.sampling_config
+
+
 def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices: range) -> Iterator[list[dict]]:
-    """Generate the samples ``indices`` in batches; yield each batch's samples (pipeline outputs, unencoded)."""
+    """Generate the samples ``indices`` in batches; yield each batch's samples (pipeline outputs, unencoded).
+    Sampling follows ``pipe``'s sampling settings (:func:`sampling_in_effect` has applied the command's)."""
     default_height, default_width = pipe.default_image_size
     height, width = config.height or default_height, config.width or default_width
     for start in range(0, len(indices), config.batch_size):
@@ -211,8 +248,6 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
         out = pipe(
             batch_prompts,
             objects=[p.objects for p in batch_prompts],
-            num_inference_steps=config.steps,
-            guidance_scale=config.guidance_scale,
             height=height,
             width=width,
             latents=pipe.initial_latents(seeds, height, width),
@@ -232,9 +267,11 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
         ]
 
 
-def check_output_folder(root: Path, config: GenerationConfig, capture: CaptureConfig | None = None) -> None:
+def check_output_folder(
+    root: Path, config: GenerationConfig, capture: CaptureConfig | None = None, sampling: SamplingConfig | None = None
+) -> None:
     """``root`` must be absent, empty, or a dataset started with the same settings (a resumed run); with
-    ``capture`` (the settings the loaded pipeline will use), its recorded capture settings must match too."""
+    ``capture`` and ``sampling`` (the settings the loaded pipeline will use), its recorded ones must match too."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file, not a folder")
     if not root.is_dir() or not any(root.iterdir()):
@@ -243,14 +280,15 @@ def check_output_folder(root: Path, config: GenerationConfig, capture: CaptureCo
         raise ValueError(f"--out {root} holds other files and no {CONFIG_FILE}; use an empty or new folder")
     settings = config.resumable_fields()
     if capture is not None:
-        settings["capture_config"] = capture.to_dict()
-    free = ["out"] + (["capture_config"] if capture is None else [])  # a moved folder resumes
+        settings |= {"capture_config": capture.to_dict(), "sampling_config": sampling.to_dict()}
+    free = ["out"] + (["capture_config", "sampling_config"] if capture is None else [])  # a moved folder resumes
     check_run_settings(root, settings, free, record=CONFIG_FILE, option="--out", holds="a dataset generated")
 
 
-def recorded_settings(config: GenerationConfig, capture: CaptureConfig) -> dict[str, Any]:
-    """What ``generation_config.json`` holds: the settings given, and the capture settings in effect."""
-    return {**config.resumable_fields(), "capture_config": capture.to_dict()}
+def recorded_settings(config: GenerationConfig, capture: CaptureConfig, sampling: SamplingConfig) -> dict[str, Any]:
+    """What ``generation_config.json`` holds: the settings given, and the capture and sampling settings in
+    effect."""
+    return {**config.resumable_fields(), "capture_config": capture.to_dict(), "sampling_config": sampling.to_dict()}
 
 
 def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
@@ -281,10 +319,11 @@ def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
     pipe = pipe or load_pipeline(config.model, state.device, DTYPES.get(config.dtype))
     prompts.check(pipe)
     capture = pipe.capture_config.updated(config.capture_overrides())
-    check_output_folder(root, config, capture)  # the model's own saved settings must match too
+    sampling = sampling_in_effect(pipe, config)
+    check_output_folder(root, config, capture, sampling)  # the model's own saved settings must match too
     if state.is_main_process:  # the folder becomes a dataset only once every check has passed
         root.mkdir(parents=True, exist_ok=True)
-        (root / CONFIG_FILE).write_text(json.dumps(recorded_settings(config, capture), indent=2))
+        (root / CONFIG_FILE).write_text(json.dumps(recorded_settings(config, capture, sampling), indent=2))
     state.wait_for_everyone()
     todo = [
         s for s in plan.shards_of_process(state.process_index, state.num_processes) if not plan.is_complete(root, s)
@@ -309,12 +348,14 @@ def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
         writer.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        finish_dataset(root, plan, config, capture, features)
+        finish_dataset(root, plan, config, capture, sampling, features)
     state.wait_for_everyone()
     return root
 
 
-def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, capture: CaptureConfig, features) -> None:
+def finish_dataset(
+    root: Path, plan: ShardPlan, config: GenerationConfig, capture: CaptureConfig, sampling: SamplingConfig, features
+) -> None:
     """Check every shard, then write the sample grid and the dataset card, and push when asked."""
     import pyarrow.parquet as pq
 
@@ -337,7 +378,7 @@ def finish_dataset(root: Path, plan: ShardPlan, config: GenerationConfig, captur
     }
     first_rows = pq.read_table(shards[0]).slice(0, 8).to_pylist()
     dataset_grid([features.decode_example(row) for row in first_rows]).save(root / "sample_grid.png")
-    settings = recorded_settings(config, capture)
+    settings = recorded_settings(config, capture, sampling)
     card = render_dataset_card(root, features, settings, counts, repo_or_path=config.push_to_hub)
     card.save(root / "README.md")
     if config.push_to_hub:

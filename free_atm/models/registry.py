@@ -17,6 +17,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from ..diffusion.families import pipeline_class_for
+from ..diffusion.sampling import SamplingConfig
 from ..prompts import ObjectPrompt, imagenet_vocabulary, template_prompt
 from ..usage import load_reporting_failures, names_a_folder
 from .shapes import default_model_path, shapes_prompt, shapes_vocabulary
@@ -31,7 +32,7 @@ def _from_folder(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
     (:func:`~free_atm.usage.load_reporting_failures`); a local folder was checked by
     :func:`check_model_reference`."""
     pipeline = load_reporting_failures(lambda: pipeline_class_for(model), model)
-    return load_reporting_failures(lambda: pipeline.from_pretrained(model, torch_dtype=dtype or torch.float32), model)
+    return load_reporting_failures(lambda: pipeline.from_pretrained(model, dtype=dtype or torch.float32), model)
 
 
 def _shapes(model: str, dtype: torch.dtype | None) -> DiffusionPipeline:
@@ -88,6 +89,15 @@ ANY_MODEL = NamedModel("", "a diffusers pipeline folder or Hub id", _from_folder
 def named_model(model: str) -> NamedModel:
     """The table's entry for ``model``, or the entry every folder and Hub id shares."""
     return NAMED_MODELS.get(model, ANY_MODEL)
+
+
+def saved_sampling(model: str) -> SamplingConfig:
+    """The sampling settings saved in ``model``'s folder (the shipped model's for ``"shapes"``), read
+    without loading it; a Hub id or a folder without them gives an empty config."""
+    folder = Path(default_model_path() if model == "shapes" else model).expanduser()
+    index = folder / "model_index.json"
+    saved = json.loads(index.read_text()).get("sampling_config") if index.is_file() else None
+    return SamplingConfig.from_dict(saved)
 
 
 def check_model_reference(model: str) -> None:

@@ -95,6 +95,21 @@ def load_reporting_failures(load: Callable[[], T], reference: str, what: str = "
         ) from error
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' warnings and bars out of a command's output: transformers, diffusers and datasets
+    log errors only and draw no bars of their own (the command draws its progress). ``--verbose`` and
+    ``--debug`` skip it."""
+    import transformers.utils.logging  # first: importing diffusers already logs through transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    import datasets.utils.logging
+    import diffusers.utils.logging
+
+    for library in (transformers.utils.logging, diffusers.utils.logging, datasets.utils.logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 def run_reporting_bad_input(command: Callable[[], None], name: str, debug: bool = False) -> None:
     """Run ``command``; on an error a user can cause or meet (:func:`describe_failure`) print
     ``"{name}: error: ..."`` and exit with its status, unless ``debug`` or the environment variable

@@ -309,3 +309,12 @@ def test_show_draws_the_dataset(reference, tmp_path):
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     # three 128 px cells 4 px apart, each with a caption band under its image
     assert grid.shape[1] == 3 * 128 + 2 * 4 and grid.shape[0] > 128 + 20
+
+
+def test_the_console_of_a_run_holds_its_progress_and_result_only(tmp_path):
+    result = generate(tmp_path / "quiet")
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith("generating") for line in lines), lines  # no library warning or bar
+    assert result.stdout.strip().splitlines() == [
+        f"dataset in {tmp_path / 'quiet'} (sample grid: {tmp_path / 'quiet' / 'sample_grid.png'})"
+    ]

@@ -44,7 +44,7 @@ def load_feature_extractor(
     :class:`DiffusionFeatureExtractor`), on ``device``; ``image_size`` defaults to the model's."""
     check_model_reference(model)
     if model not in NAMED_MODELS and DiffusionPipeline.load_config(model).get("text_encoder", [None])[0] is None:
-        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)  # unconditional
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype).to(device)  # unconditional
         conditioning = {}
     else:
         pipe = load_pipeline(model, device, dtype)

@@ -43,6 +43,15 @@ def show(args: argparse.Namespace) -> None:
     print(f"wrote {len(rows)} samples to {args.out}")
 
 
+def export(args: argparse.Namespace) -> None:
+    """Write a dataset as COCO instances, YOLO-seg files or Pascal VOC PNGs."""
+    from .data.export import ExportConfig, export_dataset
+
+    config = ExportConfig(str(args.dataset), args.format, str(args.out), args.label_map, args.polygons, args.tolerance)
+    out = export_dataset(config)
+    print(f"exported {args.dataset} as {args.format} to {out}")
+
+
 def probe(args: argparse.Namespace) -> None:
     """kNN and linear-probe accuracy of a backbone on rendered shapes-world scenes (JSON): object level, or
     image level (``--pooling mean|cls``) on one-object scenes."""
@@ -163,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .generation import GenerationConfig
 
     parser = argparse.ArgumentParser(prog="free-atm", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (and library warnings)")
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' warnings and loading bars")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate images with attention masks as a dataset")
     hints = typing.get_type_hints(GenerationConfig)
@@ -180,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-incomplete", action="store_true", help="draw a generation that stopped early (else refused)"
     )
     view.set_defaults(run=show)
+    out = commands.add_parser(
+        "export", help="write a dataset as COCO instances, YOLO-seg files or Pascal VOC PNGs (reruns resume)"
+    )
+    out.add_argument("dataset", type=Path, help="a dataset folder written by free-atm generate or annotate")
+    out.add_argument("--format", required=True, help="coco, yolo or voc")
+    out.add_argument("--out", required=True, type=Path, help="the folder to write (empty, new, or this export's)")
+    out.add_argument("--label-map", help="a JSON file of object phrase -> category (default: one per phrase)")
+    out.add_argument("--polygons", action="store_true", help="COCO: outlines instead of RLE masks")
+    out.add_argument("--tolerance", type=float, default=0.5, help="outline simplification, in pixels (0: none)")
+    out.set_defaults(run=export)
     check = commands.add_parser("probe", help="kNN and linear probes of a pretrained backbone on the shapes world")
     check.add_argument("backbone", help="a backbone folder or Hub id (or a whole contrastive model)")
     check.add_argument("--scenes", type=int, default=1000, help="rendered scenes, half to fit and half to test")
@@ -215,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run a command; bad input is one line on stderr and exit status 2 (:mod:`free_atm.usage`)."""
-    from .usage import run_reporting_bad_input
+    from .usage import quiet_libraries, run_reporting_bad_input
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not {"--debug", "--verbose"} & set(argv):  # before the parser: building it imports the libraries
+        quiet_libraries()
+    args = build_parser().parse_args(argv)
     run_reporting_bad_input(lambda: args.run(args), f"free-atm {args.command}", args.debug)

@@ -16,15 +16,16 @@ from pathlib import Path
 
 
 def lock_path(root: str | Path) -> Path:
-    """The lock file of the dataset folder ``root``: ``.<name>.lock`` beside it."""
-    root = Path(root).expanduser().absolute()
+    """The lock file of the folder ``root``: ``.<name>.lock`` beside it, named after the resolved path (a
+    folder reached through a symlink has the lock of its target)."""
+    root = Path(root).expanduser().resolve()
     return root.parent / f".{root.name}.lock"
 
 
 @contextmanager
-def writer_lock(root: str | Path):
+def writer_lock(root: str | Path, writer: str = "free-atm generate", option: str = "--out"):
     """Hold the lock of ``root`` for the block; ``ValueError`` naming the holder's process if another
-    writer holds it."""
+    writer holds it (``writer`` and ``option`` word the message)."""
     path = lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
@@ -34,8 +35,8 @@ def writer_lock(root: str | Path):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise ValueError(
-                f"--out {root} is being written by another free-atm generate (process {holder}); wait for it to "
-                "end, or choose another --out"
+                f"{option} {root} is being written by another {writer} (process {holder}); wait for it to "
+                f"end, or choose another {option}"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -21,13 +21,14 @@ mapping, so times are never taken under it. Memory growth per step compares call
     python benchmarks/capture_overhead.py --families sd15 sdxl --size 512 --no-baselines   # capture only
 
 UNet families also time the capture with self-attention refinement (``refined``), and every family the
-capture with 10 iterations of pixel refinement of the masks (``pixels``).
+capture with 10 iterations of pixel refinement of the masks (``pixels``) and with the maps of every layer
+and step kept (``kept``, ``CaptureConfig(keep="layers_and_steps")``).
 
 Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
 flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> refine_time_ratio=<sd15
-refined> pixel_time_ratio=<sd15 pixels> mem_growth_per_step_mb=<w>`` (the largest growth of the capture,
-refined or not, over the families; budget: every capture time ratio at most 1.02, refinement at most 1.10,
-growth about 0).
+refined> pixel_time_ratio=<sd15 pixels> <family>_kept_time_ratio=<k> ... mem_growth_per_step_mb=<w>`` (the
+largest growth of the capture, refined or not, over the families; budget: every capture time ratio at
+most 1.02, refinement at most 1.10, kept maps at most 1.05, growth about 0).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class FamilyBench:
             self.variants = ("stock", "free_atm")
         if not hasattr(self.stock, "transformer"):  # UNets: the capture with self-attention refinement
             self.variants += ("refined",)
-        self.variants += ("pixels",)
+        self.variants += ("pixels", "kept")
         self.stock_processors = self.denoiser.attn_processors
         self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
         self.store: list[torch.Tensor] = []
@@ -218,11 +219,12 @@ class FamilyBench:
             generator=torch.Generator(self.device).manual_seed(0),
             output_type="np",
         )
-        if variant in ("free_atm", "concept", "refined", "pixels"):
+        if variant in ("free_atm", "concept", "refined", "pixels", "kept"):
             settings = {
                 "concept": {"method": "concept"},
                 "refined": {"refinement": "self_attention"},
                 "pixels": {"pixel_refinement": 10},
+                "kept": {"keep": "layers_and_steps"},
             }
             self.free_atm(PROMPT, objects=OBJECTS, capture_config=settings.get(variant, {}), **call)
             return
@@ -301,7 +303,7 @@ def summarise(bench: FamilyBench, times, inside, memory) -> dict:
         "denoiser_time_ratio": median_inside["free_atm"] / median_inside["stock"],
         "mem_ratio": memory["free_atm"][steps] / memory["stock"][steps],
     }
-    for variant in ("concept", "store_all", "refined", "pixels"):
+    for variant in ("concept", "store_all", "refined", "pixels", "kept"):
         if variant in bench.variants:
             result[f"{variant}_time_ratio"] = median[variant] / median["stock"]
             result[f"{variant}_mem_ratio"] = memory[variant][steps] / memory["stock"][steps]
@@ -321,7 +323,7 @@ def measure_size(args, device: torch.device, dtype: torch.dtype, size: int) -> d
         gc.collect()  # the family's pipelines go before the next family's are built
         done = families[name]
         figures = ("time_ratio", "denoiser_time_ratio", "mem_ratio", "concept_time_ratio", "store_all_time_ratio",
-                   "refined_time_ratio", "pixels_time_ratio")  # fmt: skip
+                   "refined_time_ratio", "pixels_time_ratio", "kept_time_ratio")  # fmt: skip
         line = " ".join(f"{key}={done[key]:.3f}" for key in figures if key in done)
         print(f"{size} px {name}: {line} mem_growth_per_step_mb={done['mem_growth_per_step_mb']['free_atm']:.2f}",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -345,13 +347,14 @@ def summary_line(size: int, families: dict) -> str:
         if "sd15" in families
         else []
     )
+    kept = [f"{labels[name]}_kept_time_ratio={family['kept_time_ratio']:.3f}" for name, family in families.items()]
     growth = max(
         family["mem_growth_per_step_mb"][variant]
         for family in families.values()
         for variant in ("free_atm", "refined")
         if variant in family["mem_growth_per_step_mb"]
     )
-    return " ".join([f"size={size}", *whole, *inside, *refine, f"mem_growth_per_step_mb={growth:.2f}"])
+    return " ".join([f"size={size}", *whole, *inside, *refine, *kept, f"mem_growth_per_step_mb={growth:.2f}"])
 
 
 def main() -> None:

@@ -125,3 +125,40 @@ def dataset_grid(rows, columns: int = 4, cell: int = 256) -> Image.Image:
         boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4) * scale
         pictures.append(captioned(overlay_masks(image, masks, boxes, row["objects"]), row["prompt"]))
     return image_grid(pictures, columns)
+
+
+def plot_layer_step_maps(
+    maps: np.ndarray, out: str, timesteps: Sequence[float] | None = None, title: str | None = None
+) -> None:
+    """Draw one object's kept maps (``CaptureConfig(keep=...)``) with matplotlib (the ``plots`` extra): a
+    row per step and a column per layer for ``(S, L, h, w)``, one row of layers for ``(L, h, w)``. Each
+    map is scaled to its own range; ``timesteps`` label the rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.asarray(maps, dtype=np.float32)
+    if grid.ndim == 3:
+        grid = grid[None]
+    if grid.ndim != 4 or not grid.size:
+        raise ValueError(f"maps must be (S, L, h, w) or (L, h, w) and not empty, got shape {np.shape(maps)}")
+    if timesteps is not None and len(timesteps) != grid.shape[0]:
+        raise ValueError(f"got {len(timesteps)} timesteps for {grid.shape[0]} rows of maps")
+    rows, columns = grid.shape[:2]
+    figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns + 0.8, 1.2 * rows + 0.6), squeeze=False)
+    for row in range(rows):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.imshow(grid[row, column], cmap="magma")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == rows - 1:
+                axis.set_xlabel(f"layer {column}", fontsize=7)
+            if column == 0 and timesteps is not None:
+                axis.set_ylabel(f"t = {timesteps[row]:.0f}", fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)

@@ -124,7 +124,8 @@ def test_aggregator_state_does_not_grow_with_steps(sd_pipe):
     for steps in (2, 6):
         aggregator = raw_maps(sd_pipe, PROMPTS, OBJECTS, num_inference_steps=steps, height=64, width=64)
         tensors = [v for v in vars(aggregator).values() if torch.is_tensor(v)]
-        assert not any(isinstance(v, (list, dict)) for v in vars(aggregator).values())
+        # the containers of kept maps (CaptureConfig(keep=...)) stay empty unless asked for
+        assert not any(v for v in vars(aggregator).values() if isinstance(v, (list, dict)))
         sizes.append(sum(t.numel() for t in tensors))
         assert aggregator.count == steps * 7
     assert sizes[0] == sizes[1]

@@ -50,6 +50,8 @@ class AttentionAggregator:
     (set by the capture) keeps the running self-attention, and :meth:`result` refines the maps with it.
     With ``attribution`` (words the prompts lack), each layer's probabilities carry, after the text keys,
     the columns of those words' own keys (:mod:`.attribution`), which ``token_weights`` then covers.
+    With ``config.keep``, the maps of each counted layer (by its order in the forward pass) and/or step are
+    also kept (:meth:`kept`); only then does memory grow with the number of layers or steps.
     """
 
     def __init__(self, token_weights: torch.Tensor, config: CaptureConfig) -> None:
@@ -63,6 +65,10 @@ class AttentionAggregator:
         self._columns: torch.Tensor | None = None
         self.self_attention: SelfAttentionAggregator | None = None
         self.attribution: Attribution | None = None
+        self.layer_index = 0  # the next counted layer of the current call
+        self.timesteps: list[float] = []  # of the counted calls, when maps per step are kept
+        self.layer_sums: list[torch.Tensor] = []
+        self.step_layers: list[list[torch.Tensor]] = []  # per counted call, its layers' maps (or their sum)
 
     @property
     def num_images(self) -> int:
@@ -90,6 +96,10 @@ class AttentionAggregator:
         if first_per_timestep:
             self.active = self.active and timestep != self.last_timestep
         self.last_timestep = timestep
+        self.layer_index = 0
+        if self.active and self.config.keep != "none":
+            self.timesteps.append(timestep)
+            self.step_layers.append([])
         if self.self_attention is not None:
             self.self_attention.start_call(self.latent_size, self.active and self.token_weights.shape[-1] > 0)
 
@@ -123,11 +133,50 @@ class AttentionAggregator:
         _, (height, width) = layer_grid(num_queries, self.latent_size)
         maps = maps.transpose(1, 2).reshape(batch, -1, height, width)
         maps = resize_maps(maps, self.map_size)
+        if self.config.keep != "none":
+            self._keep(maps)
         if self.sums is None:
             self.sums = maps
         else:
             self.sums += maps
         self.count += 1
+        self.layer_index += 1
+
+    def _keep(self, maps: torch.Tensor) -> None:
+        """Keep one layer's maps as ``config.keep`` asks: summed per layer, and per step as they are (each
+        step's list), or summed over the step's layers when only steps are kept."""
+        keep = self.config.keep
+        if keep in ("layers", "layers_and_steps"):
+            if self.layer_index == len(self.layer_sums):
+                self.layer_sums.append(torch.zeros_like(maps))
+            self.layer_sums[self.layer_index] += maps
+        if keep == "layers_and_steps":
+            self.step_layers[-1].append(maps.clone())
+        elif keep == "steps":
+            step = self.step_layers[-1]
+            if step:
+                step[0] += maps
+            else:
+                step.append(maps.clone())
+
+    def kept(self) -> dict[str, torch.Tensor]:
+        """The kept maps, each ``(num_images, num_objects, ..., h, w)``: ``"layers"`` ``(.., L, h, w)``, the
+        mean over steps of each counted layer; ``"steps"`` ``(.., S, h, w)``, the mean over layers of each
+        counted step; ``"layers_and_steps"`` ``(.., S, L, h, w)``. Their means equal the aggregated map
+        before normalisation and refinement."""
+        keep, steps = self.config.keep, len(self.step_layers)
+        if keep == "none" or not self.count:
+            return {}
+        kept: dict[str, torch.Tensor] = {}
+        layers = self.count // steps
+        if keep in ("layers", "layers_and_steps"):
+            kept["layers"] = torch.stack(self.layer_sums, 2) / steps
+        if keep == "layers_and_steps":
+            kept["layers_and_steps"] = torch.stack([torch.stack(step, 2) for step in self.step_layers], 2)
+            kept["steps"] = kept["layers_and_steps"].mean(3)
+        elif keep == "steps":
+            kept["steps"] = torch.stack([step[0] for step in self.step_layers], 2) / layers
+        return kept
 
     def result(self) -> torch.Tensor:
         """The mean map ``(num_images, num_objects, h, w)`` over every counted layer and step, refined along

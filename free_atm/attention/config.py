@@ -10,6 +10,7 @@ THRESHOLD_METHODS = ("fixed", "otsu", "competition")
 NORMALIZATIONS = ("joint", "text")
 MAP_METHODS = ("attention", "concept")
 REFINEMENTS = ("none", "self_attention")
+KEEPS = ("none", "layers", "steps", "layers_and_steps")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class CaptureConfig:
         pixel_refinement: iterations of pixel-adaptive refinement of the upsampled maps along the image's
             own colours (PAMR, :mod:`free_atm.pixel_refinement`), after any ``refinement``; ``0`` turns it
             off. It needs the decoded image, so it does not combine with ``output_type="latent"``.
+        keep: besides the average, also return each object's maps per counted ``"layers"`` (mean over
+            steps), per counted ``"steps"`` (mean over layers; a step is one counted denoiser call), or per
+            ``"layers_and_steps"``; raw head-averaged probabilities at the aggregation resolution, before
+            normalisation and refinement (:class:`free_atm.diffusion.output.KeptMaps`). Memory grows with
+            what is kept; ``"none"`` keeps only the running sums.
     """
 
     attention_resolution: int | None = None
@@ -65,6 +71,7 @@ class CaptureConfig:
     refinement_power: int = 1
     refinement_scales: tuple[int, ...] | None = None
     pixel_refinement: int = 0
+    keep: str = "none"
 
     def __post_init__(self) -> None:
         if self.attention_resolution is not None and (
@@ -94,6 +101,8 @@ class CaptureConfig:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.method not in MAP_METHODS:
             raise ValueError(f"method must be one of {MAP_METHODS}, got {self.method!r}")
+        if self.keep not in KEEPS:
+            raise ValueError(f"keep must be one of {KEEPS}, got {self.keep!r}")
         if self.refinement not in REFINEMENTS:
             raise ValueError(f"refinement must be one of {REFINEMENTS}, got {self.refinement!r}")
         power = self.refinement_power

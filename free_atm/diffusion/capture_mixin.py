@@ -20,6 +20,7 @@ from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
 from ..pixel_refinement import as_pixels
 from ..tokens import TextSource, object_token_weights
+from .output import KeptMaps
 from .sampling import SamplingConfig
 
 
@@ -249,6 +250,12 @@ class AttentionCaptureMixin:
             )
             for key, value in zip(fields_, (list(phrases), soft, masks, boxes)):
                 fields_[key].append(value)
+        if config.keep != "none":
+            kept = {name: maps.cpu().numpy() for name, maps in aggregator.kept().items()}
+            fields_["kept_maps"] = [
+                KeptMaps(list(aggregator.timesteps), **{name: maps[i, : len(phrases)] for name, maps in kept.items()})
+                for i, phrases in enumerate(per_image)
+            ]
         return fields_
 
     def _text_sequence_length(self, arguments: dict[str, Any]) -> int:

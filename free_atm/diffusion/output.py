@@ -13,15 +13,32 @@ from diffusers.utils import BaseOutput
 
 
 @dataclass
+class KeptMaps:
+    """One image's maps per layer and per step (``CaptureConfig(keep=...)``): raw head-averaged attention at
+    the aggregation resolution, before normalisation and refinement; ``None`` where not kept.
+
+    ``layers`` ``(M, L, h, w)``: each counted layer (in forward order) averaged over the counted steps;
+    ``steps`` ``(M, S, h, w)``: each counted step (a denoiser call) averaged over the counted layers, its
+    timestep in ``timesteps``; ``layers_and_steps`` ``(M, S, L, h, w)``. The mean of any of them is the
+    image's map before it is normalised into ``attention_maps``."""
+
+    timesteps: list[float]
+    layers: np.ndarray | None = None
+    steps: np.ndarray | None = None
+    layers_and_steps: np.ndarray | None = None
+
+
+@dataclass
 class MaskFields:
     """Per image: ``objects`` (phrases, in mask order), ``attention_maps`` float ``(M, h, w)`` in [0, 1],
     ``masks`` bool ``(M, H, W)`` at image resolution, ``boxes`` float ``(M, 4)`` xyxy pixels (NaN row
-    for an empty mask)."""
+    for an empty mask); with ``CaptureConfig(keep=...)`` also ``kept_maps`` (:class:`KeptMaps`)."""
 
     objects: list[list[str]] | None = None
     attention_maps: list[np.ndarray] | None = None
     masks: list[np.ndarray] | None = None
     boxes: list[np.ndarray] | None = None
+    kept_maps: list[KeptMaps] | None = None
 
 
 @dataclass

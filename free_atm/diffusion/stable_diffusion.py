@@ -102,8 +102,14 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
                 self.annotate(image, prompt, [phrases], timesteps, noise_draws, generator, capture_config)
                 for image, prompt, phrases in zip(images, prompts, per_image)
             ]
-            fields_ = ("objects", "attention_maps", "masks", "boxes")
-            return FreeATMAnnotationOutput(**{f: [v for part in parts for v in getattr(part, f)] for f in fields_})
+            fields_ = ("objects", "attention_maps", "masks", "boxes", "kept_maps")
+            return FreeATMAnnotationOutput(
+                **{
+                    f: [v for part in parts for v in getattr(part, f)]
+                    for f in fields_
+                    if getattr(parts[0], f) is not None
+                }
+            )
         config = self.capture_config.updated(capture_config)
         device = self._execution_device
         pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)

@@ -9,7 +9,13 @@
   their VAE reconstructions gives the ceilings of the judge and of the generator's decoder.
 * real images: ``pipe.annotate`` on rendered scenes, mean IoU against their exact masks.
 
-    python benchmarks/mask_quality.py [--num-images 96] [--save-defaults]
+    python benchmarks/mask_quality.py [--num-images 96] [--choose-sampling] [--save-defaults]
+
+With ``--choose-sampling`` the sampling settings come first: every guidance scale of
+``--guidance-candidates`` with every scheduler of ``--scheduler-candidates`` draws the selection split, the
+one whose images the judge finds most faithful (prompt fidelity, ties to one-object fidelity) samples the
+rest of the benchmark, and ``--save-defaults`` saves it with the capture settings. Without it the model's
+saved sampling settings are used, and ``--steps`` and ``--guidance-scale`` override them when given.
 
 Four families of settings are chosen on the selection split separately and all reported on the held-out
 split: raw maps, maps refined along the model's self-attention, masks refined along the image's pixels
@@ -34,6 +40,7 @@ import torch
 from PIL import Image
 
 from free_atm import CaptureConfig
+from free_atm.diffusion.sampling import SamplingConfig
 from free_atm.evaluation.fidelity import (
     colour_truths,
     cut_masks,
@@ -141,12 +148,44 @@ def reconstructions(pipe, scenes) -> list[np.ndarray]:
     return list(((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
-def save_defaults(folder: Path, config: CaptureConfig) -> None:
-    """Write ``config`` as the capture settings in ``folder``'s ``model_index.json``, and nothing else (the
-    pipeline's own ``save_config`` would also record where and through which custom pipeline it was loaded)."""
+def choose_sampling(pipe, count: int, batch: int, candidates: list[SamplingConfig]) -> tuple[SamplingConfig, dict]:
+    """The candidate whose images of the selection split the judge finds most faithful, and every
+    candidate's breakdown. Each candidate is applied to ``pipe`` in turn; the chosen one is left applied."""
+    scenes, classifier, judged = scenes_split(SELECTION_SEED, count), shape_classifier(), {}
+    original = pipe.scheduler
+    for candidate in candidates:
+        pipe.scheduler = original
+        pipe.set_sampling_config(candidate)
+        images, _ = draw_scenes(
+            pipe, scenes, {"raw": None}, candidate.num_inference_steps, candidate.guidance_scale, batch
+        )
+        judged[describe(candidate)] = fidelity_breakdown(images, scenes, classifier)
+    score = {
+        describe(c): (judged[describe(c)]["prompt_fidelity"], judged[describe(c)]["prompt_fidelity_by_count"].get(1))
+        for c in candidates
+    }
+    best = max(candidates, key=lambda c: score[describe(c)])
+    pipe.scheduler = original
+    pipe.set_sampling_config(best)
+    return best, judged
+
+
+def describe(sampling: SamplingConfig) -> str:
+    """``"ddim/trailing, guidance 9.0, 20 steps"``."""
+    scheduler = f"{sampling.scheduler or 'saved'}/{sampling.timestep_spacing or 'saved'}"
+    return f"{scheduler}, guidance {sampling.guidance_scale}, {sampling.num_inference_steps} steps"
+
+
+def save_defaults(folder: Path, config: CaptureConfig, sampling: SamplingConfig | None) -> None:
+    """Write ``config`` as the capture settings (and ``sampling``, if chosen, as the sampling settings) in
+    ``folder``'s ``model_index.json``, and nothing else (the pipeline's own ``save_config`` would also
+    record where and through which custom pipeline it was loaded). The scheduler folder stays as it is:
+    the pipeline rebuilds the saved scheduler from it when it loads."""
     index = folder / "model_index.json"
     values = json.loads(index.read_text())
     values["capture_config"] = config.to_dict()
+    if sampling is not None:
+        values["sampling_config"] = sampling.to_dict()
     temporary = index.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     temporary.replace(index)  # atomic: an interrupted write leaves the old settings
@@ -156,8 +195,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--num-images", type=int, default=96, help="per split")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance-scale", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, help="default: the model's saved setting, else 20")
+    parser.add_argument("--guidance-scale", type=float, help="default: the model's saved setting, else 5")
+    parser.add_argument("--choose-sampling", action="store_true", help="choose guidance and scheduler first")
+    parser.add_argument("--guidance-candidates", type=float, nargs="+", default=[5.0, 7.0, 9.0, 13.0])
+    parser.add_argument(
+        "--scheduler-candidates",
+        nargs="+",
+        default=["ddim:leading", "ddim:trailing", "dpm_solver_2m:trailing", "euler:trailing"],
+        help="SCHEDULER:SPACING pairs (free_atm.diffusion.sampling)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--annotate-timesteps", type=int, nargs="+", default=[200, 400])
     parser.add_argument("--noise-draws", type=int, default=2)
@@ -168,7 +215,18 @@ def main() -> None:
     folder = pipe.config.get("_name_or_path")
     if args.save_defaults and not (folder and Path(folder).is_dir()):
         raise SystemExit(f"--save-defaults needs a model loaded from a local folder; {args.model!r} was not")
-    split = dict(count=args.num_images, steps=args.steps, guidance=args.guidance_scale, batch=args.batch_size)
+    saved = pipe.sampling_config
+    steps = args.steps or saved.num_inference_steps or 20
+    sampling, sampling_table = None, None
+    if args.choose_sampling:
+        candidates = [
+            SamplingConfig(guidance_scale=g, num_inference_steps=steps, scheduler=s, timestep_spacing=t)
+            for g in args.guidance_candidates
+            for s, t in (pair.split(":") for pair in args.scheduler_candidates)
+        ]
+        sampling, sampling_table = choose_sampling(pipe, args.num_images, args.batch_size, candidates)
+    guidance = sampling.guidance_scale if sampling else args.guidance_scale or saved.guidance_scale or 5.0
+    split = dict(count=args.num_images, steps=steps, guidance=guidance, batch=args.batch_size)
 
     _, images, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
     table = {
@@ -198,12 +256,15 @@ def main() -> None:
     refined_gen_miou, refined_real_miou = held_out_gen[refined_family], held_out_real[refined_family]
 
     if args.save_defaults:  # into the folder the pipeline was loaded from (the shipped model's, for shapes)
-        save_defaults(Path(folder), defaults)
+        save_defaults(Path(folder), defaults, sampling)
     result = {
         "model": args.model,
         "images_per_split": args.num_images,
-        "steps": args.steps,
-        "guidance_scale": args.guidance_scale,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "sampling": pipe.sampling_config.to_dict(),
+        "scheduler": type(pipe.scheduler).__name__,
+        "sampling_selection": sampling_table,
         "selection_miou_table": table,
         "chosen": {family: config.to_dict() for family, (_, config) in chosen.items()},
         "chosen_refined_family": refined_family,
@@ -222,6 +283,7 @@ def main() -> None:
         f"self_attention_real_miou={held_out_real['self_attention']:.3f} "
         f"prompt_fidelity={breakdown['prompt_fidelity']:.3f} "
         f"one_object_fidelity={breakdown['prompt_fidelity_by_count'].get(1, float('nan')):.3f} "
+        f"kind_given_colour_one_object={breakdown['kind_given_colour_one_object'] or float('nan'):.3f} "
         f"found_object_miou={breakdown['found_object_miou'] or float('nan'):.3f} "
         f"kind_influence={influence['kind'][500]:.4f} colour_influence={influence['colour'][500]:.4f}"
     )

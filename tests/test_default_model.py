@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline
+from safetensors.torch import load_file
 
 from free_atm import CaptureConfig, custom_pipeline_path
+from free_atm.evaluation.probe import read_curve
 from free_atm.models import load_pipeline
 from free_atm.models.shapes.architecture import default_model_path
 
@@ -82,14 +84,21 @@ def test_training_script_runs_a_few_steps(tmp_path):
         "v_prediction",
         "--eval_every",
         "4",
-        "--eval_images",
-        "4",
+        "--probe_captions",
+        "2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     evaluation = [json.loads(line) for line in result.stdout.splitlines() if '"stage": "eval"' in line]
     assert len(evaluation) == 1 and evaluation[0]["step"] == 4
     assert 0 <= evaluation[0]["colour_present"] <= 1 and "prompt_fidelity_by_count" in evaluation[0]
+    # the probe's result is the curve's one line and, the run's first probe, the candidate's record
+    probed = {k: v for k, v in evaluation[0].items() if k != "stage"}
+    assert read_curve(tmp_path / "probe.jsonl") == [probed]
+    candidate = json.loads((tmp_path / "candidate" / "candidate.json").read_text())
+    assert candidate == {"step": 4, "probe": {k: v for k, v in probed.items() if k != "step"}}
+    weights = load_file(tmp_path / "candidate" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float16}
     pipe = load_pipeline(str(tmp_path / "pipeline"))
     assert pipe.tokenizer.model_max_length == 24 and (tmp_path / "unet.ckpt").is_file()
     assert pipe.scheduler.config.prediction_type == "v_prediction"
@@ -241,11 +250,10 @@ def test_the_shipped_model_and_judge_load_from_an_installed_wheel(tmp_path):
 
 
 def test_killed_shapes_training_resumes_to_the_uninterrupted_weights(tmp_path):
-    from safetensors.torch import load_file
-
     arguments = [
         *("--num_scenes", "32", "--vae_steps", "2", "--vae_batch_size", "4", "--unet_steps", "4"),
         *("--batch_size", "4", "--checkpoint_every", "2", "--eval_every", "0"),
+        *("--edge_weight", "2", "--curriculum_steps", "3"),  # the long run's levers resume to the bit too
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -7,7 +7,12 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss, region_loss
+from free_atm.models.shapes.grounding import (
+    GroundingAttnProcessor,
+    grounding_loss,
+    region_loss,
+    region_loss_from_shares,
+)
 from free_atm.testing import tiny_sd_components
 
 
@@ -66,18 +71,53 @@ def test_processor_matches_diffusers_attention_and_records_cross_attention_only(
     torch.testing.assert_close(store[0].sum(-1), torch.ones(store[0].shape[:2]))
 
 
-def test_processor_with_a_self_store_keeps_self_attention_and_the_same_output():
+class ExplicitSelfAttention:
+    """The reference: self-attention as an explicit softmax, its probabilities kept with gradients."""
+
+    def __init__(self, store: list[torch.Tensor]) -> None:
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key, value = attn.head_to_batch_dim(attn.to_k(context)), attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, None)
+        if encoder_hidden_states is None:
+            self.store.append(probs)
+        return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
+
+
+def test_the_fused_region_shares_equal_the_explicit_softmax_and_leave_the_output_alone():
     unet = tiny_sd_components()["unet"]
-    latents, states = torch.randn(1, 4, 32, 32), torch.randn(1, 77, unet.config.cross_attention_dim)
-    with torch.no_grad():
-        reference = unet(latents, 10, states).sample
-        store, self_store = [], []
-        unet.set_attn_processor(GroundingAttnProcessor(store, self_store))
-        grounded = unet(latents, 10, states).sample
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 32, 32, generator=generator)
+    states = torch.randn(2, 77, unet.config.cross_attention_dim, generator=generator)
+    masks = (torch.rand(2, 3, 32, 32, generator=generator) > 0.7).float()
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+
+    def loss_and_grads(processor, loss_of):
+        unet.zero_grad()
+        unet.set_attn_processor(processor)
+        output = unet(latents, 10, states).sample
+        loss = loss_of()
+        (loss + output.square().mean()).backward()
+        grads = [p.grad.clone() for p in unet.parameters() if p.grad is not None]
         unet.set_attn_processor(AttnProcessor2_0())
-    torch.testing.assert_close(grounded, reference, atol=1e-5, rtol=1e-4)
+        return output.detach(), loss.detach(), grads
+
+    probabilities: list[torch.Tensor] = []
+    reference = loss_and_grads(ExplicitSelfAttention(probabilities), lambda: region_loss(probabilities, masks, valid))
+    shares: list = []
+    fused_processor = GroundingAttnProcessor([], shares)
+    fused_processor.set_regions(masks, valid)
+    fused = loss_and_grads(fused_processor, lambda: region_loss_from_shares(shares))
     self_layers = sum(name.endswith("attn1.processor") for name in unet.attn_processors)
-    assert len(self_store) == self_layers and all(p.shape[-1] == p.shape[-2] for p in self_store)
+    assert len(shares) == len(probabilities) == self_layers
+    torch.testing.assert_close(fused[0], reference[0], atol=1e-5, rtol=1e-4)  # the UNet's output unchanged
+    torch.testing.assert_close(fused[1], reference[1], atol=1e-6, rtol=1e-5)
+    assert reference[1] > 0
+    for got, expected in zip(fused[2], reference[2], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
 
 
 def test_region_loss_is_zero_for_attention_within_regions_and_the_squared_share_otherwise():

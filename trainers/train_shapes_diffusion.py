@@ -11,21 +11,26 @@ rerun that changes more than the settings in ``RESUMABLE_CHANGES`` is refused, n
 * the ``UNet2DConditionModel`` and the ``CLIPTextModel`` together on cached latents, with caption dropout
   for classifier-free guidance, an EMA of the UNet, min-SNR loss weighting (``--snr_gamma``), and a token
   grounding loss on the scenes' exact masks (``--grounding_weight``, see :mod:`free_atm.models.shapes.grounding`).
-  Every ``--eval_every`` steps the EMA weights draw held-out captions and the judge's breakdown is printed
-  (:mod:`free_atm.evaluation.fidelity`).
+  Every ``--eval_every`` steps the EMA weights draw the probe's held-out captions
+  (:mod:`free_atm.evaluation.probe`); the judge's breakdown is printed and added to the curve
+  ``OUTPUT_DIR/probe.jsonl``, and whenever its prompt fidelity is the best so far the EMA weights are saved
+  as a float16 pipeline in ``--candidate_dir`` with ``candidate.json`` (step and breakdown).
 
-``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later; ``--init_from`` starts the
-UNet stage from an exported pipeline when the checkpoints are gone (another machine or session), or with
-``--fresh_unet`` keeps only its VAE. On a GPU add ``--unet_mixed_precision bf16 --render_workers 14``.
+``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later, and a checkpoint is also
+written every ``--checkpoint_minutes``; ``--init_from`` starts the UNet stage from an exported pipeline when
+the checkpoints are gone (another machine or session), or with ``--fresh_unet`` keeps only its VAE; a
+candidate folder starts it at the candidate's step of the schedule. On a GPU add
+``--unet_mixed_precision bf16 --render_workers 14``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +42,9 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModel, CLIPTokenizer, HfArgumentParser
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
-from free_atm.evaluation.fidelity import draw_scenes, fidelity_breakdown, scenes_split
+from free_atm.evaluation.fidelity import SIZE_LIMITS
 from free_atm.evaluation.judge import shape_classifier
+from free_atm.evaluation.probe import append_to_curve, probe_breakdown, probe_scenes
 from free_atm.models.shapes.architecture import (
     inference_scheduler,
     shapes_text_encoder,
@@ -48,8 +54,8 @@ from free_atm.models.shapes.architecture import (
     training_scheduler,
     with_self_attention,
 )
-from free_atm.models.shapes.denoising import denoising_loss
-from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss, region_loss
+from free_atm.models.shapes.denoising import boundary_weights, denoising_loss
+from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss, region_loss_from_shares
 from free_atm.run_settings import check_run_settings, record_run_settings
 from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
@@ -113,11 +119,31 @@ class ShapesTrainingArguments:
         default=5.0, metadata={"help": "min-SNR loss weighting (Hang et al., 2023) with this gamma; 0 turns it off"}
     )
     prediction_type: str = field(default="epsilon", metadata={"help": "epsilon or v_prediction"})
-    eval_every: int = field(
-        default=2500, metadata={"help": "judge EMA samples of held-out captions every this many UNet steps (0: never)"}
+    edge_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "extra weight of the denoising error in latent cells on an object's edge (corners, tips; "
+            "a half-covered cell weighs 1 + this; 0: every cell alike)"
+        },
     )
-    eval_images: int = 64
+    curriculum_steps: int = field(
+        default=0,
+        metadata={"help": "the first this many UNet steps draw only one-object scenes whose object is large"},
+    )
+    eval_every: int = field(
+        default=2500, metadata={"help": "run the probe on the EMA weights every this many UNet steps (0: never)"}
+    )
+    probe_captions: int = field(
+        default=192, metadata={"help": "the probe's one-object captions, and as many of two or three objects"}
+    )
+    candidate_dir: str | None = field(
+        default=None,
+        metadata={"help": "where the best-probed EMA weights go as a float16 pipeline (default OUTPUT_DIR/candidate)"},
+    )
     checkpoint_every: int = 500
+    checkpoint_minutes: float = field(
+        default=15.0, metadata={"help": "also checkpoint when this many minutes passed since the last checkpoint"}
+    )
     max_minutes: float = math.inf
     fit_steps_to_time: bool = field(
         default=False,
@@ -151,7 +177,7 @@ class ShapesTrainingArguments:
         """Bad settings fail here, before anything is rendered or written."""
         counts = ("num_scenes", "render_workers", "vae_steps", "vae_batch_size", "unet_steps", "batch_size")
         rates = ("vae_learning_rate", "learning_rate", "max_minutes")
-        for name in (*counts, "checkpoint_every", "eval_images", *rates):
+        for name in (*counts, "checkpoint_every", "checkpoint_minutes", "probe_captions", *rates):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         nonnegative = (
@@ -161,6 +187,8 @@ class ShapesTrainingArguments:
             "region_weight",
             "grounding_max_timestep",
             "snr_gamma",
+            "edge_weight",
+            "curriculum_steps",
         )
         for name in (*nonnegative, "vae_object_weight"):
             if getattr(self, name) < 0:
@@ -193,8 +221,10 @@ RESUMABLE_CHANGES = (
     "fit_steps_to_time",
     "plain_step",
     "eval_every",
-    "eval_images",
+    "probe_captions",
+    "candidate_dir",
     "checkpoint_every",
+    "checkpoint_minutes",
     "render_workers",
     "export_dir",
     "export_dtype",
@@ -358,24 +388,57 @@ def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
 
 
 class FidelityProbe:
-    """Draws ``eval_images`` held-out captions (scenes of seed 4000, disjoint from training and from the
-    benchmark's splits) with the current weights and returns the judge's breakdown."""
+    """Draws the probe's held-out captions (:func:`free_atm.evaluation.probe.probe_scenes`) with the current
+    weights, adds the judge's breakdown to the curve ``OUTPUT_DIR/probe.jsonl`` and, when its prompt
+    fidelity beats every earlier probe of the run, saves the weights as the run's candidate."""
 
-    def __init__(self, args: ShapesTrainingArguments, vae, tokenizer) -> None:
-        self.args, self.vae, self.tokenizer = args, vae, tokenizer
-        self.scenes = scenes_split(4_000, args.eval_images)
+    def __init__(self, args: ShapesTrainingArguments, vae, tokenizer, out: Path) -> None:
+        self.args, self.vae, self.tokenizer, self.out = args, vae, tokenizer, out
+        self.scenes = probe_scenes(args.probe_captions)
         self.classifier = shape_classifier()
+        self.candidate = Path(args.candidate_dir or out / "candidate")
 
     @torch.no_grad()
-    def __call__(self, unet, text_encoder, scaling: float) -> dict:
+    def __call__(self, unet, text_encoder, scaling: float, step: int) -> dict:
         training_processors = unet.attn_processors  # the grounding processors would keep every map
         unet.set_attn_processor(AttnProcessor())
         pipe = shapes_pipeline(self.vae, unet.eval(), text_encoder.eval(), self.tokenizer, scaling, self.args)
         pipe.set_progress_bar_config(disable=True)
-        images, _ = draw_scenes(pipe, self.scenes, {"default": None}, batch_size=32)
+        breakdown = probe_breakdown(pipe, self.scenes, self.classifier)
+        if breakdown["prompt_fidelity"] > self.best():
+            export_candidate(self.args, pipe, self.candidate, step, breakdown)
         unet.set_attn_processor(training_processors)
-        breakdown = fidelity_breakdown(images, self.scenes, self.classifier)
-        return {k: v for k, v in breakdown.items() if k not in ("found_object_miou", "images")}
+        append_to_curve(self.out / "probe.jsonl", step, breakdown)
+        return breakdown
+
+    def best(self) -> float:
+        """The prompt fidelity of the saved candidate (-1 when there is none)."""
+        saved = self.candidate / CANDIDATE_RECORD
+        return json.loads(saved.read_text())["probe"]["prompt_fidelity"] if saved.is_file() else -1.0
+
+
+#: the file beside a candidate's pipeline that holds its step and probe breakdown
+CANDIDATE_RECORD = "candidate.json"
+
+
+def export_candidate(args, pipe, folder: Path, step: int, breakdown: dict) -> None:
+    """Save a float16 copy of ``pipe`` (the training modules stay as they are) into ``folder`` with its
+    ``step`` and probe ``breakdown``; the record is written last, so a folder without it is incomplete."""
+    (folder / CANDIDATE_RECORD).unlink(missing_ok=True)
+    components = {name: copy.deepcopy(module).cpu() for name, module in pipe.components.items() if name in MODULES}
+    half = replace(args, export_dtype="float16")
+    export(half, components["vae"], components["unet"], components["text_encoder"], pipe.tokenizer, None, folder)
+    (folder / CANDIDATE_RECORD).write_text(json.dumps({"step": step, "probe": breakdown}, indent=2))
+
+
+#: the trained modules of a shapes pipeline
+MODULES = ("vae", "unet", "text_encoder")
+
+
+def candidate_step(args: ShapesTrainingArguments) -> int:
+    """The schedule step ``--init_from`` starts at: a candidate's step, else 0."""
+    record = Path(args.init_from or "") / CANDIDATE_RECORD
+    return json.loads(record.read_text())["step"] if args.init_from and record.is_file() else 0
 
 
 def unet_modules(args: ShapesTrainingArguments, device: torch.device):
@@ -406,9 +469,10 @@ class StepLosses(torch.nn.Module):
         self.unet, self.text_encoder, self.noise_scheduler, self.args = unet, text_encoder, noise_scheduler, args
         self.device = device
         self.attention: list[torch.Tensor] = []
-        self.self_attention: list[torch.Tensor] | None = [] if args.region_weight else None
+        self.self_attention: list | None = [] if args.region_weight else None
+        self.processor = GroundingAttnProcessor(self.attention, self.self_attention)
         if args.grounding_weight or args.region_weight:
-            unet.set_attn_processor(GroundingAttnProcessor(self.attention, self.self_attention))
+            unet.set_attn_processor(self.processor)
 
     def forward(
         self,
@@ -422,23 +486,27 @@ class StepLosses(torch.nn.Module):
         valid: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``noisy`` latents of ``clean`` ones at ``timesteps``, captions ``tokens``; the grounding loss's
-        inputs as in :func:`grounding_loss`. Returns the denoising, grounding and region losses."""
+        inputs as in :func:`grounding_loss` (``masks`` also give the cells that ``--edge_weight`` weighs).
+        Returns the denoising, grounding and region losses."""
         self.attention.clear()
         if self.self_attention is not None:
             self.self_attention.clear()
+            self.processor.set_regions(masks, valid)
         with autocast(self.device, self.args.unet_mixed_precision):
             states = self.text_encoder(tokens).last_hidden_state
             prediction = self.unet(noisy, timesteps, states).sample
+        cells = boundary_weights(masks, self.args.edge_weight) if self.args.edge_weight else None
         denoising = denoising_loss(
-            self.noise_scheduler, prediction.float(), clean, noise, timesteps, self.args.snr_gamma
+            self.noise_scheduler, prediction.float(), clean, noise, timesteps, self.args.snr_gamma, cells
         )
         grounding = torch.zeros((), device=denoising.device)
         if self.args.grounding_weight:
             grounding = grounding_loss(self.attention, token_weights, masks, valid)
         region = torch.zeros((), device=denoising.device)
         if self.self_attention is not None:
-            region = region_loss(self.self_attention, masks, valid)
+            region = region_loss_from_shares(self.self_attention)
             self.self_attention.clear()
+            self.processor.set_regions(None, None)
         self.attention.clear()
         return denoising, grounding, region
 
@@ -460,15 +528,19 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     ema = EMAModel(unet.parameters(), decay=args.ema_decay, foreach=fast)
     params = [p for p in (*unet.parameters(), *text_encoder.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-2, fused=fast)
+    start = candidate_step(args)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = args.learning_rate
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
-            min(1.0, (s + 1) / args.warmup_steps)
+            min(1.0, (s + 1 - start) / args.warmup_steps if args.warmup_steps else 1.0)
             * 0.5
             * (1 + math.cos(math.pi * min(s, args.unet_steps) / args.unet_steps))
         ),
+        last_epoch=start - 1,  # a candidate's run goes on at its step of the cosine, after a new warm-up
     )
-    random = RandomState(args.seed + 10_000)
+    random = RandomState(args.seed + 10_000 + start)
     checkpoint = Checkpoint(
         out / "unet.ckpt",
         unet=unet,
@@ -478,9 +550,12 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         schedule=schedule,
         random=random,
     )
-    step = checkpoint.load()
+    step = checkpoint.load() or start
     ema.to(device)  # a checkpoint's EMA weights load on the CPU
-    evaluate = FidelityProbe(args, vae, tokenizer) if args.eval_every else None
+    evaluate = FidelityProbe(args, vae, tokenizer, out) if args.eval_every else None
+    curriculum = curriculum_scenes(training) if args.curriculum_steps else None
+    if curriculum is not None and not len(curriculum):
+        raise ValueError(f"--curriculum_steps: none of the {len(training.objects)} scenes holds one large object")
     empty = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     empty = empty.input_ids.to(device)
     scaling = 1.0 / latents.std().item()
@@ -488,11 +563,14 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     unet.train()
     text_encoder.train()
     first_step, started = step, time.time()
+    last_checkpoint = started
     print(
         json.dumps({"stage": "unet", "step": step, "startup_seconds": round(started - PROCESS_STARTED, 1)}), flush=True
     )
     while step < args.unet_steps and time.time() < deadline:
-        index = torch.from_numpy(random.numpy.integers(0, len(latents), args.batch_size)).to(device)
+        pool = curriculum if curriculum is not None and step < args.curriculum_steps else None
+        drawn = random.numpy.integers(0, len(latents) if pool is None else len(pool), args.batch_size)
+        index = torch.from_numpy(drawn if pool is None else pool[drawn]).to(device)
         dropped = torch.from_numpy(random.numpy.random(args.batch_size) < args.caption_dropout).to(device)
         clean = latents[index] * scaling
         noise = torch.randn_like(clean)
@@ -534,12 +612,14 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
                 ),
                 flush=True,
             )
-        if step % args.checkpoint_every == 0:
+        if step % args.checkpoint_every == 0 or time.time() - last_checkpoint >= 60 * args.checkpoint_minutes:
             checkpoint.save(step)
+            last_checkpoint = time.time()
         if evaluate and step % args.eval_every == 0:
             ema.store(unet.parameters())
             ema.copy_to(unet.parameters())
-            print(json.dumps({"stage": "eval", "step": step, **evaluate(unet, text_encoder, scaling)}), flush=True)
+            breakdown = evaluate(unet, text_encoder, scaling, step)
+            print(json.dumps({"stage": "eval", "step": step, **breakdown}), flush=True)
             ema.restore(unet.parameters())
             unet.train()
             text_encoder.train()
@@ -550,8 +630,18 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     return unet.eval(), text_encoder.eval(), tokenizer, scaling, done
 
 
-def shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling: float, args) -> FreeATMDiffusionPipeline:
-    vae.register_to_config(scaling_factor=scaling)
+def curriculum_scenes(training: TrainingScenes) -> np.ndarray:
+    """The indices of the one-object scenes whose object is large (a visible area of at least the
+    judge's "large" limit): what ``--curriculum_steps`` draws from first."""
+    areas = training.masks[:, 0].astype(np.float32).sum((1, 2)) * 16  # cells of 4 x 4 pixels
+    single = np.array([len(objects) == 1 for objects in training.objects])
+    return np.flatnonzero(single & (areas >= SIZE_LIMITS["medium"]))
+
+
+def shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling: float | None, args) -> FreeATMDiffusionPipeline:
+    """The modules as a pipeline; ``scaling`` (the latents' scaling factor) is set on the VAE if given."""
+    if scaling is not None:
+        vae.register_to_config(scaling_factor=scaling)
     return FreeATMDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -565,7 +655,7 @@ def shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling: float, args) ->
     )
 
 
-def export(args, vae, unet, text_encoder, tokenizer, scaling: float, export_dir: Path) -> None:
+def export(args, vae, unet, text_encoder, tokenizer, scaling: float | None, export_dir: Path) -> None:
     pipe = shapes_pipeline(vae, unet, text_encoder, tokenizer, scaling, args)
     pipe.to(getattr(torch, args.export_dtype)).save_pretrained(export_dir)
     (export_dir / "training_args.json").write_text(

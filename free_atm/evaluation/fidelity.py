@@ -5,7 +5,8 @@ Each generated image is judged against the scene whose caption prompted it (:fun
 * ``prompt_fidelity``: every named object found (its colour present, its region of the named kind),
   overall and per number of objects in the prompt;
 * ``colour_present``: share of named objects whose colour is drawn;
-* ``kind_given_colour``: of those, the share whose region has the named kind;
+* ``kind_given_colour``: of those, the share whose region has the named kind, also per named kind, per
+  object size (:func:`object_size`) and over one-object prompts alone (where nothing occludes the shape);
 * ``binding``: in prompts of two or more objects, of the named kinds that the image draws in one of the
   prompt's colours, the share drawn in their own colour ("a red star and a blue circle" drawn as a blue
   star and a red circle has both kinds, neither bound);
@@ -107,6 +108,16 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
+#: visible areas (pixels of a 64 px scene) that split objects into small, medium and large: the renderer's
+#: radii run from 0.12 to 0.24 of the side, a circle's area from about 190 to 740 pixels
+SIZE_LIMITS = {"small": 250, "medium": 450}
+
+
+def object_size(area: int) -> str:
+    """``"small"``, ``"medium"`` or ``"large"`` for an object of ``area`` visible pixels (:data:`SIZE_LIMITS`)."""
+    return next((name for name, limit in SIZE_LIMITS.items() if area < limit), "large")
+
+
 def fidelity_breakdown(
     images: Sequence[np.ndarray],
     scenes: Sequence[Scene],
@@ -121,13 +132,21 @@ def fidelity_breakdown(
             f"got {len(images)} images, {len(scenes)} scenes and {'no' if masks is None else len(masks)} masks"
         )
     complete: dict[int, list[bool]] = {}
-    colour, kind, binding, found_iou = [], [], [], []
+    colour, kind, binding, found_iou, alone = [], [], [], [], []
+    by_kind: dict[str, list[bool]] = {shape: [] for shape in SHAPES}
+    by_size: dict[str, list[bool]] = {size: [] for size in (*SIZE_LIMITS, "large")}
     for i, (image, scene) in enumerate(zip(images, scenes)):
         judgement = judge_image(image, scene.colours, classifier)
         found = judgement.found(scene.shapes)
         complete.setdefault(len(scene.shapes), []).append(all(found))
         colour += judgement.colour_present
-        kind += [f for f, p in zip(found, judgement.colour_present) if p]
+        for f, present, shape, truth in zip(found, judgement.colour_present, scene.shapes, scene.masks):
+            if present:
+                kind.append(f)
+                by_kind[shape].append(f)
+                by_size[object_size(int(truth.sum()))].append(f)
+                if len(scene.shapes) == 1:
+                    alone.append(f)
         if len(scene.shapes) > 1:
             drawn = {k for k in judgement.kinds if k is not None}
             binding += [f for f, shape in zip(found, scene.shapes) if shape in drawn]
@@ -140,6 +159,9 @@ def fidelity_breakdown(
         "prompt_fidelity_by_count": {n: _mean(complete[n]) for n in sorted(complete)},
         "colour_present": _mean(colour),
         "kind_given_colour": _mean(kind),
+        "kind_given_colour_one_object": _mean(alone),
+        "kind_given_colour_by_kind": {shape: _mean(found) for shape, found in by_kind.items()},
+        "kind_given_colour_by_size": {size: _mean(found) for size, found in by_size.items()},
         "binding": _mean(binding),
         "found_object_miou": _mean(found_iou) if masks is not None else None,
         "images": len(images),

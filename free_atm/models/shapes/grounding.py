@@ -17,21 +17,28 @@ import torch.nn.functional as F
 
 class GroundingAttnProcessor:
     """Plain attention that appends each cross-attention layer's probabilities ``(B * heads, N, L)`` to
-    ``store``, with gradients, for :func:`grounding_loss`, and with ``self_store`` each self-attention
-    layer's ``(B * heads, N, N)`` for :func:`region_loss`. For training only: inference uses the capture
-    processors of :mod:`free_atm.attention`."""
+    ``store``, with gradients, for :func:`grounding_loss`; with ``self_store`` and regions given
+    (:meth:`set_regions`), each self-attention layer's region shares for :func:`region_loss_from_shares`.
+    For training only: inference uses the capture processors of :mod:`free_atm.attention`.
 
-    def __init__(self, store: list[torch.Tensor], self_store: list[torch.Tensor] | None = None) -> None:
+    Pitfall: the region loss needs, per position, the share of its attention in each region,
+    ``P @ R^T``; materialising ``P`` (an explicit softmax over N x N per head) doubled the cost of a
+    training step on a CPU. The regions ride along as extra value channels of the fused kernel instead:
+    ``softmax(QK^T) [V, R^T] = [PV, PR^T]``, one call, no N x N tensor, the same numbers.
+    """
+
+    def __init__(self, store: list[torch.Tensor], self_store: list | None = None) -> None:
         self.store, self.self_store = store, self_store
+        self.masks: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
+
+    def set_regions(self, masks: torch.Tensor | None, valid: torch.Tensor | None) -> None:
+        """The next forward's object masks ``(B, M, H, W)`` and which objects count ``(B, M)``."""
+        self.masks, self.valid = masks, valid
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if encoder_hidden_states is None and self.self_store is None:  # nothing to keep: the fused kernel (2x faster)
-            return self.fused(attn, hidden_states)
         if encoder_hidden_states is None:
-            query, key, value = (attn.head_to_batch_dim(f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
-            probs = attn.get_attention_scores(query, key, None)
-            self.self_store.append(probs)
-            return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
+            return self.fused(attn, hidden_states)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
@@ -39,14 +46,23 @@ class GroundingAttnProcessor:
         self.store.append(probs)
         return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
 
-    @staticmethod
-    def fused(attn, hidden_states: torch.Tensor) -> torch.Tensor:
+    def fused(self, attn, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Self-attention through SDPA; with regions set, their shares ride along as extra value channels."""
         batch, heads = hidden_states.shape[0], attn.heads
         query, key, value = (
             projection(hidden_states).view(batch, -1, heads, attn.inner_dim // heads).transpose(1, 2)
             for projection in (attn.to_q, attn.to_k, attn.to_v)
         )
+        keep = self.self_store is not None and self.masks is not None
+        if keep:
+            side = math.isqrt(query.shape[2])
+            regions = region_weights(self.masks, self.valid, side).to(value.dtype)  # (B, R, N)
+            value = torch.cat([value, regions.transpose(1, 2)[:, None].expand(-1, heads, -1, -1)], -1)
         out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        if keep:
+            width = attn.inner_dim // heads
+            self.self_store.append((out[..., width:].float().mean(1).transpose(1, 2), regions.float()))
+            out = out[..., :width]
         return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2)))
 
 
@@ -80,10 +96,26 @@ def grounding_loss(
     return torch.stack(losses).mean()
 
 
+def region_weights(masks: torch.Tensor, valid: torch.Tensor, side: int) -> torch.Tensor:
+    """Each position's membership ``(B, M + 1, side * side)`` of every valid object (area-resized masks) and
+    of the background (what no object covers)."""
+    inside = F.adaptive_avg_pool2d(masks.float(), side).flatten(2) * valid[..., None]  # (B, M, N)
+    return torch.cat([inside, (1 - inside.sum(1, keepdim=True)).clamp_min(0)], 1)
+
+
+def region_loss_from_shares(shares: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean over self-attention layers of ``sum w (1 - share)^2 / sum w``: per layer, ``share`` ``(B, R, N)``
+    is the head-averaged attention of each position inside region r and ``w`` ``(B, R, N)`` the position's
+    membership of r (:func:`region_weights`)."""
+    losses = [(w * (1 - share).square()).sum() / w.sum().clamp_min(1e-8) for share, w in shares]
+    return torch.stack(losses).mean()
+
+
 def region_loss(probabilities: list[torch.Tensor], masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over self-attention layers of ``sum w (1 - share)^2 / sum w`` over every position and region,
-    ``share`` being the part of a position's head-averaged self-attention that lies in its own region
-    (each valid object, and the background), ``w`` the position's membership of that region.
+    """The region loss from explicit self-attention probabilities (the reference of the fused path of
+    :class:`GroundingAttnProcessor`): mean over layers of ``sum w (1 - share)^2 / sum w`` over every
+    position and region, ``share`` being the part of a position's head-averaged self-attention that lies
+    in its own region (each valid object, and the background), ``w`` the position's membership of it.
 
     It asks the self-attention to group the pixels of one object, which is what refining a map along it
     (:mod:`free_atm.attention.refinement`) relies on: trained on denoising alone, the shapes model's
@@ -96,12 +128,9 @@ def region_loss(probabilities: list[torch.Tensor], masks: torch.Tensor, valid: t
         valid: ``(B, M)``, objects that count; a sample without one is all background and costs nothing.
     """
     batch = masks.shape[0]
-    losses = []
+    shares = []
     for probs in probabilities:
         attention = probs.view(batch, -1, *probs.shape[1:]).float().mean(1)  # (B, N, N)
-        side = math.isqrt(attention.shape[1])
-        inside = F.adaptive_avg_pool2d(masks.float(), side).flatten(2) * valid[..., None]  # (B, M, N)
-        regions = torch.cat([inside, (1 - inside.sum(1, keepdim=True)).clamp_min(0)], 1)  # (B, M + 1, N)
-        share = regions @ attention.transpose(1, 2)  # (B, R, N): attention of each position inside region r
-        losses.append((regions * (1 - share).square()).sum() / regions.sum().clamp_min(1e-8))
-    return torch.stack(losses).mean()
+        regions = region_weights(masks, valid, math.isqrt(attention.shape[1]))
+        shares.append((regions @ attention.transpose(1, 2), regions))  # (B, R, N): each position's share in r
+    return region_loss_from_shares(shares)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from ..attention import AttentionAggregator, CaptureConfig, capture_attention
 from ..attention.attribution import Attribution, attribution_weights
@@ -20,7 +22,7 @@ from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
 from ..pixel_refinement import as_pixels
 from ..tokens import TextSource, object_token_weights
-from .output import KeptMaps
+from .output import FreeATMAnnotationOutput, KeptMaps
 from .sampling import SamplingConfig
 
 
@@ -128,6 +130,88 @@ class AttentionCaptureMixin:
         config = current.updated(sampling_config).updated(overrides or None)
         self.scheduler = config.scheduler_for(self.scheduler)
         self.register_to_config(sampling_config=config.to_dict())
+
+    #: the noise level (0-1000) ``annotate`` reads a real image at when not told: low for UNets (the SD 1.5
+    #: benchmark's choice), the middle of the flow for SD3 and Flux (ConceptAttention and Seg4Diff's)
+    annotation_timesteps: tuple[int, ...] = (100,)
+
+    @torch.no_grad()
+    def annotate(
+        self,
+        images: Image.Image | Sequence[Image.Image] | torch.Tensor,
+        prompts: str | Sequence[str],
+        objects: Sequence,
+        timesteps: Sequence[int] | None = None,
+        noise_draws: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        capture_config: CaptureConfig | dict | None = None,
+    ) -> FreeATMAnnotationOutput:
+        """Masks for objects in existing images: noise each image to every level in ``timesteps`` (0-1000 on
+        every family; default :attr:`annotation_timesteps`; on SD3 and Flux the flow's sigma is t / 1000),
+        ``noise_draws`` times each, run the denoiser once per level and draw with its caption, and average
+        the captured maps. No inversion and no guidance (the conditional pass only).
+
+        ``images`` are PIL images (any mode; converted to RGB) or a tensor in [0, 1]; ``objects`` holds
+        one list of phrases per prompt. Images of different sizes are each annotated at their own size.
+        ``generator`` may be a list, one per image: each image's noise is then its own, whatever the batch.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        per_image = [list(o) for o in ([objects] if objects and isinstance(objects[0], str) else objects)]
+        if isinstance(images, Image.Image):
+            images = [images]
+        if not isinstance(images, torch.Tensor):
+            images = [image.convert("RGB") for image in images]
+        if not (len(per_image) == len(prompts) == len(images)):
+            raise ValueError(
+                f"annotate needs one prompt and one object list per image, got {len(images)} images, "
+                f"{len(prompts)} prompts and {len(per_image)} object lists"
+            )
+        timesteps = self.annotation_timesteps if timesteps is None else tuple(timesteps)
+        if noise_draws < 1 or not timesteps or not all(0 <= t <= 1000 for t in timesteps):
+            raise ValueError(
+                f"annotate needs timesteps in [0, 1000] and noise_draws >= 1, got {timesteps!r} and {noise_draws}"
+            )
+        if not isinstance(images, torch.Tensor) and len({image.size for image in images}) > 1:
+            # one VAE batch takes one size, and resizing would put masks and boxes in the wrong pixels:
+            # images of different sizes are annotated one by one, each at its own size
+            generators = generator if isinstance(generator, list) else [generator] * len(images)
+            parts = [
+                self.annotate(image, prompt, [phrases], timesteps, noise_draws, [own] if own else None, capture_config)
+                for image, prompt, phrases, own in zip(images, prompts, per_image, generators)
+            ]
+            names = [f.name for f in fields(FreeATMAnnotationOutput) if getattr(parts[0], f.name) is not None]
+            return FreeATMAnnotationOutput(
+                **{name: [v for part in parts for v in getattr(part, name)] for name in names}
+            )
+        config = self.capture_config.updated(capture_config)
+        device = self._execution_device
+        pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)
+        latents = self._annotation_latents(pixels)
+        conditioning = self._annotation_conditioning(prompts, *pixels.shape[-2:])
+        weights = object_token_weights(self._tokenizer_sources({}, prompts), per_image, self._text_sequence_length({}))
+        aggregator = AttentionAggregator(weights, config)
+        with capture_attention(self.denoiser, aggregator):
+            for timestep in timesteps:
+                for _ in range(noise_draws):
+                    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+                    aggregator.last_timestep = None  # every draw counts, repeated levels too (see start_call)
+                    self._annotation_step(latents, noise, timestep, conditioning)
+        images_01 = (pixels.float() + 1) / 2 if config.pixel_refinement else None  # preprocess gave [-1, 1]
+        return FreeATMAnnotationOutput(**self._mask_fields(aggregator, per_image, config, images_01))
+
+    def _annotation_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The clean latents of images ``(B, 3, H, W)`` in [-1, 1], as the denoiser sees them."""
+        vae = self.vae.config
+        latents = self.vae.encode(pixels).latent_dist.mode()
+        return (latents - (getattr(vae, "shift_factor", None) or 0.0)) * vae.scaling_factor
+
+    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+        """The denoiser's text (and added) conditioning for ``prompts`` at an image size, without guidance."""
+        raise NotImplementedError
+
+    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
+        """One denoiser call on ``latents`` noised with ``noise`` to ``timestep`` (0-1000)."""
+        raise NotImplementedError
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         """The tokenizers whose tokens the denoiser attends to, each with the prompts it encodes and where

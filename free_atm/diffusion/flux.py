@@ -68,6 +68,34 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
         length = arguments.get("max_sequence_length")
         return 512 if length is None else length
 
+    annotation_timesteps = (500,)
+    #: the guidance value a guidance-distilled Flux (dev) is given in ``annotate`` (the pipeline's default)
+    annotation_guidance = 3.5
+
+    def _annotation_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Flux's latents, packed into 2 x 2 patch tokens ``(B, h/2 * w/2, 4C)``."""
+        latents = super()._annotation_latents(pixels)
+        return self._pack_latents(latents, *latents.shape)
+
+    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+        device = self._execution_device
+        states, pooled, text_ids = self.encode_prompt(
+            prompts, None, device=device, max_sequence_length=self._text_sequence_length({})
+        )
+        side = 2 * self.vae_scale_factor  # a token is a 2 x 2 patch of latent cells
+        image_ids = self._prepare_latent_image_ids(len(prompts), height // side, width // side, device, states.dtype)
+        conditioning = {"encoder_hidden_states": states, "pooled_projections": pooled, "txt_ids": text_ids}
+        if self.transformer.config.guidance_embeds:
+            conditioning["guidance"] = torch.full((len(prompts),), self.annotation_guidance, device=device)
+        return {**conditioning, "img_ids": image_ids}
+
+    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
+        """Flow matching: the packed latent mixed with noise at sigma = t / 1000; Flux takes sigma as its timestep."""
+        sigma = timestep / 1000
+        t = torch.full((len(latents),), sigma, device=latents.device, dtype=latents.dtype)
+        self.transformer(hidden_states=(1 - sigma) * latents + sigma * noise, timestep=t, return_dict=False,
+                         **conditioning)  # fmt: skip
+
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)

@@ -73,6 +73,21 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
         length = arguments.get("max_sequence_length")
         return 256 if length is None else length
 
+    annotation_timesteps = (500,)
+
+    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+        states, _, pooled, _ = self.encode_prompt(
+            prompts, None, None, device=self._execution_device, do_classifier_free_guidance=False,
+            max_sequence_length=self._t5_length({}),
+        )  # fmt: skip
+        return {"encoder_hidden_states": states, "pooled_projections": pooled}
+
+    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
+        """Flow matching: the latent mixed with noise at sigma = t / 1000, the transformer called at t."""
+        sigma = timestep / 1000
+        t = torch.full((len(latents),), float(timestep), device=latents.device, dtype=latents.dtype)
+        self.transformer(hidden_states=(1 - sigma) * latents + sigma * noise, timestep=t, **conditioning)
+
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)

@@ -76,6 +76,20 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
             clip_skip=arguments.get("clip_skip"),
         )[0]
 
+    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+        """Text and pooled embeddings, and the added time ids of an image of this size, uncropped."""
+        states, _, pooled, _ = self.encode_prompt(
+            prompt=prompts, device=self._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        projection = self.text_encoder_2.config.projection_dim if self.text_encoder_2 else int(pooled.shape[-1])
+        time_ids = self._get_add_time_ids((height, width), (0, 0), (height, width), states.dtype, projection)
+        time_ids = time_ids.to(states.device).repeat(len(prompts), 1)
+        return {"encoder_hidden_states": states, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+
+    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
+        t = torch.full((len(latents),), int(timestep), device=latents.device, dtype=torch.long)
+        self.unet(self.scheduler.add_noise(latents, noise, t), t, **conditioning)
+
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
 

@@ -3,8 +3,9 @@ softmax over all keys, every call's full probability matrix and attention output
 
 It replaces the layers' processors (so a test can first check that its images equal the stock pipeline's,
 which shows the hand-written layer is the model's), and records per call: the timestep, how many calls
-came before at that timestep, the block index, the conditional half's image-to-text probabilities
-``(n, H, N, L)`` of the joint softmax, and the image and text tokens' attention outputs ``(n, H, S, d)``.
+came before at that timestep, the block index, the conditional half's image-to-text and image-to-image
+probabilities ``(n, H, N, L)`` and ``(n, H, N, N)`` of the joint softmax, and the image and text tokens'
+attention outputs ``(n, H, S, d)``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class JointReference:
                     "repeat": reference.calls_at_timestep,
                     "block": block,
                     "probs": probs[cond][:, :, image, text],
+                    "image_probs": probs[cond][:, :, image, image],
                     "image_out": out[cond][:, :, image],
                     "text_out": out[cond][:, :, text],
                 }
@@ -113,6 +115,16 @@ class JointReference:
             )
             maps = maps.view(len(positions), -1, *grid)
             kept.append(F.interpolate(maps, size=size, mode="bilinear", align_corners=False))
+        return torch.stack(kept).mean(0)
+
+    def image_attention(self, blocks=None) -> torch.Tensor:
+        """The image-to-image part of the full softmax ``(n, N, N)``, averaged over heads, the chosen blocks
+        and the first call of each timestep, in float64."""
+        kept = [
+            record["image_probs"].double().mean(1)
+            for record in self.records
+            if record["repeat"] == 0 and (blocks is None or record["block"] in blocks)
+        ]
         return torch.stack(kept).mean(0)
 
     def restore(self):

@@ -26,6 +26,10 @@ JOINT_CAPTURE_PROCESSORS: dict[str, type[JointAttentionCaptureProcessor]] = {
 }
 
 
+#: the latent cells per side of one token of SD3 (``patch_size``) and Flux (packing)
+TOKEN_PATCH = 2
+
+
 def _timestep_value(timestep) -> float:
     return float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
 
@@ -130,11 +134,15 @@ def capture_joint_attention(
     if family not in JOINT_CAPTURE_PROCESSORS:
         raise ValueError(f"no joint-attention capture for {family}; known: {sorted(JOINT_CAPTURE_PROCESSORS)}")
     config = aggregator.config
-    if config.refinement != "none":
-        raise ValueError(
-            f"refinement={config.refinement!r} is for UNets: an SD3 or Flux block mixes image and text in one "
-            "softmax, and free-atm does not yet sum its image-to-image part; use refinement='none'"
-        )
+    if config.refinement == "self_attention":
+        if config.method != "attention" or config.refinement_scales is not None:
+            raise ValueError(
+                "refinement on SD3 and Flux reads the image-to-image part of each counted block's own softmax: it "
+                f"needs method='attention' (got {config.method!r}) and takes its blocks from `blocks`, not "
+                f"refinement_scales (got {config.refinement_scales!r})"
+            )
+        # every block attends over one token grid: 2 x 2 latent patches (SD3's patch size, Flux's packing)
+        aggregator.self_attention = SelfAttentionAggregator(aggregator.num_images, config, {TOKEN_PATCH})
     if config.layer_scales is not None:
         raise ValueError(
             f"layer_scales={config.layer_scales!r} selects UNet layers by resolution; a diffusion transformer has "

@@ -42,7 +42,8 @@ class CaptureConfig:
         refinement: ``"none"`` (the aggregated cross-attention) or ``"self_attention"``: the maps are
             propagated along the model's own self-attention, ``S^power @ map`` (Dataset Diffusion), where
             ``S`` is the head-averaged self-attention of the conditional pass, averaged over the chosen
-            layers and the same timesteps as the maps (UNets only).
+            layers and the same timesteps as the maps (SD3 and Flux: the image-to-image part of each counted
+            block's joint softmax).
         refinement_power: how many times the self-attention is applied (a positive int; more spreads a map
             further along what the model sees as one region).
         refinement_scales: downsampling factors of the self-attention layers that count; ``None`` counts

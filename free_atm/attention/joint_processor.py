@@ -29,7 +29,7 @@ from diffusers.models.attention_processor import JointAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
-from .aggregator import AttentionAggregator
+from .aggregator import AttentionAggregator, layer_grid
 from .lse import KernelCall, kernel_lse
 from .processor import with_signature
 from .taps import ModuleTaps
@@ -38,6 +38,33 @@ logger = logging.getLogger(__name__)
 
 #: the largest number of fp32 image-query scores held at once while computing the log-sum-exp
 SCORE_CHUNK_ELEMENTS = 2**25
+
+
+def image_log_norm(query: torch.Tensor, image_keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(B, H, N)``: each image query's log-sum-exp over the image keys, in float32, in chunks of queries
+    (the scores of every query at once would not fit at high resolution)."""
+    batch, heads, num_queries, _ = query.shape
+    rows = max(1, SCORE_CHUNK_ELEMENTS // (batch * heads * (image_keys.shape[2] + 1)))
+    return torch.cat(
+        [
+            torch.matmul(chunk, image_keys.transpose(-1, -2)).float().mul_(scale).logsumexp(dim=-1)
+            for chunk in query.split(rows, dim=2)
+        ],
+        dim=2,
+    )
+
+
+def image_attention(query: torch.Tensor, image_keys: torch.Tensor, lse: torch.Tensor, scale: float) -> torch.Tensor:
+    """The image-to-image part of a joint softmax, head-averaged: ``(B, N, N)`` of ``exp(q_i k_j s - lse_i)``
+    for image queries ``(B, H, N, d)`` and keys ``(B, H, N, d)``, ``lse`` ``(B, H, N)`` being the log-sum-exp
+    over every key of the layer (image and text), so no second softmax is formed; each row sums to the
+    share of the query's attention that stays on the image. One head at a time: ``B x N x N`` at most."""
+    total = None
+    for head in range(query.shape[1]):
+        scores = torch.matmul(query[:, head].float(), image_keys[:, head].float().transpose(-1, -2)).mul_(scale)
+        probs = scores.sub_(lse[:, head].float().unsqueeze(-1)).exp_()
+        total = probs if total is None else total.add_(probs)
+    return total / query.shape[1]
 
 
 def joint_text_probs(
@@ -52,16 +79,7 @@ def joint_text_probs(
     text_scores = torch.matmul(query.float(), text_keys.float().transpose(-1, -2)) * scale
     if normalization == "text":
         return text_scores.softmax(dim=-1)
-    batch, heads, num_queries, _ = query.shape
-    rows = max(1, SCORE_CHUNK_ELEMENTS // (batch * heads * (image_keys.shape[2] + 1)))
-    log_norm = torch.cat(
-        [
-            torch.matmul(chunk, image_keys.transpose(-1, -2)).float().mul_(scale).logsumexp(dim=-1)
-            for chunk in query.split(rows, dim=2)
-        ],
-        dim=2,
-    )
-    log_norm = torch.logaddexp(log_norm, text_scores.logsumexp(dim=-1))
+    log_norm = torch.logaddexp(image_log_norm(query, image_keys, scale), text_scores.logsumexp(dim=-1))
     return (text_scores - log_norm.unsqueeze(-1)).exp_()
 
 
@@ -123,12 +141,18 @@ class JointAttentionCaptureProcessor:
             output = self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         conditional = slice(total - n, None)
         columns = None
+        refine = self.aggregator.self_attention is not None and self.aggregator.self_attention.active
         if concept:
             image_out, text_out = self.attention_outputs(taps, output, text_length)
             image_out, text_out = self.heads(attn, image_out[conditional]), self.heads(attn, text_out[conditional])
             probs = output_space_probs(image_out, text_out)
         elif served and served[0].query.shape[2] == num_images + text_length:
             probs, columns = self.kernel_probs(served[0], conditional, num_images, text_length)
+            if refine:  # the image-to-image part of the same softmax, from the kernel's own log-sum-exp
+                image, _ = self.joint_layout(num_images, text_length)
+                call = served[0]
+                query, keys, lse = (t[conditional, :, image] for t in (call.query, call.key, call.lse))
+                self.add_image_attention(image_attention(query, keys, lse, call.scale), num_images)
             logger.debug("block %d: log-sum-exp from the attention kernel", self.block)
         else:
             arguments = self.signature.bind(attn, hidden_states, encoder_hidden_states, *args, **kwargs).arguments
@@ -136,9 +160,18 @@ class JointAttentionCaptureProcessor:
                 attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments
             )
             probs = joint_text_probs(query, image_keys, text_keys, self.aggregator.config.normalization)
+            if refine:
+                scale = query.shape[-1] ** -0.5
+                text_norm = (torch.matmul(query.float(), text_keys.float().transpose(-1, -2)) * scale).logsumexp(-1)
+                lse = torch.logaddexp(image_log_norm(query, image_keys, scale), text_norm)
+                self.add_image_attention(image_attention(query, image_keys, lse, scale), num_images)
             logger.debug("block %d: %s, second pass of the image-key scores", self.block, _why_second_pass(kernel))
         self.aggregator.add(probs, columns)
         return output
+
+    def add_image_attention(self, attention: torch.Tensor, num_images: int) -> None:
+        """Add one block's image-to-image attention ``(n, N, N)`` to the running sum refinement uses."""
+        self.aggregator.self_attention.add(attention, layer_grid(num_images, self.aggregator.latent_size)[1])
 
     def kernel_probs(
         self, served: KernelCall, conditional: slice, num_images: int, text_length: int

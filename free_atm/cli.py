@@ -18,6 +18,14 @@ def generate(args: argparse.Namespace) -> None:
     print(f"dataset in {root} (sample grid: {root / 'sample_grid.png'})")
 
 
+def annotate(args: argparse.Namespace) -> None:
+    """Annotate your own images (a folder, a glob or a dataset) into a masked dataset in ``--out``."""
+    from .generation import AnnotationConfig, annotate_dataset
+
+    root = annotate_dataset(AnnotationConfig(**{f.name: getattr(args, f.name) for f in fields(AnnotationConfig)}))
+    print(f"dataset in {root} (sample grid: {root / 'sample_grid.png'})")
+
+
 def show(args: argparse.Namespace) -> None:
     """Draw samples of a dataset folder with their masks, boxes and object names."""
     from datasets import load_dataset
@@ -180,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(GenerationConfig):
         _add_field(gen, f.name, hints[f.name], f.default, f.metadata.get("help"))
     gen.set_defaults(run=generate)
+    notes = commands.add_parser(
+        "annotate", help="masks for your own images (a folder, a glob or a dataset) as a dataset"
+    )
+    from .generation import AnnotationConfig
+
+    hints = typing.get_type_hints(AnnotationConfig)
+    for f in fields(AnnotationConfig):
+        if f.name == "images":
+            notes.add_argument("images", help=f.metadata["help"])
+        else:
+            _add_field(notes, f.name, hints[f.name], f.default, f.metadata.get("help"))
+    notes.set_defaults(run=annotate)
     view = commands.add_parser("show", help="draw dataset samples with their masks")
     view.add_argument("dataset", type=Path, help="a dataset folder written by free-atm generate")
     view.add_argument("--out", default="grid.png", help="the picture to write (.png, .jpg, .jpeg or .webp)")

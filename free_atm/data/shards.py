@@ -44,13 +44,13 @@ class ShardPlan:
         """Shards taken by process ``rank`` of ``world_size`` (round robin, so loads stay even)."""
         return list(range(rank, self.num_shards, world_size))
 
-    def is_complete(self, root: str | Path, shard: int) -> bool:
-        """Whether ``shard`` is on disk, readable, and holds all its rows."""
+    def is_complete(self, root: str | Path, shard: int, skipped: int = 0) -> bool:
+        """Whether ``shard`` is on disk, readable, and holds all its rows but the ``skipped`` ones."""
         path = self.path(root, shard)
         if not path.is_file():
             return False
         try:
-            return pq.ParquetFile(path).metadata.num_rows == len(self.indices(shard))
+            return pq.ParquetFile(path).metadata.num_rows == len(self.indices(shard)) - skipped
         except Exception:  # an unreadable file is an unfinished shard  # noqa: BLE001
             return False
 

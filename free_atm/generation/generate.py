@@ -348,21 +348,30 @@ def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
         writer.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        finish_dataset(root, plan, config, capture, sampling, features)
+        finish_dataset(root, plan, recorded_settings(config, capture, sampling), features, config.push_to_hub)
     state.wait_for_everyone()
     return root
 
 
 def finish_dataset(
-    root: Path, plan: ShardPlan, config: GenerationConfig, capture: CaptureConfig, sampling: SamplingConfig, features
+    root: Path,
+    plan: ShardPlan,
+    settings: dict[str, Any],
+    features,
+    push_to_hub: str | None = None,
+    extra_counts: dict[str, int] | None = None,
+    skipped: dict[int, int] | None = None,
 ) -> None:
-    """Check every shard, then write the sample grid and the dataset card, and push when asked."""
+    """Check every shard (shard ``s`` holding all its rows but ``skipped[s]``), then write the sample grid
+    and the dataset card (``settings`` as the config it shows, ``extra_counts`` beside the counts it
+    makes), and push when asked."""
     import pyarrow.parquet as pq
 
     from ..data.card import render_dataset_card
     from ..visualize import dataset_grid
 
-    missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s)]
+    skipped = skipped or {}
+    missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s, skipped.get(s, 0))]
     if missing:
         raise RuntimeError(f"shards {missing} of {root} are missing or incomplete; rerun to finish them")
     shards = [plan.path(root, s) for s in range(plan.num_shards)]
@@ -375,13 +384,13 @@ def finish_dataset(
         "objects_per_image": round(float(np.mean(objects)), 2),
         "empty_masks": int(empty),
         "shards": plan.num_shards,
+        **(extra_counts or {}),
     }
     first_rows = pq.read_table(shards[0]).slice(0, 8).to_pylist()
     dataset_grid([features.decode_example(row) for row in first_rows]).save(root / "sample_grid.png")
-    settings = recorded_settings(config, capture, sampling)
-    card = render_dataset_card(root, features, settings, counts, repo_or_path=config.push_to_hub)
+    card = render_dataset_card(root, features, settings, counts, repo_or_path=push_to_hub)
     card.save(root / "README.md")
-    if config.push_to_hub:
+    if push_to_hub:
         from ..data.hub import push_dataset
 
-        push_dataset(root, config.push_to_hub)
+        push_dataset(root, push_to_hub)

@@ -1,23 +1,23 @@
-"""The Free-ATM pipelines (SD 1.x/2.x, SDXL, SD3, Flux), their outputs, and randomly initialised components."""
+"""The Free-ATM pipelines (SD 1.x/2.x, SDXL, SD3, Flux), their outputs, and their saved sampling settings.
 
-from .flux import FreeATMFluxPipeline
-from .output import (
-    FreeATMFluxPipelineOutput,
-    FreeATMStableDiffusion3PipelineOutput,
-    FreeATMStableDiffusionPipelineOutput,
-    FreeATMStableDiffusionXLPipelineOutput,
+Names are imported on first use (``lazy_loader``): reading a model's sampling settings
+(:mod:`.sampling`) does not import every pipeline family.
+"""
+
+import lazy_loader as lazy
+
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "flux": ["FreeATMFluxPipeline"],
+        "output": [
+            "FreeATMFluxPipelineOutput",
+            "FreeATMStableDiffusion3PipelineOutput",
+            "FreeATMStableDiffusionPipelineOutput",
+            "FreeATMStableDiffusionXLPipelineOutput",
+        ],
+        "stable_diffusion": ["FreeATMDiffusionPipeline"],
+        "stable_diffusion_3": ["FreeATMStableDiffusion3Pipeline"],
+        "stable_diffusion_xl": ["FreeATMStableDiffusionXLPipeline"],
+    },
 )
-from .stable_diffusion import FreeATMDiffusionPipeline
-from .stable_diffusion_3 import FreeATMStableDiffusion3Pipeline
-from .stable_diffusion_xl import FreeATMStableDiffusionXLPipeline
-
-__all__ = [
-    "FreeATMDiffusionPipeline",
-    "FreeATMFluxPipeline",
-    "FreeATMFluxPipelineOutput",
-    "FreeATMStableDiffusion3Pipeline",
-    "FreeATMStableDiffusion3PipelineOutput",
-    "FreeATMStableDiffusionPipelineOutput",
-    "FreeATMStableDiffusionXLPipeline",
-    "FreeATMStableDiffusionXLPipelineOutput",
-]

@@ -15,13 +15,12 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-#: the schedulers a saved setting may name, and the keyword arguments that make each what its name says
-SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "ddim": (DDIMScheduler, {}),
-    "dpm_solver_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "euler": (EulerDiscreteScheduler, {}),
+#: the schedulers a saved setting may name: diffusers' class, and the keyword arguments that make it what
+#: its name says (classes by name: reading settings imports no scheduler)
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpm_solver_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": ("EulerDiscreteScheduler", {}),
 }
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 #: the call arguments a sampling setting supplies, by field
@@ -98,9 +97,11 @@ class SamplingConfig:
                 f"sampling settings scheduler={self.scheduler!r}, timestep_spacing={self.timestep_spacing!r} are for "
                 f"noise-prediction models; {type(scheduler).__name__} samples a flow and keeps its own schedule"
             )
-        cls, extra = SCHEDULERS[self.scheduler] if self.scheduler else (type(scheduler), {})
+        import diffusers
+
+        name, extra = SCHEDULERS[self.scheduler] if self.scheduler else (type(scheduler).__name__, {})
         spacing = {"timestep_spacing": self.timestep_spacing} if self.timestep_spacing else {}
-        return cls.from_config(scheduler.config, **extra, **spacing)
+        return getattr(diffusers, name).from_config(scheduler.config, **extra, **spacing)
 
 
 def _check_keys(values: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ class ExportConfig:
 def export_dataset(config: ExportConfig) -> Path:
     """Export ``config.dataset`` (a local free-atm dataset folder) into ``config.out``; returns the folder."""
     config.validate()
-    missing = [name for name in ("pycocotools", "skimage") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("pycocotools", "skimage", "shapely") if importlib.util.find_spec(name) is None]
     if missing:
         raise CommandFailure(f"free-atm export needs {' and '.join(missing)}: pip install 'free-atm[export]'")
     label_map = read_label_map(config.label_map)

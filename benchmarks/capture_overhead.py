@@ -20,9 +20,10 @@ mapping, so times are never taken under it. Memory growth per step compares call
     python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
     python benchmarks/capture_overhead.py --families sd15 sdxl --size 512 --no-baselines   # capture only
 
-UNet families also time the capture with self-attention refinement (``refined``), and every family the
-capture with 10 iterations of pixel refinement of the masks (``pixels``) and with the maps of every layer
-and step kept (``kept``, ``CaptureConfig(keep="layers_and_steps")``).
+Every family also times the capture with self-attention refinement (``refined``; SD3 and Flux: the
+image-to-image part of the joint softmax), with 10 iterations of pixel refinement of the masks
+(``pixels``) and with the maps of every layer and step kept (``kept``,
+``CaptureConfig(keep="layers_and_steps")``).
 
 Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
 flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> refine_time_ratio=<sd15
@@ -203,9 +204,7 @@ class FamilyBench:
             self.variants = ("stock", "free_atm", "concept")
         if args.no_baselines:
             self.variants = ("stock", "free_atm")
-        if not hasattr(self.stock, "transformer"):  # UNets: the capture with self-attention refinement
-            self.variants += ("refined",)
-        self.variants += ("pixels", "kept")
+        self.variants += ("refined", "pixels", "kept")  # self-attention refinement: every family
         self.stock_processors = self.denoiser.attn_processors
         self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
         self.store: list[torch.Tensor] = []
@@ -306,6 +305,7 @@ def summarise(bench: FamilyBench, times, inside, memory) -> dict:
     for variant in ("concept", "store_all", "refined", "pixels", "kept"):
         if variant in bench.variants:
             result[f"{variant}_time_ratio"] = median[variant] / median["stock"]
+            result[f"{variant}_denoiser_time_ratio"] = median_inside[variant] / median_inside["stock"]
             result[f"{variant}_mem_ratio"] = memory[variant][steps] / memory["stock"][steps]
     return result
 
@@ -347,6 +347,11 @@ def summary_line(size: int, families: dict) -> str:
         if "sd15" in families
         else []
     )
+    joint_refine = [
+        f"{labels[name]}_refine_denoiser_time_ratio={family['refined_denoiser_time_ratio']:.3f}"
+        for name, family in families.items()
+        if name in ("sd3", "flux")
+    ]
     kept = [f"{labels[name]}_kept_time_ratio={family['kept_time_ratio']:.3f}" for name, family in families.items()]
     growth = max(
         family["mem_growth_per_step_mb"][variant]
@@ -354,7 +359,8 @@ def summary_line(size: int, families: dict) -> str:
         for variant in ("free_atm", "refined")
         if variant in family["mem_growth_per_step_mb"]
     )
-    return " ".join([f"size={size}", *whole, *inside, *refine, *kept, f"mem_growth_per_step_mb={growth:.2f}"])
+    figures = [*whole, *inside, *refine, *joint_refine, *kept]
+    return " ".join([f"size={size}", *figures, f"mem_growth_per_step_mb={growth:.2f}"])
 
 
 def main() -> None:

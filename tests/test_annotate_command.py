@@ -25,7 +25,7 @@ from free_atm.models import load_pipeline
 from free_atm.seeds import derive_seed
 from free_atm.world import render_scene
 
-NUM_IMAGES = 16
+NUM_IMAGES = 64
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -86,6 +86,19 @@ def test_a_datasets_folder_with_captions_gives_the_python_calls_rows(captioned, 
     card = (out / "README.md").read_text()
     assert f"Images from `{captioned}`" in card and "| images skipped (unreadable) | 0 |" in card
     assert len(load_dataset(str(out), split="train")) == NUM_IMAGES
+
+
+def test_a_folder_of_64_images_gives_the_python_calls_rows_bit_for_bit(folder, scenes, tmp_path):
+    out = tmp_path / "folder"
+    main(["annotate", str(folder), "--objects", "red circle", "blue square", "--out", str(out), "--batch-size", "16"])
+    rows = _rows(out)
+    assert len(rows) == NUM_IMAGES and {row["prompt"] for row in rows} == {"a photo of red circle and blue square"}
+    images = [Image.open(path).convert("RGB") for path in sorted(folder.iterdir())]
+    objects = [["red circle", "blue square"]] * NUM_IMAGES
+    masks, maps = _python_annotate(load_pipeline("shapes"), images, [rows[0]["prompt"]] * NUM_IMAGES, objects, 16)
+    for row, expected_masks, expected_maps in zip(rows, masks, maps):
+        assert [m["bytes"] for m in row["masks"]] == [_png(mask_image(m)) for m in expected_masks]
+        assert [m["bytes"] for m in row["attention_maps"]] == [_png(map_image(m)) for m in expected_maps]
 
 
 def _png(image: Image.Image) -> bytes:

@@ -153,11 +153,6 @@ def test_a_unet_without_self_attention_at_a_scale_or_at_all_says_so():
         pass
 
 
-def test_transformers_refuse_refinement_with_the_reason(sd3_pipe):
-    with pytest.raises(ValueError, match="refinement='self_attention' is for UNets"):
-        sd3_pipe(PROMPT, objects=OBJECTS, capture_config={"refinement": "self_attention"}, **CALL)
-
-
 def test_refinement_settings_round_trip_through_save_pretrained(sd_pipe, tmp_path):
     from free_atm import FreeATMDiffusionPipeline
 

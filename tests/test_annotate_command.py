@@ -126,7 +126,11 @@ def test_a_folder_with_one_damaged_image_is_one_line_or_a_counted_skip(folder, t
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_dataset(folder, tmp_path):
-    arguments = [str(folder), "--objects", "red circle", "--shard-size", "2", "--batch-size", "2"]
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(folder.iterdir())[:12]:
+        (few / path.name).write_bytes(path.read_bytes())
+    arguments = [str(few), "--objects", "red circle", "--shard-size", "2", "--batch-size", "2"]
     whole = tmp_path / "whole"
     main(["annotate", *arguments, "--out", str(whole)])
     out = tmp_path / "killed"
@@ -137,7 +141,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_dataset(folder, tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert 2 <= len(list((out / "data").glob("train-*.parquet"))) < 8, "the run was not interrupted mid-way"
+    assert 2 <= len(list((out / "data").glob("train-*.parquet"))) < 6, "the run was not interrupted mid-way"
     main(["annotate", *arguments, "--out", str(out)])
     assert _rows(out) == _rows(whole)
 

@@ -3,6 +3,7 @@ overrides them, and the values refused."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -58,10 +59,34 @@ def test_a_call_samples_with_the_saved_settings_unless_it_gives_them(saved_folde
     assert not np.array_equal(_draw(pipe, guidance_scale=2.0), _draw(pipe))
 
 
-def test_a_model_without_sampling_settings_samples_as_its_parent():
+class _Stop(Exception):
+    pass
+
+
+def test_a_model_without_sampling_settings_samples_as_its_parent(monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
     pipe = FreeATMDiffusionPipeline(**tiny_sd_components())
     assert pipe.sampling_config == SamplingConfig() and isinstance(pipe.scheduler, DDIMScheduler)
-    np.testing.assert_array_equal(_draw(pipe), _draw(pipe, guidance_scale=7.5, num_inference_steps=50))
+    received = []
+
+    @functools.wraps(StableDiffusionPipeline.__call__)  # the parent's signature, which the call binds to
+    def parent_call(self, *args, **kwargs):  # what the parent pipeline is handed, then stop
+        received.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(StableDiffusionPipeline, "__call__", parent_call)
+    for settings in ({}, {"guidance_scale": 9.0, "num_inference_steps": 3}):
+        pipe.set_sampling_config(SamplingConfig(**settings))
+        with pytest.raises(_Stop):
+            pipe(PROMPT, objects=["dog"])
+        with pytest.raises(_Stop):
+            pipe(PROMPT, objects=["dog"], guidance_scale=2.0)
+    # nothing saved: the parent's own defaults apply; saved: they are passed unless the call gives its own
+    assert "guidance_scale" not in received[0] and "num_inference_steps" not in received[0]
+    assert received[1]["guidance_scale"] == 2.0 and "num_inference_steps" not in received[1]
+    assert received[2]["guidance_scale"] == 9.0 and received[2]["num_inference_steps"] == 3
+    assert received[3]["guidance_scale"] == 2.0 and received[3]["num_inference_steps"] == 3
 
 
 def test_generate_records_the_saved_settings_and_a_flag_overrides_them(saved_folder, tmp_path):

@@ -160,11 +160,12 @@ def choose_sampling(pipe, count: int, batch: int, candidates: list[SamplingConfi
             pipe, scenes, {"raw": None}, candidate.num_inference_steps, candidate.guidance_scale, batch
         )
         judged[describe(candidate)] = fidelity_breakdown(images, scenes, classifier)
-    score = {
-        describe(c): (judged[describe(c)]["prompt_fidelity"], judged[describe(c)]["prompt_fidelity_by_count"].get(1))
-        for c in candidates
-    }
-    best = max(candidates, key=lambda c: score[describe(c)])
+
+    def score(candidate: SamplingConfig) -> tuple:  # prompt fidelity, ties to one-object fidelity
+        breakdown = judged[describe(candidate)]
+        return breakdown["prompt_fidelity"], breakdown["prompt_fidelity_by_count"].get(1) or 0.0
+
+    best = max(candidates, key=score)
     pipe.scheduler = original
     pipe.set_sampling_config(best)
     return best, judged

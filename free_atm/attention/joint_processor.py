@@ -67,19 +67,34 @@ def image_attention(query: torch.Tensor, image_keys: torch.Tensor, lse: torch.Te
     return total / query.shape[1]
 
 
+def joint_scores(
+    query: torch.Tensor, image_keys: torch.Tensor, text_keys: torch.Tensor, with_log_norm: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The float32 scores ``(B, H, N, L)`` of image queries ``(B, H, N, d)`` against text keys ``(B, H, L, d)``,
+    scale ``1 / sqrt(d)``, and (``with_log_norm``) each query's log-sum-exp ``(B, H, N)`` over
+    ``[image_keys, text_keys]``: the normaliser of the layer's own softmax."""
+    scale = query.shape[-1] ** -0.5
+    text_scores = torch.matmul(query.float(), text_keys.float().transpose(-1, -2)) * scale
+    if not with_log_norm:
+        return text_scores, None
+    return text_scores, torch.logaddexp(image_log_norm(query, image_keys, scale), text_scores.logsumexp(dim=-1))
+
+
 def joint_text_probs(
-    query: torch.Tensor, image_keys: torch.Tensor, text_keys: torch.Tensor, normalization: str = "joint"
+    query: torch.Tensor,
+    image_keys: torch.Tensor,
+    text_keys: torch.Tensor,
+    normalization: str = "joint",
+    scores: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Probabilities ``(B, H, N, L)`` from image queries ``(B, H, N, d)`` to text keys ``(B, H, L, d)``.
 
     ``"joint"``: columns of the softmax over ``[image_keys, text_keys]`` (the layer's own softmax);
-    ``"text"``: the softmax over the text keys alone. Float32, scale ``1 / sqrt(d)``.
+    ``"text"``: the softmax over the text keys alone. ``scores``: :func:`joint_scores` already computed.
     """
-    scale = query.shape[-1] ** -0.5
-    text_scores = torch.matmul(query.float(), text_keys.float().transpose(-1, -2)) * scale
+    text_scores, log_norm = scores or joint_scores(query, image_keys, text_keys, normalization == "joint")
     if normalization == "text":
         return text_scores.softmax(dim=-1)
-    log_norm = torch.logaddexp(image_log_norm(query, image_keys, scale), text_scores.logsumexp(dim=-1))
     return (text_scores - log_norm.unsqueeze(-1)).exp_()
 
 
@@ -159,12 +174,11 @@ class JointAttentionCaptureProcessor:
             query, image_keys, text_keys = self.query_and_keys(
                 attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments
             )
-            probs = joint_text_probs(query, image_keys, text_keys, self.aggregator.config.normalization)
+            scores = joint_scores(query, image_keys, text_keys) if refine else None  # one pass over image keys
+            probs = joint_text_probs(query, image_keys, text_keys, self.aggregator.config.normalization, scores)
             if refine:
                 scale = query.shape[-1] ** -0.5
-                text_norm = (torch.matmul(query.float(), text_keys.float().transpose(-1, -2)) * scale).logsumexp(-1)
-                lse = torch.logaddexp(image_log_norm(query, image_keys, scale), text_norm)
-                self.add_image_attention(image_attention(query, image_keys, lse, scale), num_images)
+                self.add_image_attention(image_attention(query, image_keys, scores[1], scale), num_images)
             logger.debug("block %d: %s, second pass of the image-key scores", self.block, _why_second_pass(kernel))
         self.aggregator.add(probs, columns)
         return output

@@ -285,7 +285,6 @@ def _annotated(pipe, config: AnnotationConfig, batch: list, capture: CaptureConf
     for index, image, caption, objects in batch:
         empty = (np.zeros((0, image.height, image.width), bool), np.zeros((0, 1, 1)), np.zeros((0, 4), np.float32))
         masks, maps, boxes = found.get(index, empty)
-        seed = derive_seed(config.seed, index)
         rows.append(dict(image=image, prompt=caption, objects=objects, masks=masks, attention_maps=maps, boxes=boxes,
-                         seed=seed))  # fmt: skip
+                         seed=derive_seed(config.seed, index)))  # fmt: skip
     return rows

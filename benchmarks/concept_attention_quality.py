@@ -160,7 +160,7 @@ def main() -> None:
     scenes = scenes_split(HELD_OUT_SEED, args.num_images)
     images, captured = draw_scenes(pipe, scenes, CAPTURES, args.steps, args.guidance_scale, **CALL)
     truths = colour_truths(images, scenes)
-    maps = {capture: [soft for soft, _ in outputs] for capture, outputs in captured.items()}
+    maps = {capture: [soft for soft, *_ in outputs] for capture, outputs in captured.items()}
     table = {
         capture: {
             name: masks_miou(cut_masks(maps[capture], truths, *spec), truths) for name, spec in THRESHOLDS.items()

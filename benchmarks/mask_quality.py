@@ -42,6 +42,9 @@ from PIL import Image
 from free_atm import CaptureConfig
 from free_atm.diffusion.sampling import SamplingConfig
 from free_atm.evaluation.fidelity import (
+    HELD_OUT_SEED,
+    REAL_SEED,
+    SELECTION_SEED,
     colour_truths,
     cut_masks,
     draw_scenes,
@@ -91,7 +94,6 @@ FAMILIES = {
     "pixels": (AGGREGATIONS, True),
     "self_attention+pixels": (REFINED, True),
 }
-SELECTION_SEED, HELD_OUT_SEED, REAL_SEED = 5_000, 6_000, 7_000
 
 
 def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, batch: int):
@@ -99,7 +101,7 @@ def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, ba
     scenes = scenes_split(seed, count)
     configs = {name: CaptureConfig(**overrides) for name, overrides in {**AGGREGATIONS, **REFINED}.items()}
     images, captured = draw_scenes(pipe, scenes, configs, steps, guidance, batch)
-    maps = {name: [torch.from_numpy(m) for m, _ in outputs] for name, outputs in captured.items()}
+    maps = {name: [torch.from_numpy(m) for m, *_ in outputs] for name, outputs in captured.items()}
     return scenes, images, colour_truths(images, scenes), maps
 
 

@@ -111,9 +111,17 @@ def image_grid(images: Sequence[Image.Image], columns: int = 4, gap: int = 4) ->
     return grid
 
 
+def confidence_labels(objects: Sequence[str], confidence: Sequence[float] | None) -> list[str]:
+    """Each object's label: its phrase and, when known, its mask's confidence (``"red star 0.93"``)."""
+    if confidence is None:
+        return list(objects)
+    return [f"{name} {value:.2f}" for name, value in zip(objects, confidence)]
+
+
 def dataset_grid(rows, columns: int = 4, cell: int = 256) -> Image.Image:
-    """Dataset rows (``image``, ``prompt``, ``masks``, ``boxes``, ``objects``) drawn in cells whose images
-    are ``cell`` pixels on their longer side, each with its mask outlines, boxes, names and caption."""
+    """Dataset rows (``image``, ``prompt``, ``masks``, ``boxes``, ``objects``, and ``confidence`` where the
+    dataset has it) drawn in cells whose images are ``cell`` pixels on their longer side, each with its mask
+    outlines, boxes, names, confidences and caption."""
     if cell < 64:
         raise ValueError(f"cell must be at least 64 pixels, got {cell}")
     pictures = []
@@ -123,7 +131,8 @@ def dataset_grid(rows, columns: int = 4, cell: int = 256) -> Image.Image:
         masks = [np.asarray(m.resize(image.size, Image.NEAREST)) > 0 for m in row["masks"]]
         masks = np.stack(masks) if masks else np.zeros((0, image.height, image.width), bool)
         boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4) * scale
-        pictures.append(captioned(overlay_masks(image, masks, boxes, row["objects"]), row["prompt"]))
+        labels = confidence_labels(row["objects"], row.get("confidence"))
+        pictures.append(captioned(overlay_masks(image, masks, boxes, labels), row["prompt"]))
     return image_grid(pictures, columns)
 
 

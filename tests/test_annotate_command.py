@@ -58,14 +58,15 @@ def _rows(out):
 
 def _python_annotate(pipe, images, captions, objects, batch_size, seed=0):
     """What the command must write: ``pipe.annotate`` over the same batches, each image's noise its own."""
-    masks, maps = [], []
+    masks, maps, confidence = [], [], []
     for start in range(0, len(images), batch_size):
         part = slice(start, start + batch_size)
         generators = [torch.Generator().manual_seed(derive_seed(seed, i)) for i in range(len(images))[part]]
         out = pipe.annotate(images[part], captions[part], objects[part], generator=generators)
         masks += out.masks
         maps += out.attention_maps
-    return masks, maps
+        confidence += out.confidence
+    return masks, maps, confidence
 
 
 def test_a_datasets_folder_with_captions_gives_the_python_calls_rows(captioned, scenes, tmp_path):
@@ -77,7 +78,7 @@ def test_a_datasets_folder_with_captions_gives_the_python_calls_rows(captioned, 
     assert [row["objects"] for row in rows] == [s.objects for s in scenes]  # the vocabulary's words, in order
     pipe = load_pipeline("shapes")
     images = [Image.fromarray(s.image) for s in scenes]
-    masks, maps = _python_annotate(pipe, images, [s.caption for s in scenes], [s.objects for s in scenes], 4)
+    masks, maps, _ = _python_annotate(pipe, images, [s.caption for s in scenes], [s.objects for s in scenes], 4)
     for row, expected_masks, expected_maps in zip(rows, masks, maps):
         assert [m["bytes"] for m in row["masks"]] == [_png(mask_image(m)) for m in expected_masks]
         assert [m["bytes"] for m in row["attention_maps"]] == [_png(map_image(m)) for m in expected_maps]
@@ -95,10 +96,11 @@ def test_a_folder_of_64_images_gives_the_python_calls_rows_bit_for_bit(folder, s
     assert len(rows) == NUM_IMAGES and {row["prompt"] for row in rows} == {"a photo of red circle and blue square"}
     images = [Image.open(path).convert("RGB") for path in sorted(folder.iterdir())]
     objects = [["red circle", "blue square"]] * NUM_IMAGES
-    masks, maps = _python_annotate(load_pipeline("shapes"), images, [rows[0]["prompt"]] * NUM_IMAGES, objects, 16)
-    for row, expected_masks, expected_maps in zip(rows, masks, maps):
+    expected = _python_annotate(load_pipeline("shapes"), images, [rows[0]["prompt"]] * NUM_IMAGES, objects, 16)
+    for row, expected_masks, expected_maps, expected_confidence in zip(rows, *expected):
         assert [m["bytes"] for m in row["masks"]] == [_png(mask_image(m)) for m in expected_masks]
         assert [m["bytes"] for m in row["attention_maps"]] == [_png(map_image(m)) for m in expected_maps]
+        assert np.array_equal(np.float32(row["confidence"]), expected_confidence)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -177,6 +179,39 @@ def _filled(text: str, fill: dict[str, str]) -> str:
     for key, value in fill.items():
         text = text.replace(key, value)
     return text
+
+
+def test_min_confidence_drops_rows_or_objects_below_it_and_counts_them(folder, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(folder.iterdir())[:8]:
+        (few / path.name).write_bytes(path.read_bytes())
+    arguments = [str(few), "--objects", "red circle", "blue square", "--shard-size", "4", "--batch-size", "4"]
+    main(["annotate", *arguments, "--out", str(tmp_path / "all")])
+    every = _rows(tmp_path / "all")
+    lowest = sorted({min(row["confidence"]) for row in every})
+    cut = (lowest[len(lowest) // 2 - 1] + lowest[len(lowest) // 2]) / 2  # between two rows' lowest values
+    out = tmp_path / "confident"
+    main(["annotate", *arguments, "--out", str(out), "--min-confidence", str(cut)])
+    kept = [row for row in every if min(row["confidence"]) >= cut]
+    assert 0 < len(kept) < len(every) and _rows(out) == kept
+    card = (out / "README.md").read_text()
+    assert f"| images dropped (a mask below it) | {len(every) - len(kept)} |" in card
+    main(["annotate", *arguments, "--out", str(out), "--min-confidence", str(cut)])  # finished: nothing to redo
+    assert _rows(out) == kept
+    stripped = tmp_path / "stripped"
+    main(["annotate", *arguments, "--out", str(stripped), "--min-confidence", str(cut), "--drop-objects"])
+    for row, whole in zip(_rows(stripped), [row for row in every if max(row["confidence"]) >= cut]):
+        keep = [i for i, value in enumerate(whole["confidence"]) if value >= cut]
+        assert row["seed"] == whole["seed"] and row["objects"] == [whole["objects"][i] for i in keep]
+        assert row["masks"] == [whole["masks"][i] for i in keep] and row["boxes"] == [whole["boxes"][i] for i in keep]
+    dropped_objects = sum(
+        sum(value < cut for value in row["confidence"]) for row in every if max(row["confidence"]) >= cut
+    )
+    assert (
+        f"| objects dropped from the rows kept (below it) | {dropped_objects} |"
+        in (stripped / "README.md").read_text()
+    )
 
 
 def test_rows_of_an_image_without_objects_are_written_empty(folder, tmp_path, scenes):

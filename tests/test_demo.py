@@ -12,6 +12,7 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
+from free_atm.confidence import mask_confidence
 from free_atm.data.schema import sample_features
 from free_atm.demo import DemoSession, parse_objects
 from free_atm.demo.heatmap import RAMP, colourize
@@ -66,8 +67,11 @@ def test_session_generates_loads_once_and_writes_the_downloads(session):
     np.testing.assert_array_equal(np.stack([np.asarray(m) > 0 for m in row["masks"]]), first.masks)
     assert first.shown.size == first.overlay.size == first.heatmaps[0][0].size == (384, 384)  # 64 px x 6
     np.testing.assert_array_equal(np.asarray(first.shown)[::6, ::6], np.asarray(first.image))
-    assert [h[1] for h in first.heatmaps] == ["circle", "square"]
+    assert [h[1] for h in first.heatmaps] == [f"{name} {c:.2f}" for name, c in zip(first.objects, first.confidence)]
+    np.testing.assert_array_equal(first.confidence, mask_confidence(first.attention_maps, first.masks))
+    assert row["confidence"] == pytest.approx(first.confidence.tolist())
     assert first.summary()["mask_shape"] == [2, 64, 64]
+    assert first.summary()["confidence"] == [round(float(c), 3) for c in first.confidence]
 
 
 def test_session_keeps_the_saved_capture_settings_unless_told(session):
@@ -156,7 +160,9 @@ def test_client_gets_maps_masks_boxes_and_readable_errors(served):
         PROMPT, OBJECTS, 2, 5.0, 0, "fixed", 0.4, False, "self_attention", 5, api_name="/generate"
     )
     assert Image.open(image).size == (384, 384) and Image.open(overlay).size == (384, 384)
-    assert [item["caption"] for item in gallery] == ["circle", "square"]
+    assert [item["caption"] for item in gallery] == [
+        f"{n} {c:.2f}" for n, c in zip(["circle", "square"], details["confidence"])
+    ]
     assert details["mask_shape"] == [2, 64, 64] and details["attention_map_shape"] == [2, 32, 32]
     assert len(details["boxes"]) == 2 and all(len(box) == 4 for box in details["boxes"])
     pngs = [f for f in files if f.endswith(".png")]

@@ -49,7 +49,16 @@ def dataset(tmp_path_factory):
     plan = ShardPlan(len(rows), SHARD_SIZE)
     for shard in range(plan.num_shards):
         encoded = [
-            encode_sample(image, "a prompt", objects, masks, np.zeros((len(masks), 16, 16)), mask_boxes(masks), i)
+            encode_sample(
+                image,
+                "a prompt",
+                objects,
+                masks,
+                np.zeros((len(masks), 16, 16)),
+                mask_boxes(masks),
+                [1] * len(masks),
+                i,
+            )
             for i, (image, objects, masks) in ((i, rows[i]) for i in plan.indices(shard))
         ]
         write_shard(encoded, sample_features(), plan.path(root, shard))

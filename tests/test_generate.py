@@ -300,6 +300,44 @@ def test_push_to_hub_checks_the_login_before_the_model_loads(token, message, tmp
     assert not (tmp_path / "out").exists()
 
 
+def _confidence_cut(lowest: list[float], candidates: dict[int, list[int]], rows_per_shard: int) -> float:
+    """The highest cut between two of the ``lowest`` confidences (per sample index) that drops one of the
+    shards' own rows and still fills every shard from its ``candidates``."""
+    values = sorted(set(lowest), reverse=True)
+    for high, low in zip(values, values[1:]):
+        cut = (high + low) / 2
+        passing = {s: [i for i in c if lowest[i] >= cut] for s, c in candidates.items()}
+        drops = any(lowest[i] < cut for c in candidates.values() for i in c[:rows_per_shard])
+        if drops and all(len(p) >= rows_per_shard for p in passing.values()):
+            return cut
+    raise AssertionError(f"no cut of {lowest} replaces a row from the candidates {candidates}")
+
+
+def test_min_confidence_keeps_the_first_candidates_that_reach_it_and_resumes(reference, tmp_path):
+    table = pq.read_table(sorted((reference[0] / "data").glob("train-*.parquet"))).to_pylist()
+    by_seed = {row["seed"]: row for row in table}
+    lowest = [min(by_seed[derive_seed(0, i)]["confidence"], default=1.0) for i in range(8)]
+    # a 4-image run in shards of 2 draws shard 0 from indices 0, 1, then 4, 6, ...; shard 1 from 2, 3, then 5, 7, ...
+    candidates = {0: [0, 1, 4, 6], 1: [2, 3, 5, 7]}
+    cut = _confidence_cut(lowest, candidates, 2)
+    out = tmp_path / "confident"
+    generate(out, "--num-images", "4", "--min-confidence", str(cut))
+    kept = {s: [i for i in c if lowest[i] >= cut][:2] for s, c in candidates.items()}
+    written = pq.read_table(sorted((out / "data").glob("train-*.parquet"))).to_pylist()
+    assert [row["seed"] for row in written] == [derive_seed(0, i) for s in (0, 1) for i in kept[s]]
+    for row in written:
+        assert min(row["confidence"]) >= cut
+        assert row["confidence"] == pytest.approx(by_seed[row["seed"]]["confidence"], abs=1e-5)
+    dropped = sum(lowest[i] < cut for s, c in candidates.items() for i in c[: c.index(kept[s][-1])])
+    card = (out / "README.md").read_text()
+    assert f"| minimum confidence of a mask | {cut} |" in card
+    assert f"| images drawn and dropped (a mask below it), replaced by further draws | {dropped} |" in card
+    before = rows(out)
+    ShardPlan(4, 2).path(out, 1).unlink()
+    generate(out, "--num-images", "4", "--min-confidence", str(cut))
+    assert rows(out) == before
+
+
 def test_show_draws_the_dataset(reference, tmp_path):
     from PIL import Image
 

@@ -20,6 +20,7 @@ LAYERS = (
     "attention",
     "pixel_refinement",
     "masks",
+    "confidence",
     "visualize",
     "metrics",
     "diffusion",

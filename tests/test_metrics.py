@@ -67,3 +67,16 @@ def test_retrieval_recall_module_against_hand_ranks():
     assert retrieval_recalls(scores[:, [1, 2, 3]], [0, 1, 2], ks=(1, 2))["txt_r2"] == pytest.approx(200 / 3)
     with pytest.raises(ValueError, match="text 3 describes no image"):
         evaluate.load(metric_path("retrieval_recall")).compute(predictions=list(scores), references=[[0, 1], [2], []])
+
+
+def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right():
+    from free_atm.metrics import auroc
+
+    rng = np.random.default_rng(3)
+    labels = rng.random(40) > 0.6
+    scores = np.round(rng.random(40), 1)  # ties count one half
+    pairs = [(p, n) for p in scores[labels] for n in scores[~labels]]
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert auroc(labels, scores) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="AUROC needs both classes; got 3 positives and 0 negatives"):
+        auroc([True] * 3, [0.1, 0.2, 0.3])

@@ -54,10 +54,11 @@ def test_sdxl_images_equal_parent(sdxl_pipe):
 def test_return_dict_false_keeps_parent_tuple_first(sd_pipe):
     out = sd_pipe(PROMPT, objects=OBJECTS, generator=generator(), return_dict=False, **CALL)
     expected = parent_of(sd_pipe)(PROMPT, generator=generator(), return_dict=False, **CALL)
-    assert len(out) == len(expected) + 4
+    assert len(out) == len(expected) + 5
     np.testing.assert_array_equal(out[0], expected[0])
     assert out[1] == expected[1] and out[2] == [OBJECTS]
     assert out[3][0].shape == (2, 32, 32) and out[4][0].shape == (2, 64, 64) and out[5][0].shape == (2, 4)
+    assert out[6][0].shape == (2,)  # the confidences
 
 
 def test_dataclass_output_is_the_parents_output_type(sd_pipe):

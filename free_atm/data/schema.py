@@ -19,6 +19,7 @@ def sample_features(**extra) -> Features:
             "masks": List(Image()),
             "attention_maps": List(Image()),
             "boxes": List(List(Value("float32"), length=4)),
+            "confidence": List(Value("float32")),
             "seed": Value("int64"),
             **extra,
         }
@@ -63,10 +64,12 @@ def encode_sample(
     masks: np.ndarray,
     attention_maps: np.ndarray,
     boxes: np.ndarray,
+    confidence: Sequence[float],
     seed: int,
     **extra,
 ) -> dict:
-    """One row in the schema of :func:`sample_features`."""
+    """One row in the schema of :func:`sample_features`; ``confidence`` holds one value in [0, 1] per mask
+    (:func:`free_atm.confidence.mask_confidence`)."""
     return {
         "image": image,
         "prompt": prompt,
@@ -74,6 +77,7 @@ def encode_sample(
         "masks": [mask_image(m) for m in masks],
         "attention_maps": [map_image(m) for m in attention_maps],
         "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4).tolist(),
+        "confidence": np.asarray(confidence, dtype=np.float32).reshape(-1).tolist(),
         "seed": int(seed),
         **extra,
     }

@@ -3,10 +3,16 @@
 A shard is written to a temporary name in the same folder and renamed when complete, so a file with a
 final name is complete unless it was damaged afterwards; a finished shard is also checked against the
 row count its name promises, so a truncated file is found and regenerated.
+
+Beside each shard a run may keep a record (``.shard-00000.json``): what the shard holds besides its rows,
+the indices it lacks on purpose (images skipped as unreadable, rows dropped below a confidence) and how
+many rows or objects were dropped. The record is written before its shard, so a shard with its final
+name always has its record; a run killed between the two writes both again.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -44,13 +50,34 @@ class ShardPlan:
         """Shards taken by process ``rank`` of ``world_size`` (round robin, so loads stay even)."""
         return list(range(rank, self.num_shards, world_size))
 
-    def is_complete(self, root: str | Path, shard: int, skipped: int = 0) -> bool:
-        """Whether ``shard`` is on disk, readable, and holds all its rows but the ``skipped`` ones."""
+    def record_path(self, root: str | Path, shard: int) -> Path:
+        return Path(root) / f".shard-{shard:05d}.json"
+
+    def record(self, root: str | Path, shard: int) -> dict:
+        """What the run recorded beside ``shard`` (:meth:`write_record`); ``{}`` when nothing or damaged (the
+        shard then counts as unfinished unless it holds every row, and is written again with its record)."""
+        try:
+            return json.loads(self.record_path(root, shard).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_record(self, root: str | Path, shard: int, record: dict) -> None:
+        """Record ``record`` beside ``shard`` (before the shard is written): ``"missing"``, the indices the
+        shard lacks on purpose, and counts (ints) that the dataset card sums over shards."""
+        path = self.record_path(root, shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, path)
+
+    def is_complete(self, root: str | Path, shard: int) -> bool:
+        """Whether ``shard`` is on disk, readable, and holds all its rows but those its record says it lacks."""
         path = self.path(root, shard)
         if not path.is_file():
             return False
+        expected = len(self.indices(shard)) - len(self.record(root, shard).get("missing", []))
         try:
-            return pq.ParquetFile(path).metadata.num_rows == len(self.indices(shard)) - skipped
+            return pq.ParquetFile(path).metadata.num_rows == expected
         except Exception:  # an unreadable file is an unfinished shard  # noqa: BLE001
             return False
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..attention import CaptureConfig
 from ..prompts import match_vocabulary
-from ..visualize import overlay_masks
+from ..visualize import confidence_labels, overlay_masks
 from .heatmap import heatmap
 
 #: called with (fraction done, what is happening)
@@ -42,8 +42,9 @@ def parse_objects(text: str) -> list[str]:
 @dataclass
 class DemoResult:
     """One request's answer: the image, and for the page the image enlarged to :data:`DISPLAY_SIDE`, its
-    overlay (outlines, boxes, names) and one heat map per object at that size; the masks, boxes and soft
-    maps as arrays at the image's size; the files to download (mask PNGs, a one-row dataset)."""
+    overlay (outlines, boxes, names with confidences) and one heat map per object at that size; the masks,
+    boxes, soft maps and confidences as arrays at the image's size; the files to download (mask PNGs, a
+    one-row dataset)."""
 
     image: Image.Image
     shown: Image.Image
@@ -53,13 +54,15 @@ class DemoResult:
     masks: np.ndarray
     attention_maps: np.ndarray
     boxes: np.ndarray
+    confidence: np.ndarray
     files: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
-        """The JSON the page and the API show: objects, boxes, and the mask and map shapes."""
+        """The JSON the page and the API show: objects, boxes, confidences, and the mask and map shapes."""
         return {
             "objects": self.objects,
             "boxes": [[None if np.isnan(v) else round(float(v), 1) for v in box] for box in self.boxes],
+            "confidence": [round(float(c), 3) for c in self.confidence],
             "mask_shape": list(self.masks.shape),
             "attention_map_shape": list(self.attention_maps.shape),
         }
@@ -208,19 +211,26 @@ class DemoSession:
 
         from ..data.schema import encode_sample, mask_image, sample_features
 
-        objects, masks, maps, boxes = out.objects[0], out.masks[0], out.attention_maps[0], out.boxes[0]
+        objects, masks, maps, boxes, confidence = (
+            out.objects[0],
+            out.masks[0],
+            out.attention_maps[0],
+            out.boxes[0],
+            out.confidence[0],
+        )
         folder = Path(tempfile.mkdtemp(dir=self.output_dir))
         files = []
         for i, (name, mask) in enumerate(zip(objects, masks)):
             path = folder / f"mask_{i}_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png"
             mask_image(mask).save(path)
             files.append(str(path))
-        row = encode_sample(image, prompt, objects, masks, maps, boxes, seed)
+        row = encode_sample(image, prompt, objects, masks, maps, boxes, confidence, seed)
         Dataset.from_list([row], features=sample_features()).to_parquet(folder / "free_atm_sample.parquet")
         files.append(str(folder / "free_atm_sample.parquet"))
         scale = max(1, -(-DISPLAY_SIDE // max(image.size)))
         shown = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
         enlarged = masks.repeat(scale, axis=1).repeat(scale, axis=2)
-        overlay = overlay_masks(shown, enlarged, np.asarray(boxes, dtype=np.float32) * scale, objects)
-        heatmaps = [(heatmap(soft, shown.size, shown), name) for soft, name in zip(maps, objects)]
-        return DemoResult(image, shown, overlay, heatmaps, objects, masks, maps, boxes, files)
+        labels = confidence_labels(objects, confidence)
+        overlay = overlay_masks(shown, enlarged, np.asarray(boxes, dtype=np.float32) * scale, labels)
+        heatmaps = [(heatmap(soft, shown.size, shown), label) for soft, label in zip(maps, labels)]
+        return DemoResult(image, shown, overlay, heatmaps, objects, masks, maps, boxes, confidence, files)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..attention import AttentionAggregator, CaptureConfig, capture_attention
 from ..attention.attribution import Attribution, attribution_weights
+from ..confidence import mask_confidence
 from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
 from ..pixel_refinement import as_pixels
@@ -317,11 +318,11 @@ class AttentionCaptureMixin:
         config: CaptureConfig,
         pixels: Sequence[torch.Tensor] | None = None,
     ) -> dict[str, list]:
-        """Objects, normalised maps, masks and boxes of every image, from a finished aggregation;
+        """Objects, normalised maps, masks, boxes and confidences of every image, from a finished aggregation;
         ``pixels`` are the images, ``(3, H, W)`` in [0, 1] each, for ``config.pixel_refinement``."""
         maps = aggregator.result()
         image_size = tuple(s * self.vae_scale_factor for s in aggregator.latent_size)
-        fields_ = {"objects": [], "attention_maps": [], "masks": [], "boxes": []}
+        fields_ = {"objects": [], "attention_maps": [], "masks": [], "boxes": [], "confidence": []}
         for i, phrases in enumerate(per_image):
             soft, masks, boxes = maps_to_masks(
                 maps[i, : len(phrases)],
@@ -332,7 +333,7 @@ class AttentionCaptureMixin:
                 None if pixels is None else pixels[i],
                 config.pixel_refinement,
             )
-            for key, value in zip(fields_, (list(phrases), soft, masks, boxes)):
+            for key, value in zip(fields_, (list(phrases), soft, masks, boxes, mask_confidence(soft, masks))):
                 fields_[key].append(value)
         if config.keep != "none":
             kept = {name: maps.cpu().numpy() for name, maps in aggregator.kept().items()}
@@ -355,6 +356,7 @@ class AttentionCaptureMixin:
             "attention_maps": [np.zeros((0, 0, 0), np.float32) for _ in range(num_images)],
             "masks": [np.zeros((0, 0, 0), bool) for _ in range(num_images)],
             "boxes": [np.zeros((0, 4), np.float32) for _ in range(num_images)],
+            "confidence": [np.zeros(0, np.float32) for _ in range(num_images)],
         }
 
     def _package(self, output, extras: dict[str, list], return_dict: bool):

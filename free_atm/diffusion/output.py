@@ -32,12 +32,15 @@ class KeptMaps:
 class MaskFields:
     """Per image: ``objects`` (phrases, in mask order), ``attention_maps`` float ``(M, h, w)`` in [0, 1],
     ``masks`` bool ``(M, H, W)`` at image resolution, ``boxes`` float ``(M, 4)`` xyxy pixels (NaN row
-    for an empty mask); with ``CaptureConfig(keep=...)`` also ``kept_maps`` (:class:`KeptMaps`)."""
+    for an empty mask), ``confidence`` float ``(M,)`` in [0, 1], how much each mask is worth
+    (:func:`free_atm.confidence.mask_confidence`); with ``CaptureConfig(keep=...)`` also ``kept_maps``
+    (:class:`KeptMaps`)."""
 
     objects: list[list[str]] | None = None
     attention_maps: list[np.ndarray] | None = None
     masks: list[np.ndarray] | None = None
     boxes: list[np.ndarray] | None = None
+    confidence: list[np.ndarray] | None = None
     kept_maps: list[KeptMaps] | None = None
 
 

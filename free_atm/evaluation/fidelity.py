@@ -11,7 +11,10 @@ Each generated image is judged against the scene whose caption prompted it (:fun
   prompt's colours, the share drawn in their own colour ("a red star and a blue circle" drawn as a blue
   star and a red circle has both kinds, neither bound);
 * ``found_object_miou`` (when masks are given): mean IoU of the masks of found objects against their
-  colour regions: the quality of a mask when its object is there.
+  colour regions: the quality of a mask when its object is there;
+* ``confidence_auroc`` (when the masks' confidences are given): how well the confidence ranks the objects
+  the judge finds (``drawn``: colour and kind) above those it does not, and (``colour_present``) the objects
+  whose colour is drawn at all above those whose colour is missing.
 
 :func:`word_influence` looks one step earlier, inside the UNet: whether a word of the caption changes what
 it predicts at all (a model whose kind words score 0 draws the same blob for every kind).
@@ -26,11 +29,15 @@ import torch
 
 from ..attention import CaptureConfig
 from ..masks import maps_to_masks
-from ..metrics import object_scores
+from ..metrics import auroc, object_scores
 from ..pixel_refinement import as_pixels
 from ..seeds import derive_seed
 from ..world.render import COLOURS, SHAPES, Scene, render_scene
 from .judge import ShapeClassifier, colour_regions, judge_image
+
+#: the seeds of the splits the benchmarks judge a shapes-world model on: settings are chosen on the selection
+#: split and reported on the held-out one; the real split holds rendered scenes for ``annotate``
+SELECTION_SEED, HELD_OUT_SEED, REAL_SEED = 5_000, 6_000, 7_000
 
 
 def scenes_split(seed: int, count: int) -> list[Scene]:
@@ -49,7 +56,7 @@ def draw_scenes(
 ) -> tuple[list[np.ndarray], dict[str, list]]:
     """Generate one image per scene caption (noise seeded by the scene), capturing once per capture
     setting from the same noise: the uint8 images and, per setting, each image's pipeline output
-    ``(attention_maps, masks)``. ``call_kwargs`` go to every pipeline call."""
+    ``(attention_maps, masks, confidence)``. ``call_kwargs`` go to every pipeline call."""
     images, captured = [], {name: [] for name in capture_configs}
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
@@ -65,7 +72,7 @@ def draw_scenes(
                 capture_config=config,
                 **call_kwargs,
             )
-            captured[name] += list(zip(out.attention_maps, out.masks))
+            captured[name] += list(zip(out.attention_maps, out.masks, out.confidence))
         images += [np.rint(image * 255).astype(np.uint8) for image in out.images]
     return images, captured
 
@@ -104,6 +111,10 @@ def masks_miou(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> flo
     return float(np.mean([score for mask, truth in zip(masks, truths) for score in object_scores(mask, truth)[0]]))
 
 
+def _auroc(labels: Sequence[bool], scores: np.ndarray) -> float | None:
+    return auroc(labels, scores) if 0 < sum(labels) < len(labels) else None
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -123,21 +134,23 @@ def fidelity_breakdown(
     scenes: Sequence[Scene],
     classifier: ShapeClassifier,
     masks: Sequence[np.ndarray] | None = None,
+    confidence: Sequence[np.ndarray] | None = None,
 ) -> dict:
     """The breakdown of module :mod:`free_atm.evaluation.fidelity` for ``images[i]`` drawn from
-    ``scenes[i].caption``; ``masks[i]`` (bool ``(M, H, W)``), if given, are the pipeline's masks.
-    A category with nothing to count is ``None``."""
-    if len(images) != len(scenes) or (masks is not None and len(masks) != len(images)):
-        raise ValueError(
-            f"got {len(images)} images, {len(scenes)} scenes and {'no' if masks is None else len(masks)} masks"
-        )
+    ``scenes[i].caption``; ``masks[i]`` (bool ``(M, H, W)``) and ``confidence[i]`` (``(M,)``), if given,
+    are the pipeline's masks and their confidences. A category with nothing to count is ``None``."""
+    given = {"masks": masks, "confidences": confidence}
+    if len(images) != len(scenes) or any(v is not None and len(v) != len(images) for v in given.values()):
+        counts = ", ".join(f"{'no' if v is None else len(v)} {name}" for name, v in given.items())
+        raise ValueError(f"got {len(images)} images, {len(scenes)} scenes, {counts}")
     complete: dict[int, list[bool]] = {}
-    colour, kind, binding, found_iou, alone = [], [], [], [], []
+    colour, kind, binding, found_iou, alone, judged = [], [], [], [], [], []
     by_kind: dict[str, list[bool]] = {shape: [] for shape in SHAPES}
     by_size: dict[str, list[bool]] = {size: [] for size in (*SIZE_LIMITS, "large")}
     for i, (image, scene) in enumerate(zip(images, scenes)):
         judgement = judge_image(image, scene.colours, classifier)
         found = judgement.found(scene.shapes)
+        judged += found
         complete.setdefault(len(scene.shapes), []).append(all(found))
         colour += judgement.colour_present
         for f, present, shape, truth in zip(found, judgement.colour_present, scene.shapes, scene.masks):
@@ -154,6 +167,10 @@ def fidelity_breakdown(
             ious = object_scores(masks[i], judgement.regions)[0]
             found_iou += [iou for iou, f in zip(ious, found) if f]
     every = [c for counts in complete.values() for c in counts]
+    ranking = None
+    if confidence is not None:
+        scores = np.concatenate([np.asarray(c, np.float64).reshape(-1) for c in confidence])
+        ranking = {name: _auroc(labels, scores) for name, labels in (("drawn", judged), ("colour_present", colour))}
     return {
         "prompt_fidelity": _mean(every),
         "prompt_fidelity_by_count": {n: _mean(complete[n]) for n in sorted(complete)},
@@ -164,6 +181,7 @@ def fidelity_breakdown(
         "kind_given_colour_by_size": {size: _mean(found) for size, found in by_size.items()},
         "binding": _mean(binding),
         "found_object_miou": _mean(found_iou) if masks is not None else None,
+        "confidence_auroc": ranking,
         "images": len(images),
     }
 

@@ -35,6 +35,7 @@ from ..prompts.prompt import match_vocabulary
 from ..run_settings import check_run_settings
 from ..seeds import derive_seed
 from ..usage import check_writable_folder
+from .confidence_filter import check_min_confidence, filter_sample
 from .generate import CONFIG_FILE, DTYPES, MAX_SHARDS, finish_dataset
 
 #: the file endings a folder or glob of images is read for
@@ -68,6 +69,12 @@ class AnnotationConfig:
     skip_bad_images: bool = field(
         default=False, metadata={"help": "skip (and count) images that cannot be read instead of stopping"}
     )
+    min_confidence: float = field(
+        default=0.0, metadata={"help": "keep only rows whose every mask has at least this confidence (0: all)"}
+    )
+    drop_objects: bool = field(
+        default=False, metadata={"help": "with --min-confidence: drop the objects below it, not their rows"}
+    )
     dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights"})
     threshold_method: str | None = field(default=None, metadata={"help": "masks: fixed, otsu or competition"})
     threshold: float | None = field(default=None, metadata={"help": "masks: the fixed threshold in [0, 1]"})
@@ -87,6 +94,7 @@ class AnnotationConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.seed < 0:
             raise ValueError(f"--seed must be 0 or more, got {self.seed}")
+        check_min_confidence(self.min_confidence)
         if self.timesteps is not None and not all(0 <= t <= 1000 for t in self.timesteps):
             raise ValueError(f"--timesteps must lie in [0, 1000], got {list(self.timesteps)}")
         if not self.objects and not self.objects_from_caption:
@@ -213,56 +221,61 @@ def _annotate(config: AnnotationConfig, source: ImageSource, state: PartialState
         (root / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
     state.wait_for_everyone()
     mine = plan.shards_of_process(state.process_index, state.num_processes)
-    todo = [shard for shard in mine if not plan.is_complete(root, shard, len(_skipped(root, shard)))]
+    todo = [shard for shard in mine if not plan.is_complete(root, shard)]
     features = sample_features()
     writer = BackgroundShardWriter(features, encode_sample)
     progress = tqdm(total=sum(len(plan.indices(s)) for s in todo), unit="img", disable=not state.is_local_main_process,
                     desc=f"annotating {len(todo)} shards")  # fmt: skip
     try:
         for shard in todo:
-            rows, skipped = annotate_rows(pipe, config, source, plan.indices(shard), capture, progress)
+            rows, record = annotate_rows(pipe, config, source, plan.indices(shard), capture, progress)
+            plan.write_record(root, shard, record)  # before the shard: a shard with its final name has its record
             writer.submit(rows, plan.path(root, shard))
-            (root / f".skipped-{shard:05d}").write_text(json.dumps(skipped))
     finally:
         progress.close()
         writer.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        skipped = {shard: len(_skipped(root, shard)) for shard in range(plan.num_shards)}
-        counts = {"skipped_images": sum(skipped.values())}
-        finish_dataset(root, plan, settings, features, extra_counts=counts, skipped=skipped)
+        finish_dataset(root, plan, settings, features)
     state.wait_for_everyone()
     return root
 
 
-def _skipped(root: Path, shard: int) -> list[int]:
-    """The indices of ``shard`` skipped as unreadable (``--skip-bad-images``), recorded beside the shards."""
-    path = root / f".skipped-{shard:05d}"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 def annotate_rows(pipe, config: AnnotationConfig, source: ImageSource, indices: range, capture, progress):
-    """The rows of ``indices`` (unencoded), and the indices skipped as unreadable."""
-    rows, skipped, batch = [], [], []
+    """The rows of ``indices`` (unencoded), and the shard's record: the indices it lacks (``missing``:
+    unreadable images skipped, rows below ``--min-confidence``) and their counts."""
+    rows, batch = [], []
+    record = {"missing": [], "skipped_images": 0, "dropped_rows": 0, "dropped_objects": 0}
+
+    def flush() -> None:
+        for row in _annotated(pipe, config, batch, capture):
+            kept, dropped = filter_sample(row, config.min_confidence, config.drop_objects)
+            if kept is None:
+                record["missing"].append(row["index"])
+                record["dropped_rows"] += 1
+            else:
+                rows.append({k: v for k, v in kept.items() if k != "index"})
+                record["dropped_objects"] += dropped
+        progress.update(len(batch))
+        batch.clear()
+
     for index in indices:
         try:
             image, caption, where = source.load(index)
         except ValueError:
             if not config.skip_bad_images:
                 raise
-            skipped.append(index)
+            record["missing"].append(index)
+            record["skipped_images"] += 1
             progress.update(1)
             continue
         caption, objects = image_objects(config, caption)
         batch.append((index, image, caption, objects))
         if len(batch) == config.batch_size:
-            rows += _annotated(pipe, config, batch, capture)
-            progress.update(len(batch))
-            batch = []
+            flush()
     if batch:
-        rows += _annotated(pipe, config, batch, capture)
-        progress.update(len(batch))
-    return rows, skipped
+        flush()
+    return rows, record
 
 
 def _annotated(pipe, config: AnnotationConfig, batch: list, capture: CaptureConfig) -> list[dict]:
@@ -280,11 +293,15 @@ def _annotated(pipe, config: AnnotationConfig, batch: list, capture: CaptureConf
             generator=[torch.Generator().manual_seed(seed) for seed in seeds],
             capture_config=capture,
         )
-        found = {index: (out.masks[k], out.attention_maps[k], out.boxes[k]) for k, (index, *_) in enumerate(named)}
+        found = {
+            index: (out.masks[k], out.attention_maps[k], out.boxes[k], out.confidence[k])
+            for k, (index, *_) in enumerate(named)
+        }
     rows = []
     for index, image, caption, objects in batch:
-        empty = (np.zeros((0, image.height, image.width), bool), np.zeros((0, 1, 1)), np.zeros((0, 4), np.float32))
-        masks, maps, boxes = found.get(index, empty)
+        empty = (np.zeros((0, image.height, image.width), bool), np.zeros((0, 1, 1)), np.zeros((0, 4), np.float32),
+                 np.zeros(0, np.float32))  # fmt: skip
+        masks, maps, boxes, confidence = found.get(index, empty)
         rows.append(dict(image=image, prompt=caption, objects=objects, masks=masks, attention_maps=maps, boxes=boxes,
-                         seed=derive_seed(config.seed, index)))  # fmt: skip
+                         confidence=confidence, seed=derive_seed(config.seed, index), index=index))  # fmt: skip
     return rows

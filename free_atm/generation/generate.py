@@ -8,9 +8,10 @@ skipped on a rerun, so a crash costs only the shards that were being generated.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -32,10 +33,13 @@ from ..prompts import ObjectPrompt, read_prompt_file
 from ..run_settings import check_run_settings
 from ..seeds import derive_seed
 from ..usage import check_writable_folder
+from .confidence_filter import check_min_confidence, filter_sample
 
 CONFIG_FILE = "generation_config.json"
 #: shard names carry 5-digit numbers (``train-00000-of-00042``), and resuming checks every shard
 MAX_SHARDS = 99_999
+#: with ``--min-confidence``, the most images drawn per row a shard holds before the run stops and says so
+MAX_DRAWS_PER_ROW = 20
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -120,7 +124,7 @@ class GenerationConfig:
     )
     refinement: str | None = field(
         default=None,
-        metadata={"help": "UNets: none, or self_attention (maps propagated along the model's own self-attention)"},
+        metadata={"help": "none, or self_attention (maps propagated along the model's own self-attention)"},
     )
     refinement_power: int | None = field(
         default=None, metadata={"help": "how many times the self-attention is applied (a positive int)"}
@@ -134,6 +138,16 @@ class GenerationConfig:
     pixel_refinement: int | None = field(
         default=None,
         metadata={"help": "iterations of pixel-adaptive refinement along the image's colours (0: off)"},
+    )
+    min_confidence: float = field(
+        default=0.0,
+        metadata={
+            "help": "keep only rows whose every mask has at least this confidence in [0, 1], drawing more "
+            "images until --num-images rows are kept (0: keep every row)"
+        },
+    )
+    drop_objects: bool = field(
+        default=False, metadata={"help": "with --min-confidence: drop the objects below it, not their rows"}
     )
 
     def resumable_fields(self) -> dict[str, Any]:
@@ -165,6 +179,7 @@ class GenerationConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.seed < 0:
             raise ValueError(f"--seed must be 0 or more, got {self.seed}")
+        check_min_confidence(self.min_confidence)
         scale = self.guidance_scale
         if scale is not None and not (math.isfinite(scale) and 0 <= scale <= 100):
             raise ValueError(f"--guidance-scale must lie in [0, 100] (1 or less turns guidance off), got {scale}")
@@ -236,7 +251,9 @@ def sampling_in_effect(pipe, config: GenerationConfig) -> SamplingConfig:
     return pipe.sampling_config
 
 
-def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices: range) -> Iterator[list[dict]]:
+def shard_batches(
+    pipe, config: GenerationConfig, prompts: PromptSource, indices: Sequence[int]
+) -> Iterator[list[dict]]:
     """Generate the samples ``indices`` in batches; yield each batch's samples (pipeline outputs, unencoded).
     Sampling follows ``pipe``'s sampling settings (:func:`sampling_in_effect` has applied the command's)."""
     default_height, default_width = pipe.default_image_size
@@ -261,10 +278,50 @@ def shard_batches(pipe, config: GenerationConfig, prompts: PromptSource, indices
                 masks=out.masks[k],
                 attention_maps=out.attention_maps[k],
                 boxes=out.boxes[k],
+                confidence=out.confidence[k],
                 seed=seed,
             )
             for k, (prompt, seed) in enumerate(zip(batch_prompts, seeds))
         ]
+
+
+def candidate_indices(plan: ShardPlan, shard: int) -> Iterator[int]:
+    """The sample indices ``shard`` draws from: its own, then (when ``--min-confidence`` drops some) the
+    extra indices ``num_samples + k * num_shards + shard``, ``k = 0, 1, ...``: no two shards share one, and
+    none depends on the number of processes."""
+    yield from plan.indices(shard)
+    for k in itertools.count():
+        yield plan.num_samples + k * plan.num_shards + shard
+
+
+def shard_samples(
+    pipe, config: GenerationConfig, prompts: PromptSource, plan: ShardPlan, shard: int, progress
+) -> tuple[list[dict], dict[str, int]]:
+    """The samples of ``shard``: its indices' samples, those below ``config.min_confidence`` replaced by the
+    next candidates (:func:`candidate_indices`) until the shard is full; and a record of what was dropped.
+    Raises ``ValueError`` when :data:`MAX_DRAWS_PER_ROW` draws per row do not fill it."""
+    wanted = len(plan.indices(shard))
+    candidates = candidate_indices(plan, shard)
+    kept, record = [], {"draws": 0, "dropped_rows": 0, "dropped_objects": 0}
+    while len(kept) < wanted:
+        if record["draws"] >= MAX_DRAWS_PER_ROW * wanted:
+            raise ValueError(
+                f"--min-confidence {config.min_confidence}: {record['draws']:,} images drawn for shard {shard} "
+                f"and only {len(kept)} of its {wanted} rows reach it; lower --min-confidence"
+            )
+        # as many candidates as rows are missing (one batch at most): nothing is drawn to be thrown away
+        indices = list(itertools.islice(candidates, min(config.batch_size, wanted - len(kept))))
+        for batch in shard_batches(pipe, config, prompts, indices):
+            record["draws"] += len(batch)
+            for sample in batch:
+                sample, dropped = filter_sample(sample, config.min_confidence, config.drop_objects)
+                if sample is None:
+                    record["dropped_rows"] += 1
+                else:
+                    kept.append(sample)
+                    record["dropped_objects"] += dropped
+                    progress.update(1)
+    return kept, record
 
 
 def check_output_folder(
@@ -338,10 +395,8 @@ def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
     )
     try:
         for shard in todo:
-            samples = []
-            for batch in shard_batches(pipe, config, prompts, plan.indices(shard)):
-                samples += batch
-                progress.update(len(batch))
+            samples, record = shard_samples(pipe, config, prompts, plan, shard, progress)
+            plan.write_record(root, shard, record)  # before the shard: a shard with its final name has its record
             writer.submit(samples, plan.path(root, shard))
     finally:
         progress.close()
@@ -359,19 +414,16 @@ def finish_dataset(
     settings: dict[str, Any],
     features,
     push_to_hub: str | None = None,
-    extra_counts: dict[str, int] | None = None,
-    skipped: dict[int, int] | None = None,
 ) -> None:
-    """Check every shard (shard ``s`` holding all its rows but ``skipped[s]``), then write the sample grid
-    and the dataset card (``settings`` as the config it shows, ``extra_counts`` beside the counts it
-    makes), and push when asked."""
+    """Check every shard (each holding all its rows but those its record says it lacks), then write the
+    sample grid and the dataset card (``settings`` as the config it shows; the counts of the shards' records,
+    such as the rows dropped below ``--min-confidence``, summed beside its own), and push when asked."""
     import pyarrow.parquet as pq
 
     from ..data.card import render_dataset_card
     from ..visualize import dataset_grid
 
-    skipped = skipped or {}
-    missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s, skipped.get(s, 0))]
+    missing = [s for s in range(plan.num_shards) if not plan.is_complete(root, s)]
     if missing:
         raise RuntimeError(f"shards {missing} of {root} are missing or incomplete; rerun to finish them")
     shards = [plan.path(root, s) for s in range(plan.num_shards)]
@@ -384,8 +436,11 @@ def finish_dataset(
         "objects_per_image": round(float(np.mean(objects)), 2),
         "empty_masks": int(empty),
         "shards": plan.num_shards,
-        **(extra_counts or {}),
     }
+    for shard in range(plan.num_shards):
+        for name, value in plan.record(root, shard).items():
+            if isinstance(value, int):
+                counts[name] = counts.get(name, 0) + value
     first_rows = pq.read_table(shards[0]).slice(0, 8).to_pylist()
     dataset_grid([features.decode_example(row) for row in first_rows]).save(root / "sample_grid.png")
     card = render_dataset_card(root, features, settings, counts, repo_or_path=push_to_hub)

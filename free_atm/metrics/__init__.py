@@ -3,6 +3,7 @@
 from importlib import resources
 
 from .iou import box_iou, mask_iou, object_scores
+from .ranking import auroc
 from .retrieval import retrieval_recalls
 
 METRICS = ("mask_iou", "retrieval_recall")
@@ -15,4 +16,4 @@ def metric_path(name: str) -> str:
     return str(resources.files("free_atm.metrics") / name)
 
 
-__all__ = ["METRICS", "box_iou", "mask_iou", "metric_path", "object_scores", "retrieval_recalls"]
+__all__ = ["METRICS", "auroc", "box_iou", "mask_iou", "metric_path", "object_scores", "retrieval_recalls"]

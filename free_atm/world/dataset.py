@@ -35,6 +35,7 @@ def shapes_dataset(num_scenes: int, seed: int = 0, size: int = 64, max_objects: 
                 scene.masks,
                 scene.masks.astype(np.float32),
                 mask_boxes(scene.masks),
+                np.ones(len(scene.masks), np.float32),  # exact masks
                 scene.seed,
                 labels=[SHAPES.index(s) for s in scene.shapes],
                 colours=[list(COLOURS).index(c) for c in scene.colours],

@@ -70,6 +70,8 @@ def annotated_real_dataset(settings: ReproductionSettings, work: Path, batch_siz
         )
         for i, row in enumerate(part):
             image: Image.Image = row["image"]
-            masks, maps, boxes = out.masks[i], out.attention_maps[i], out.boxes[i]
-            rows.append(encode_sample(image, row["prompt"], row["objects"], masks, maps, boxes, row["seed"]))
+            masks, maps, boxes, confidence = out.masks[i], out.attention_maps[i], out.boxes[i], out.confidence[i]
+            rows.append(
+                encode_sample(image, row["prompt"], row["objects"], masks, maps, boxes, confidence, row["seed"])
+            )
     return _save(Dataset.from_list(rows, features=sample_features()), folder)

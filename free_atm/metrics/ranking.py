@@ -1,0 +1,23 @@
+"""How well a score ranks positives above negatives: the area under the ROC curve."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    """The area under the ROC curve of ``scores`` for the binary ``labels``: the probability that a random
+    positive scores above a random negative, ties counting one half (the Mann-Whitney U statistic over
+    ``n_pos * n_neg``). ``ValueError`` when the labels hold only one class."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} must be two vectors of one length")
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        raise ValueError(f"AUROC needs both classes; got {positives} positives and {negatives} negatives")
+    ranks = rankdata(scores)  # ties share their mean rank
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))

@@ -4,8 +4,9 @@ softmax over all keys, every call's full probability matrix and attention output
 It replaces the layers' processors (so a test can first check that its images equal the stock pipeline's,
 which shows the hand-written layer is the model's), and records per call: the timestep, how many calls
 came before at that timestep, the block index, the conditional half's image-to-text and image-to-image
-probabilities ``(n, H, N, L)`` and ``(n, H, N, N)`` of the joint softmax, and the image and text tokens'
-attention outputs ``(n, H, S, d)``.
+probabilities ``(n, H, N, L)`` and ``(n, H, N, N)`` of the joint softmax, the image and text tokens'
+attention outputs ``(n, H, S, d)``, and the image queries, keys and values ``(n, H, N, d)`` with each image
+query's log-sum-exp over every key ``(n, H, N)`` (what concept tokens read).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class JointReference:
             total = q.shape[2]
             image = slice(length, total) if reference.flux else slice(0, total - length)
             text = slice(0, length) if reference.flux else slice(total - length, total)
-            probs = (q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+            scores = q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5
+            probs = scores.softmax(-1)
             out = (probs @ v.float()).to(v.dtype)  # (B, H, S, d)
             cond = slice(batch - reference.n, batch)
             reference.records.append(
@@ -79,6 +81,10 @@ class JointReference:
                     "image_probs": probs[cond][:, :, image, image],
                     "image_out": out[cond][:, :, image],
                     "text_out": out[cond][:, :, text],
+                    "image_query": q[cond][:, :, image],
+                    "image_key": k[cond][:, :, image],
+                    "image_value": v[cond][:, :, image],
+                    "lse": scores[cond][:, :, image].logsumexp(-1),
                 }
             )
             out = out.transpose(1, 2).reshape(batch, total, -1)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .attribution import Attribution
+from .concepts import ConceptStream
 from .config import CaptureConfig
 from .refinement import SelfAttentionAggregator, grid_of, refine_maps
 
@@ -65,6 +66,7 @@ class AttentionAggregator:
         self._columns: torch.Tensor | None = None
         self.self_attention: SelfAttentionAggregator | None = None
         self.attribution: Attribution | None = None
+        self.concepts: ConceptStream | None = None  # SD3 and Flux: the attribution's words as concept tokens
         self.layer_index = 0  # the next counted layer of the current call
         self.timesteps: list[float] = []  # of the counted calls, when maps per step are kept
         self.layer_sums: list[torch.Tensor] = []

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .aggregator import AttentionAggregator
+from .concepts import ConceptStream
 from .joint_processor import (
     FluxAttentionCaptureProcessor,
     JointAttentionCaptureProcessor,
@@ -119,6 +120,21 @@ def _on_transformer_call(aggregator: AttentionAggregator, call: TransformerCall,
         else:
             latent_size = tuple(kwargs["hidden_states"].shape[-2:])
         aggregator.start_call(latent_size, timestep, first_per_timestep=True)
+        if aggregator.concepts is not None:
+            active = aggregator.active and aggregator.token_weights.shape[-1] > 0
+            aggregator.concepts.start(module.context_embedder, aggregator.num_images, active)
+
+    return hook
+
+
+def _on_block_call(concepts: ConceptStream, num_images: int):
+    """A transformer block's forward pre-hook: the block's conditioning (conditional half) and rotary embedding,
+    which the concept tokens run through with the text."""
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        temb = kwargs["temb"] if "temb" in kwargs else args[2]
+        concepts.temb = temb[-num_images:]
+        concepts.rotary = kwargs.get("image_rotary_emb", args[3] if len(args) > 3 else None)
 
     return hook
 
@@ -154,9 +170,23 @@ def capture_joint_attention(
         raise ValueError(f"blocks {outside} do not exist: {family} has joint-attention blocks 0-{len(names) - 1}")
     processors, call = transformer.attn_processors, TransformerCall()
     capture = JOINT_CAPTURE_PROCESSORS[family]
-    wrappers = {name: capture(processors[name], aggregator, block, call) for block, name in enumerate(names)}
-    with _installed(transformer, wrappers, _on_transformer_call(aggregator, call, family.startswith("Flux"))):
-        yield aggregator
+    blocks = [transformer.get_submodule(name.removesuffix(".processor").rsplit(".", 1)[0]) for name in names]
+    wrappers = {
+        name: capture(processors[name], aggregator, index, call, blocks[index]) for index, name in enumerate(names)
+    }
+    hooks = []
+    if aggregator.attribution is not None:  # words the prompts lack: concept tokens through every block
+        attribution = aggregator.attribution
+        states = torch.cat([attribution.states[a, columns] for a, columns in enumerate(attribution.columns)])
+        aggregator.concepts = ConceptStream(states)
+        hook = _on_block_call(aggregator.concepts, aggregator.num_images)
+        hooks = [block.register_forward_pre_hook(hook, with_kwargs=True) for block in blocks]
+    try:
+        with _installed(transformer, wrappers, _on_transformer_call(aggregator, call, family.startswith("Flux"))):
+            yield aggregator
+    finally:
+        for handle in hooks:
+            handle.remove()
 
 
 @contextmanager

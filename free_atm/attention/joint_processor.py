@@ -30,6 +30,7 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
 from .aggregator import AttentionAggregator, layer_grid
+from .concepts import ConceptStream, concept_attention, concept_probs
 from .lse import KernelCall, kernel_lse
 from .processor import with_signature
 from .taps import ModuleTaps
@@ -106,6 +107,20 @@ def output_space_probs(image_outputs: torch.Tensor, text_outputs: torch.Tensor) 
 
 
 @dataclass
+class JointSide:
+    """The conditional half of one joint-attention call as the maps read it: image ``query``, ``image_keys``,
+    ``image_values`` (``None`` unless concept tokens need them) and ``text_keys``, each ``(n, H, S, d)``, the
+    ``scale``, and each image query's log-sum-exp over every key (``lse`` ``(n, H, N)``, once known)."""
+
+    query: torch.Tensor
+    image_keys: torch.Tensor
+    image_values: torch.Tensor | None
+    text_keys: torch.Tensor
+    scale: float
+    lse: torch.Tensor | None = None
+
+
+@dataclass
 class TransformerCall:
     """What the transformer's forward pre-hook learns for its layers: the text length of this call (Flux's
     single-stream blocks receive text and image tokens as one sequence)."""
@@ -125,8 +140,11 @@ class JointAttentionCaptureProcessor:
 
     KERNEL_PROCESSORS: tuple[type, ...] = ()
 
-    def __init__(self, processor, aggregator: AttentionAggregator, block: int, call: TransformerCall) -> None:
+    def __init__(
+        self, processor, aggregator: AttentionAggregator, block: int, call: TransformerCall, module=None
+    ) -> None:
         self.processor, self.aggregator, self.block, self.call = processor, aggregator, block, call
+        self.module = module  # the transformer block this layer belongs to (concept tokens run through it)
         self.signature = inspect.signature(processor.__call__)
         self.__call__ = with_signature(self._forward, self.signature)
 
@@ -138,68 +156,111 @@ class JointAttentionCaptureProcessor:
     def _forward(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, *args, **kwargs):
         text_length = self.text_length(hidden_states, encoder_hidden_states)
         num_images = hidden_states.shape[1] - (0 if encoder_hidden_states is not None else text_length)
-        if not self.aggregator.wants(num_images, self.block):
+        counted = self.aggregator.wants(num_images, self.block)
+        concepts = self.aggregator.concepts
+        concepts = concepts if concepts is not None and concepts.running else None
+        if not counted and concepts is None:
             return self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         n, total = self.aggregator.num_images, hidden_states.shape[0]
         if total not in (n, 2 * n):
             raise RuntimeError(f"joint-attention batch {total} is neither {n} images nor {2 * n} (guidance)")
-        concept = self.aggregator.config.method == "concept"
-        kernel = not concept and type(self.processor) in self.KERNEL_PROCESSORS
-        if concept:  # the attention outputs, before the output projections
+        in_output_space = self.aggregator.config.method == "concept"
+        kernel = not in_output_space and type(self.processor) in self.KERNEL_PROCESSORS
+        projected = {}  # modules whose outputs are read: the projections, for the second pass
+        if not kernel and (not in_output_space or concepts is not None):
+            projected = {"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)}
+            if concepts is not None:
+                projected["value"] = attn.to_v
+        received = {}  # modules whose inputs are read: the attention outputs, for ConceptAttention's output space
+        if in_output_space:
             to_out = getattr(attn, "to_out", None)
-            taps = ModuleTaps({}, {"image_out": to_out and to_out[0], "text_out": getattr(attn, "to_add_out", None)})
-        elif kernel:  # the kernel hands over query, keys and log-sum-exp; a call it cannot serve projects again
-            taps = ModuleTaps({})
-        else:  # the projections, for the second pass
-            taps = ModuleTaps({"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)})
-        with taps, kernel_lse() if kernel else nullcontext([]) as served:
+            received = {"image_out": to_out and to_out[0], "text_out": getattr(attn, "to_add_out", None)}
+        with ModuleTaps(projected, received) as taps, kernel_lse() if kernel else nullcontext([]) as served:
             output = self.processor(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         conditional = slice(total - n, None)
-        columns = None
-        refine = self.aggregator.self_attention is not None and self.aggregator.self_attention.active
-        if concept:
-            image_out, text_out = self.attention_outputs(taps, output, text_length)
-            image_out, text_out = self.heads(attn, image_out[conditional]), self.heads(attn, text_out[conditional])
-            probs = output_space_probs(image_out, text_out)
-        elif served and served[0].query.shape[2] == num_images + text_length:
-            probs, columns = self.kernel_probs(served[0], conditional, num_images, text_length)
-            if refine:  # the image-to-image part of the same softmax, from the kernel's own log-sum-exp
-                image, _ = self.joint_layout(num_images, text_length)
-                call = served[0]
-                query, keys, lse = (t[conditional, :, image] for t in (call.query, call.key, call.lse))
-                self.add_image_attention(image_attention(query, keys, lse, call.scale), num_images)
+        side = None
+        if served and served[0].query.shape[2] == num_images + text_length:
+            side = self.served_side(served[0], conditional, num_images, text_length)
             logger.debug("block %d: log-sum-exp from the attention kernel", self.block)
-        else:
+        elif not in_output_space or concepts is not None:  # the projections tapped, or made again
             arguments = self.signature.bind(attn, hidden_states, encoder_hidden_states, *args, **kwargs).arguments
             query, image_keys, text_keys = self.query_and_keys(
                 attn, taps, hidden_states, encoder_hidden_states, text_length, conditional, arguments
             )
-            scores = joint_scores(query, image_keys, text_keys) if refine else None  # one pass over image keys
-            probs = joint_text_probs(query, image_keys, text_keys, self.aggregator.config.normalization, scores)
-            if refine:
-                scale = query.shape[-1] ** -0.5
-                self.add_image_attention(image_attention(query, image_keys, scores[1], scale), num_images)
+            values = None
+            if concepts is not None:
+                values = self.image_values(attn, taps, hidden_states, text_length, conditional)
+            side = JointSide(query, image_keys, values, text_keys, query.shape[-1] ** -0.5)
             logger.debug("block %d: %s, second pass of the image-key scores", self.block, _why_second_pass(kernel))
+        concept_keys = concept_outputs = None
+        if concepts is not None:  # the tokens' keys and outputs at this block, and the stream carried on
+            concept_keys, concept_outputs = self.carry_concepts(attn, concepts, side)
+        if not counted:
+            return output
+        columns = None
+        if in_output_space:
+            image_out, text_out = self.attention_outputs(taps, output, text_length)
+            image_out, text_out = self.heads(attn, image_out[conditional]), self.heads(attn, text_out[conditional])
+            probs = output_space_probs(image_out, text_out)
+            if concepts is not None:
+                scale = image_out.shape[-1] ** -0.5
+                log_norm = (torch.matmul(image_out.float(), text_out.float().transpose(-1, -2)) * scale).logsumexp(-1)
+                scores = torch.matmul(image_out.float(), concept_outputs.float().transpose(-1, -2)) * scale
+                probs = torch.cat([probs, concept_probs(scores, log_norm)], -1)
+        else:
+            probs, columns, log_norm = self.text_probs(side, text_length)
+            if self.aggregator.self_attention is not None and self.aggregator.self_attention.active:
+                if side.lse is None:  # under normalization="text" on the second pass
+                    side.lse = joint_scores(side.query, side.image_keys, side.text_keys)[1]
+                attention = image_attention(side.query, side.image_keys, side.lse, side.scale)
+                self.add_image_attention(attention, num_images)
+            if concepts is not None:
+                scores = torch.matmul(side.query.float(), concept_keys.float().transpose(-1, -2)) * side.scale
+                probs = torch.cat([probs, concept_probs(scores, log_norm)], -1)
+                if columns is not None:
+                    added = torch.arange(text_length, text_length + scores.shape[-1], device=columns.device)
+                    columns = torch.cat([columns, added])
         self.aggregator.add(probs, columns)
         return output
+
+    def served_side(self, served: KernelCall, conditional: slice, num_images: int, text_length: int) -> JointSide:
+        """The conditional half's image queries, keys and values, text keys and log-sum-exp from the served
+        kernel call."""
+        image, text = self.joint_layout(num_images, text_length)
+        return JointSide(
+            served.query[conditional, :, image],
+            served.key[conditional, :, image],
+            served.value[conditional, :, image],
+            served.key[conditional, :, text],
+            served.scale,
+            served.lse[conditional, :, image],
+        )
+
+    def text_probs(self, side: JointSide, text_length: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The conditional half's probabilities on the text keys ``(n, H, N, L)`` (or only on the object columns,
+        and those columns, when the kernel gave the log-sum-exp), and each image query's log normaliser of them:
+        over every key of the layer (``normalization="joint"``) or over the text keys alone (``"text"``)."""
+        query = side.query.float()
+        if self.aggregator.config.normalization == "text":
+            scores = torch.matmul(query, side.text_keys.float().transpose(-1, -2)) * side.scale
+            log_norm = scores.logsumexp(dim=-1)
+            return (scores - log_norm.unsqueeze(-1)).exp_(), None, log_norm
+        if side.lse is None:  # one pass over the image keys gives the normaliser and the text scores
+            scores, side.lse = joint_scores(side.query, side.image_keys, side.text_keys)
+            return (scores - side.lse.unsqueeze(-1)).exp_(), None, side.lse
+        columns = self.aggregator.object_columns().to(side.text_keys.device)
+        columns = columns[columns < text_length]  # the rest are the concept tokens'
+        scores = torch.matmul(query, side.text_keys[:, :, columns].float().transpose(-1, -2)).mul_(side.scale)
+        return scores.sub_(side.lse.float().unsqueeze(-1)).exp_(), columns, side.lse
+
+    def carry_concepts(self, attn, concepts: ConceptStream, side: JointSide) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the concept tokens through this block (:mod:`.concepts`): their keys ``(n, H, K, d)`` and
+        attention outputs ``(n, H, K, d)`` here; ``concepts.tokens`` becomes the block's output stream."""
+        raise NotImplementedError
 
     def add_image_attention(self, attention: torch.Tensor, num_images: int) -> None:
         """Add one block's image-to-image attention ``(n, N, N)`` to the running sum refinement uses."""
         self.aggregator.self_attention.add(attention, layer_grid(num_images, self.aggregator.latent_size)[1])
-
-    def kernel_probs(
-        self, served: KernelCall, conditional: slice, num_images: int, text_length: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The conditional half's probabilities from the served kernel call: the object columns of the joint
-        softmax (and those columns), or, under ``normalization="text"``, the softmax over the text keys."""
-        image, text = self.joint_layout(num_images, text_length)
-        query = served.query[conditional, :, image].float()
-        keys = served.key[conditional, :, text]
-        if self.aggregator.config.normalization == "text":
-            return (torch.matmul(query, keys.float().transpose(-1, -2)) * served.scale).softmax(dim=-1), None
-        columns = self.aggregator.object_columns().to(keys.device)
-        scores = torch.matmul(query, keys[:, :, columns].float().transpose(-1, -2)).mul_(served.scale)
-        return scores.sub_(served.lse[conditional, :, image].float().unsqueeze(-1)).exp_(), columns
 
     def joint_layout(self, num_images: int, text_length: int) -> tuple[slice, slice]:
         """Where the image and the text tokens lie in the joint sequence the kernel attends over."""
@@ -220,6 +281,16 @@ class JointAttentionCaptureProcessor:
         """Image queries, image keys and text keys ``(n, H, S, d)`` of the conditional half, normed (and
         rotated) as the wrapped processor did; ``arguments`` are the processor call's, by name."""
         raise NotImplementedError
+
+    def image_values(self, attn, taps, hidden_states, text_length, conditional) -> torch.Tensor:
+        """The conditional half's image values ``(n, H, N, d)``, as the wrapped processor formed them."""
+        values = _projected(taps, "value", attn.to_v, hidden_states)[conditional]
+        return self.heads(attn, values[:, self.image_positions(text_length)])
+
+    def image_positions(self, text_length: int) -> slice:
+        """Where the image tokens lie in the sequence the layer's own projections see (the image tokens alone,
+        except in Flux's single-stream blocks)."""
+        return slice(0, None)
 
     def attention_outputs(self, taps: ModuleTaps, output, text_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The image and text tokens' attention outputs ``(B, S, H * d)`` before the output projections:
@@ -269,6 +340,29 @@ class SD3AttentionCaptureProcessor(JointAttentionCaptureProcessor):
             text_keys = attn.norm_added_k(text_keys)
         return query, image_keys, text_keys
 
+    def carry_concepts(self, attn, concepts: ConceptStream, side: JointSide) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``JointTransformerBlock`` treats its text: ``norm1_context`` modulation, the context projections
+        and norms, then (unless the block is ``context_pre_only``, the last one) ``to_add_out``, the gate, and the
+        context feed-forward."""
+        block, tokens = self.module, concepts.tokens
+        if block.context_pre_only:
+            normed = block.norm1_context(tokens, concepts.temb)
+        else:
+            normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(tokens, emb=concepts.temb)
+        query, key, value = (self.heads(attn, f(normed)) for f in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
+        if attn.norm_added_q is not None:
+            query = attn.norm_added_q(query)
+        if attn.norm_added_k is not None:
+            key = attn.norm_added_k(key)
+        out = concept_attention(query, key, value, side.image_keys, side.image_values)
+        if not block.context_pre_only:
+            tokens = tokens + gate_msa.unsqueeze(1) * attn.to_add_out(out)
+            normed = block.norm2_context(tokens) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+            concepts.tokens = tokens + gate_mlp.unsqueeze(1) * block.ff_context(normed)
+        else:
+            concepts.running = False  # the last block: the text stream ends here, and so do the tokens
+        return key, self.heads(attn, out)
+
 
 class FluxAttentionCaptureProcessor(JointAttentionCaptureProcessor):
     """Flux (``FluxAttnProcessor``): the joint sequence is text tokens, then image tokens, with rotary
@@ -309,3 +403,42 @@ class FluxAttentionCaptureProcessor(JointAttentionCaptureProcessor):
             keys = apply_rotary_emb(keys, image_rotary, sequence_dim=1)
             text_keys = apply_rotary_emb(text_keys, text_rotary, sequence_dim=1)
         return query.transpose(1, 2), keys.transpose(1, 2), text_keys.transpose(1, 2)
+
+    def image_positions(self, text_length: int) -> slice:
+        return slice(0, None) if self.joint_text_apart else slice(text_length, None)
+
+    @property
+    def joint_text_apart(self) -> bool:
+        """Whether the block projects text and image apart (double-stream) rather than as one sequence."""
+        return hasattr(self.module, "norm1_context")
+
+    def carry_concepts(self, attn, concepts: ConceptStream, side: JointSide) -> tuple[torch.Tensor, torch.Tensor]:
+        """As Flux treats its text: in a double-stream block, ``norm1_context`` modulation, the context projections
+        and norms, ``to_add_out``, the gate and the context feed-forward; in a single-stream block, the shared
+        ``norm`` modulation, MLP, projections and norms, and ``proj_out`` of attention and MLP, gated. The tokens
+        take the rotary embedding of the first text position (the pipelines give every text token position 0)."""
+        block, tokens = self.module, concepts.tokens
+
+        def heads(projection, states, norm=None):  # (n, K, H, d), normed and rotated as the text's
+            states = projection(states).unflatten(-1, (attn.heads, -1))
+            states = norm(states) if norm is not None else states
+            if concepts.rotary is not None and norm is not None:
+                rotary = tuple(r[:1].expand(states.shape[1], -1) for r in concepts.rotary)
+                states = apply_rotary_emb(states, rotary, sequence_dim=1)
+            return states.transpose(1, 2)
+
+        if self.joint_text_apart:
+            normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(tokens, emb=concepts.temb)
+            query = heads(attn.add_q_proj, normed, attn.norm_added_q)
+            key = heads(attn.add_k_proj, normed, attn.norm_added_k)
+            out = concept_attention(query, key, heads(attn.add_v_proj, normed), side.image_keys, side.image_values)
+            tokens = tokens + gate_msa.unsqueeze(1) * attn.to_add_out(out)
+            normed = block.norm2_context(tokens) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+            concepts.tokens = tokens + gate_mlp.unsqueeze(1) * block.ff_context(normed)
+        else:
+            normed, gate = block.norm(tokens, emb=concepts.temb)
+            mlp = block.act_mlp(block.proj_mlp(normed))
+            query, key = heads(attn.to_q, normed, attn.norm_q), heads(attn.to_k, normed, attn.norm_k)
+            out = concept_attention(query, key, heads(attn.to_v, normed), side.image_keys, side.image_values)
+            concepts.tokens = tokens + gate.unsqueeze(1) * block.proj_out(torch.cat([out, mlp], dim=2))
+        return key, self.heads(attn, out)

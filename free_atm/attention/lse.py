@@ -30,11 +30,12 @@ import torch.nn.functional as F
 
 @dataclass
 class KernelCall:
-    """The tensors of one served SDPA call: ``query``, ``key`` ``(B, H, S, d)`` as the kernel got them,
-    the ``scale`` it used, and ``lse`` ``(B, H, S)``, the natural log-sum-exp of each query's scores."""
+    """The tensors of one served SDPA call: ``query``, ``key``, ``value`` ``(B, H, S, d)`` as the kernel got
+    them, the ``scale`` it used, and ``lse`` ``(B, H, S)``, the natural log-sum-exp of each query's scores."""
 
     query: torch.Tensor
     key: torch.Tensor
+    value: torch.Tensor
     lse: torch.Tensor
     scale: float
 
@@ -83,7 +84,7 @@ class _Interceptor:
             served = attention_with_lse(query, key, value, scale)
             if served is not None:
                 out, lse = served
-                taken.append(KernelCall(query, key, lse, query.shape[-1] ** -0.5 if scale is None else scale))
+                taken.append(KernelCall(query, key, value, lse, query.shape[-1] ** -0.5 if scale is None else scale))
                 return out
         return self.original(
             query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs

@@ -146,6 +146,7 @@ class AttentionCaptureMixin:
         noise_draws: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         capture_config: CaptureConfig | dict | None = None,
+        allow_absent_objects: bool = False,
     ) -> FreeATMAnnotationOutput:
         """Masks for objects in existing images: noise each image to every level in ``timesteps`` (0-1000 on
         every family; default :attr:`annotation_timesteps`; on SD3 and Flux the flow's sigma is t / 1000),
@@ -155,6 +156,7 @@ class AttentionCaptureMixin:
         ``images`` are PIL images (any mode; converted to RGB) or a tensor in [0, 1]; ``objects`` holds
         one list of phrases per prompt. Images of different sizes are each annotated at their own size.
         ``generator`` may be a list, one per image: each image's noise is then its own, whatever the batch.
+        ``allow_absent_objects`` maps words the caption lacks, as the pipeline call does.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         per_image = [list(o) for o in ([objects] if objects and isinstance(objects[0], str) else objects)]
@@ -177,7 +179,16 @@ class AttentionCaptureMixin:
             # images of different sizes are annotated one by one, each at its own size
             generators = generator if isinstance(generator, list) else [generator] * len(images)
             parts = [
-                self.annotate(image, prompt, [phrases], timesteps, noise_draws, [own] if own else None, capture_config)
+                self.annotate(
+                    image,
+                    prompt,
+                    [phrases],
+                    timesteps,
+                    noise_draws,
+                    [own] if own else None,
+                    capture_config,
+                    allow_absent_objects,
+                )
                 for image, prompt, phrases, own in zip(images, prompts, per_image, generators)
             ]
             names = [f.name for f in fields(FreeATMAnnotationOutput) if getattr(parts[0], f.name) is not None]
@@ -189,8 +200,9 @@ class AttentionCaptureMixin:
         pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)
         latents = self._annotation_latents(pixels)
         conditioning = self._annotation_conditioning(prompts, *pixels.shape[-2:])
-        weights = object_token_weights(self._tokenizer_sources({}, prompts), per_image, self._text_sequence_length({}))
+        weights, attribution = self._object_weights({}, prompts, per_image, allow_absent_objects)
         aggregator = AttentionAggregator(weights, config)
+        aggregator.attribution = attribution
         with capture_attention(self.denoiser, aggregator):
             for timestep in timesteps:
                 for _ in range(noise_draws):
@@ -299,17 +311,16 @@ class AttentionCaptureMixin:
         if not absent:
             return weights, None
         states = self._attribution_states(absent, arguments)
-        word_weights = object_token_weights(self._tokenizer_sources({}, absent), [[w] for w in absent], length)
+        alone = {"max_sequence_length": arguments.get("max_sequence_length")}  # each word encoded as the prompt is
+        word_weights = object_token_weights(self._tokenizer_sources(alone, absent), [[w] for w in absent], length)
         weights, columns = attribution_weights(weights, objects, absent, word_weights)
         return weights, Attribution(states, columns)
 
     def _attribution_states(self, words: list[str], arguments: dict[str, Any]) -> torch.Tensor:
-        """Each word encoded on its own, as the denoiser's cross-attention reads text: ``(A, L, D)``."""
-        raise ValueError(
-            f"objects {words} are not in their prompts, and {type(self).__name__} cannot map absent words: its "
-            "denoiser transforms the text together with the image in every block, so a word has keys there only "
-            "when the prompt contains it"
-        )
+        """Each word encoded on its own by the pipeline's text encoder(s), as the denoiser reads text:
+        ``(A, L, D)`` (SD3 and Flux then carry the words' columns through their blocks as concept tokens,
+        :mod:`free_atm.attention.concepts`)."""
+        raise NotImplementedError
 
     def _mask_fields(
         self,

@@ -68,6 +68,10 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
         length = arguments.get("max_sequence_length")
         return 512 if length is None else length
 
+    def _attribution_states(self, words: list[str], arguments: dict[str, Any]) -> torch.Tensor:
+        device, length = self._execution_device, self._text_sequence_length(arguments)
+        return self.encode_prompt(words, None, device=device, max_sequence_length=length)[0]
+
     annotation_timesteps = (500,)
     #: the guidance value a guidance-distilled Flux (dev) is given in ``annotate`` (the pipeline's default)
     annotation_guidance = 3.5

@@ -73,6 +73,12 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
         length = arguments.get("max_sequence_length")
         return 256 if length is None else length
 
+    def _attribution_states(self, words: list[str], arguments: dict[str, Any]) -> torch.Tensor:
+        return self.encode_prompt(
+            words, None, None, device=self._execution_device, do_classifier_free_guidance=False,
+            max_sequence_length=self._t5_length(arguments),
+        )[0]  # fmt: skip
+
     annotation_timesteps = (500,)
 
     def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:

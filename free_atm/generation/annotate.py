@@ -57,6 +57,9 @@ class AnnotationConfig:
     objects_from_caption: bool = field(
         default=False, metadata={"help": "each image's objects: the vocabulary's words found in its caption"}
     )
+    allow_absent_objects: bool = field(
+        default=False, metadata={"help": "map objects an image's caption lacks (else they are an error)"}
+    )
     image_column: str = field(default="image", metadata={"help": "a dataset's image column"})
     caption_column: str | None = field(default=None, metadata={"help": "a dataset's caption column"})
     timesteps: tuple[int, ...] | None = field(
@@ -292,6 +295,7 @@ def _annotated(pipe, config: AnnotationConfig, batch: list, capture: CaptureConf
             noise_draws=config.noise_draws,
             generator=[torch.Generator().manual_seed(seed) for seed in seeds],
             capture_config=capture,
+            allow_absent_objects=config.allow_absent_objects,
         )
         found = {
             index: (out.masks[k], out.attention_maps[k], out.boxes[k], out.confidence[k])

@@ -147,6 +147,7 @@ class AttentionCaptureMixin:
         generator: torch.Generator | list[torch.Generator] | None = None,
         capture_config: CaptureConfig | dict | None = None,
         allow_absent_objects: bool = False,
+        max_sequence_length: int | None = None,
     ) -> FreeATMAnnotationOutput:
         """Masks for objects in existing images: noise each image to every level in ``timesteps`` (0-1000 on
         every family; default :attr:`annotation_timesteps`; on SD3 and Flux the flow's sigma is t / 1000),
@@ -156,7 +157,8 @@ class AttentionCaptureMixin:
         ``images`` are PIL images (any mode; converted to RGB) or a tensor in [0, 1]; ``objects`` holds
         one list of phrases per prompt. Images of different sizes are each annotated at their own size.
         ``generator`` may be a list, one per image: each image's noise is then its own, whatever the batch.
-        ``allow_absent_objects`` maps words the caption lacks, as the pipeline call does.
+        ``allow_absent_objects`` maps words the caption lacks, and ``max_sequence_length`` (SD3 and Flux) pads the
+        T5 text to that length, as in the pipeline call (default: the pipeline's).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         per_image = [list(o) for o in ([objects] if objects and isinstance(objects[0], str) else objects)]
@@ -188,6 +190,7 @@ class AttentionCaptureMixin:
                     [own] if own else None,
                     capture_config,
                     allow_absent_objects,
+                    max_sequence_length,
                 )
                 for image, prompt, phrases, own in zip(images, prompts, per_image, generators)
             ]
@@ -199,8 +202,9 @@ class AttentionCaptureMixin:
         device = self._execution_device
         pixels = self.image_processor.preprocess(images).to(device, self.vae.dtype)
         latents = self._annotation_latents(pixels)
-        conditioning = self._annotation_conditioning(prompts, *pixels.shape[-2:])
-        weights, attribution = self._object_weights({}, prompts, per_image, allow_absent_objects)
+        arguments = {"max_sequence_length": max_sequence_length}
+        conditioning = self._annotation_conditioning(prompts, *pixels.shape[-2:], arguments)
+        weights, attribution = self._object_weights(arguments, prompts, per_image, allow_absent_objects)
         aggregator = AttentionAggregator(weights, config)
         aggregator.attribution = attribution
         with capture_attention(self.denoiser, aggregator):
@@ -218,8 +222,11 @@ class AttentionCaptureMixin:
         latents = self.vae.encode(pixels).latent_dist.mode()
         return (latents - (getattr(vae, "shift_factor", None) or 0.0)) * vae.scaling_factor
 
-    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
-        """The denoiser's text (and added) conditioning for ``prompts`` at an image size, without guidance."""
+    def _annotation_conditioning(
+        self, prompts: list[str], height: int, width: int, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The denoiser's text (and added) conditioning for ``prompts`` at an image size, without guidance;
+        ``arguments`` holds the call's ``max_sequence_length`` (SD3 and Flux)."""
         raise NotImplementedError
 
     def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:

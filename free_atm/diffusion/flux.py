@@ -81,10 +81,12 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
         latents = super()._annotation_latents(pixels)
         return self._pack_latents(latents, *latents.shape)
 
-    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+    def _annotation_conditioning(
+        self, prompts: list[str], height: int, width: int, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
         device = self._execution_device
         states, pooled, text_ids = self.encode_prompt(
-            prompts, None, device=device, max_sequence_length=self._text_sequence_length({})
+            prompts, None, device=device, max_sequence_length=self._text_sequence_length(arguments)
         )
         side = 2 * self.vae_scale_factor  # a token is a 2 x 2 patch of latent cells
         image_ids = self._prepare_latent_image_ids(len(prompts), height // side, width // side, device, states.dtype)

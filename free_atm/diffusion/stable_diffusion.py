@@ -66,7 +66,9 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
         device = self._execution_device
         return self.encode_prompt(words, device, 1, False, clip_skip=arguments.get("clip_skip"))[0]
 
-    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+    def _annotation_conditioning(
+        self, prompts: list[str], height: int, width: int, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
         return {"encoder_hidden_states": self.encode_prompt(prompts, self._execution_device, 1, False)[0]}
 
     def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:

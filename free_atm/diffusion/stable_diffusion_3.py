@@ -81,10 +81,12 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
 
     annotation_timesteps = (500,)
 
-    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+    def _annotation_conditioning(
+        self, prompts: list[str], height: int, width: int, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
         states, _, pooled, _ = self.encode_prompt(
             prompts, None, None, device=self._execution_device, do_classifier_free_guidance=False,
-            max_sequence_length=self._t5_length({}),
+            max_sequence_length=self._t5_length(arguments),
         )  # fmt: skip
         return {"encoder_hidden_states": states, "pooled_projections": pooled}
 

@@ -76,7 +76,9 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
             clip_skip=arguments.get("clip_skip"),
         )[0]
 
-    def _annotation_conditioning(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+    def _annotation_conditioning(
+        self, prompts: list[str], height: int, width: int, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
         """Text and pooled embeddings, and the added time ids of an image of this size, uncropped."""
         states, _, pooled, _ = self.encode_prompt(
             prompt=prompts, device=self._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=False

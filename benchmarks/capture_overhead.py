@@ -22,14 +22,16 @@ mapping, so times are never taken under it. Memory growth per step compares call
 
 Every family also times the capture with self-attention refinement (``refined``; SD3 and Flux: the
 image-to-image part of the joint softmax), with 10 iterations of pixel refinement of the masks
-(``pixels``) and with the maps of every layer and step kept (``kept``,
-``CaptureConfig(keep="layers_and_steps")``).
+(``pixels``), with the maps of every layer and step kept (``kept``,
+``CaptureConfig(keep="layers_and_steps")``), and with two words the prompt lacks (``absent``; SD3 and Flux:
+concept tokens through every block).
 
 Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
 flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> refine_time_ratio=<sd15
-refined> pixel_time_ratio=<sd15 pixels> <family>_kept_time_ratio=<k> ... mem_growth_per_step_mb=<w>`` (the
-largest growth of the capture, refined or not, over the families; budget: every capture time ratio at
-most 1.02, refinement at most 1.10, kept maps at most 1.05, growth about 0).
+refined> pixel_time_ratio=<sd15 pixels> <family>_kept_time_ratio=<k> ... <family>_absent_time_ratio=<a> ...
+mem_growth_per_step_mb=<w>`` (the largest growth of the capture, refined or not, over the families; budget:
+every capture time ratio at most 1.02, refinement at most 1.10, kept maps and two absent words at most 1.05,
+growth about 0).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ from free_atm import (
 from free_atm.attention import cross_attention_processor_names
 
 PROMPT, OBJECTS = "a dog with a teddy bear in the park", ["dog", "teddy bear"]
+#: two words the prompt lacks, for ``allow_absent_objects`` (``absent``)
+ABSENT = ["cat", "bicycle"]
 
 
 @dataclass
@@ -204,7 +208,7 @@ class FamilyBench:
             self.variants = ("stock", "free_atm", "concept")
         if args.no_baselines:
             self.variants = ("stock", "free_atm")
-        self.variants += ("refined", "pixels", "kept")  # self-attention refinement: every family
+        self.variants += ("refined", "pixels", "kept", "absent")  # every mask feature, every family
         self.stock_processors = self.denoiser.attn_processors
         self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
         self.store: list[torch.Tensor] = []
@@ -218,14 +222,18 @@ class FamilyBench:
             generator=torch.Generator(self.device).manual_seed(0),
             output_type="np",
         )
-        if variant in ("free_atm", "concept", "refined", "pixels", "kept"):
+        if variant in ("free_atm", "concept", "refined", "pixels", "kept", "absent"):
             settings = {
                 "concept": {"method": "concept"},
                 "refined": {"refinement": "self_attention"},
                 "pixels": {"pixel_refinement": 10},
                 "kept": {"keep": "layers_and_steps"},
             }
-            self.free_atm(PROMPT, objects=OBJECTS, capture_config=settings.get(variant, {}), **call)
+            if variant == "absent":
+                call.update(objects=[*OBJECTS, *ABSENT], allow_absent_objects=True)
+            else:
+                call["objects"] = OBJECTS
+            self.free_atm(PROMPT, capture_config=settings.get(variant, {}), **call)
             return
         if variant == "store_all":
             self.store.clear()
@@ -302,7 +310,7 @@ def summarise(bench: FamilyBench, times, inside, memory) -> dict:
         "denoiser_time_ratio": median_inside["free_atm"] / median_inside["stock"],
         "mem_ratio": memory["free_atm"][steps] / memory["stock"][steps],
     }
-    for variant in ("concept", "store_all", "refined", "pixels", "kept"):
+    for variant in ("concept", "store_all", "refined", "pixels", "kept", "absent"):
         if variant in bench.variants:
             result[f"{variant}_time_ratio"] = median[variant] / median["stock"]
             result[f"{variant}_denoiser_time_ratio"] = median_inside[variant] / median_inside["stock"]
@@ -323,7 +331,7 @@ def measure_size(args, device: torch.device, dtype: torch.dtype, size: int) -> d
         gc.collect()  # the family's pipelines go before the next family's are built
         done = families[name]
         figures = ("time_ratio", "denoiser_time_ratio", "mem_ratio", "concept_time_ratio", "store_all_time_ratio",
-                   "refined_time_ratio", "pixels_time_ratio", "kept_time_ratio")  # fmt: skip
+                   "refined_time_ratio", "pixels_time_ratio", "kept_time_ratio", "absent_time_ratio")  # fmt: skip
         line = " ".join(f"{key}={done[key]:.3f}" for key in figures if key in done)
         print(f"{size} px {name}: {line} mem_growth_per_step_mb={done['mem_growth_per_step_mb']['free_atm']:.2f}",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -353,13 +361,16 @@ def summary_line(size: int, families: dict) -> str:
         if name in ("sd3", "flux")
     ]
     kept = [f"{labels[name]}_kept_time_ratio={family['kept_time_ratio']:.3f}" for name, family in families.items()]
+    absent = [
+        f"{labels[name]}_absent_time_ratio={family['absent_time_ratio']:.3f}" for name, family in families.items()
+    ]
     growth = max(
         family["mem_growth_per_step_mb"][variant]
         for family in families.values()
         for variant in ("free_atm", "refined")
         if variant in family["mem_growth_per_step_mb"]
     )
-    figures = [*whole, *inside, *refine, *joint_refine, *kept]
+    figures = [*whole, *inside, *refine, *joint_refine, *kept, *absent]
     return " ".join([f"size={size}", *figures, f"mem_growth_per_step_mb={growth:.2f}"])
 
 

@@ -19,6 +19,7 @@ mapping, so times are never taken under it. Memory growth per step compares call
     python benchmarks/capture_overhead.py --size 512 1024    # a summary line per size
     python benchmarks/capture_overhead.py --families sd15 --size 512 --steps 4 --repeats 7
     python benchmarks/capture_overhead.py --families sd15 sdxl --size 512 --no-baselines   # capture only
+    python benchmarks/capture_overhead.py --families sd3 flux --size 512 --features refined absent
 
 Every family also times the capture with self-attention refinement (``refined``; SD3 and Flux: the
 image-to-image part of the joint softmax), with 10 iterations of pixel refinement of the masks
@@ -28,10 +29,11 @@ concept tokens through every block).
 
 Prints JSON, then per size ``size=<px> capture_time_ratio=<sd15> sdxl_time_ratio=<x> sd3_time_ratio=<y>
 flux_time_ratio=<z> sd3_denoiser_time_ratio=<u> flux_denoiser_time_ratio=<v> refine_time_ratio=<sd15
-refined> pixel_time_ratio=<sd15 pixels> <family>_kept_time_ratio=<k> ... <family>_absent_time_ratio=<a> ...
-mem_growth_per_step_mb=<w>`` (the largest growth of the capture, refined or not, over the families; budget:
-every capture time ratio at most 1.02, refinement at most 1.10, kept maps and two absent words at most 1.05,
-growth about 0).
+refined> pixel_time_ratio=<sd15 pixels> sd3_refine_denoiser_time_ratio=<r> sd3_absent_denoiser_time_ratio=<a>
+(and Flux's) <family>_kept_time_ratio=<k> ... <family>_absent_time_ratio=<a> ... mem_growth_per_step_mb=<w>``
+(the largest growth of the capture, refined or with absent words or not, over the families; features left
+out by ``--features`` are left out of the line; budget: every capture time ratio at most 1.02, refinement
+at most 1.10, kept maps and two absent words at most 1.05, growth about 0).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ from free_atm.attention import cross_attention_processor_names
 PROMPT, OBJECTS = "a dog with a teddy bear in the park", ["dog", "teddy bear"]
 #: two words the prompt lacks, for ``allow_absent_objects`` (``absent``)
 ABSENT = ["cat", "bicycle"]
+#: the mask features timed beside the plain capture: refinement, pixel refinement, kept maps, absent words
+FEATURES = ("refined", "pixels", "kept", "absent")
 
 
 @dataclass
@@ -208,7 +212,7 @@ class FamilyBench:
             self.variants = ("stock", "free_atm", "concept")
         if args.no_baselines:
             self.variants = ("stock", "free_atm")
-        self.variants += ("refined", "pixels", "kept", "absent")  # every mask feature, every family
+        self.variants += tuple(args.features)  # the mask features timed, on every family
         self.stock_processors = self.denoiser.attn_processors
         self.cross_names = set(cross_attention_processor_names(self.denoiser)) if name == "sd15" else set()
         self.store: list[torch.Tensor] = []
@@ -287,6 +291,7 @@ def memory_in_child(name: str, args, size: int) -> dict[str, dict[int, float]]:
     """The family's memory figures from a fresh process whose glibc returns large blocks at once."""
     command = [sys.executable, __file__, "--memory-of", name, "--steps", str(args.steps), "--size", str(size)]
     command += ["--no-baselines"] if args.no_baselines else []
+    command += ["--features", *args.features]
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed tensors leave the resident set
     done = subprocess.run(command, env=environment, check=True, capture_output=True, text=True)
     return {v: {int(s): mb for s, mb in by_steps.items()} for v, by_steps in json.loads(done.stdout).items()}
@@ -347,30 +352,32 @@ def summary_line(size: int, families: dict) -> str:
         for name, family in families.items()
         if name in ("sd3", "flux")
     ]
-    refine = (
-        [
-            f"refine_time_ratio={families['sd15']['refined_time_ratio']:.3f}",
-            f"pixel_time_ratio={families['sd15']['pixels_time_ratio']:.3f}",
-        ]
-        if "sd15" in families
-        else []
-    )
-    joint_refine = [
-        f"{labels[name]}_refine_denoiser_time_ratio={family['refined_denoiser_time_ratio']:.3f}"
+    sd15 = families.get("sd15", {})
+    refine = [
+        f"{label}={sd15[key]:.3f}"
+        for label, key in (("refine_time_ratio", "refined_time_ratio"), ("pixel_time_ratio", "pixels_time_ratio"))
+        if key in sd15
+    ]
+    joint = [  # transformers: the denoiser's own time (their text encoders dwarf it at small sizes)
+        f"{labels[name]}_{feature}_denoiser_time_ratio={family[f'{variant}_denoiser_time_ratio']:.3f}"
         for name, family in families.items()
         if name in ("sd3", "flux")
+        for feature, variant in (("refine", "refined"), ("absent", "absent"))
+        if f"{variant}_denoiser_time_ratio" in family
     ]
-    kept = [f"{labels[name]}_kept_time_ratio={family['kept_time_ratio']:.3f}" for name, family in families.items()]
-    absent = [
-        f"{labels[name]}_absent_time_ratio={family['absent_time_ratio']:.3f}" for name, family in families.items()
+    per_family = [
+        f"{labels[name]}_{variant}_time_ratio={family[f'{variant}_time_ratio']:.3f}"
+        for name, family in families.items()
+        for variant in ("kept", "absent")
+        if f"{variant}_time_ratio" in family
     ]
     growth = max(
         family["mem_growth_per_step_mb"][variant]
         for family in families.values()
-        for variant in ("free_atm", "refined")
+        for variant in ("free_atm", "refined", "absent")
         if variant in family["mem_growth_per_step_mb"]
     )
-    figures = [*whole, *inside, *refine, *joint_refine, *kept, *absent]
+    figures = [*whole, *inside, *refine, *joint, *per_family]
     return " ".join([f"size={size}", *figures, f"mem_growth_per_step_mb={growth:.2f}"])
 
 
@@ -384,6 +391,9 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     parser.add_argument(
         "--no-baselines", action="store_true", help="stock and Free-ATM only (no store-everything, no concept)"
+    )
+    parser.add_argument(
+        "--features", nargs="*", choices=FEATURES, default=list(FEATURES), help="mask features timed (default: all)"
     )
     parser.add_argument("--memory-of", choices=list(FAMILIES), help=argparse.SUPPRESS)  # the memory child
     args = parser.parse_args()

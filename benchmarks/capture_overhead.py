@@ -336,7 +336,8 @@ def measure_size(args, device: torch.device, dtype: torch.dtype, size: int) -> d
         gc.collect()  # the family's pipelines go before the next family's are built
         done = families[name]
         figures = ("time_ratio", "denoiser_time_ratio", "mem_ratio", "concept_time_ratio", "store_all_time_ratio",
-                   "refined_time_ratio", "pixels_time_ratio", "kept_time_ratio", "absent_time_ratio")  # fmt: skip
+                   "refined_time_ratio", "refined_denoiser_time_ratio", "pixels_time_ratio", "kept_time_ratio",
+                   "absent_time_ratio", "absent_denoiser_time_ratio")  # fmt: skip
         line = " ".join(f"{key}={done[key]:.3f}" for key in figures if key in done)
         print(f"{size} px {name}: {line} mem_growth_per_step_mb={done['mem_growth_per_step_mb']['free_atm']:.2f}",
               file=sys.stderr, flush=True)  # fmt: skip

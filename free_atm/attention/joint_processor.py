@@ -201,12 +201,12 @@ class JointAttentionCaptureProcessor:
         if in_output_space:
             image_out, text_out = self.attention_outputs(taps, output, text_length)
             image_out, text_out = self.heads(attn, image_out[conditional]), self.heads(attn, text_out[conditional])
-            probs = output_space_probs(image_out, text_out)
+            scale = image_out.shape[-1] ** -0.5
+            text_scores = torch.matmul(image_out.float(), text_out.float().transpose(-1, -2)) * scale
+            probs = text_scores.softmax(dim=-1)  # output_space_probs, with the scores kept for the concept tokens
             if concepts is not None:
-                scale = image_out.shape[-1] ** -0.5
-                log_norm = (torch.matmul(image_out.float(), text_out.float().transpose(-1, -2)) * scale).logsumexp(-1)
                 scores = torch.matmul(image_out.float(), concept_outputs.float().transpose(-1, -2)) * scale
-                probs = torch.cat([probs, concept_probs(scores, log_norm)], -1)
+                probs = torch.cat([probs, concept_probs(scores, text_scores.logsumexp(dim=-1))], -1)
         else:
             probs, columns, log_norm = self.text_probs(side, text_length)
             if self.aggregator.self_attention is not None and self.aggregator.self_attention.active:

@@ -251,13 +251,13 @@ def annotate_rows(pipe, config: AnnotationConfig, source: ImageSource, indices: 
     record = {"missing": [], "skipped_images": 0, "dropped_rows": 0, "dropped_objects": 0}
 
     def flush() -> None:
-        for row in _annotated(pipe, config, batch, capture):
+        for (index, *_), row in zip(batch, _annotated(pipe, config, batch, capture)):
             kept, dropped = filter_sample(row, config.min_confidence, config.drop_objects)
             if kept is None:
-                record["missing"].append(row["index"])
+                record["missing"].append(index)
                 record["dropped_rows"] += 1
             else:
-                rows.append({k: v for k, v in kept.items() if k != "index"})
+                rows.append(kept)
                 record["dropped_objects"] += dropped
         progress.update(len(batch))
         batch.clear()
@@ -307,5 +307,5 @@ def _annotated(pipe, config: AnnotationConfig, batch: list, capture: CaptureConf
                  np.zeros(0, np.float32))  # fmt: skip
         masks, maps, boxes, confidence = found.get(index, empty)
         rows.append(dict(image=image, prompt=caption, objects=objects, masks=masks, attention_maps=maps, boxes=boxes,
-                         confidence=confidence, seed=derive_seed(config.seed, index), index=index))  # fmt: skip
+                         confidence=confidence, seed=derive_seed(config.seed, index)))  # fmt: skip
     return rows

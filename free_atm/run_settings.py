@@ -14,6 +14,37 @@ from collections.abc import Iterable
 from pathlib import Path
 
 RUN_SETTINGS = "free_atm_run.json"
+#: the record a generated or annotated dataset keeps its settings in
+DATASET_RECORD = "generation_config.json"
+#: the record of ``free-atm export``
+EXPORT_RECORD = "free_atm_export.json"
+#: what a folder holds, told by the first of these files it has
+FOLDER_KINDS = {
+    DATASET_RECORD: "a free-atm dataset",
+    EXPORT_RECORD: "an export of a free-atm dataset",
+    RUN_SETTINGS: "a training run",
+    "model_index.json": "a diffusers pipeline",
+    "config.json": "a model",
+    "dataset_info.json": "a dataset",
+}
+
+
+def folder_kind(root: Path) -> str:
+    """What ``root`` holds, in words, for messages: ``"a free-atm dataset (generation_config.json)"``, ...,
+    or ``"other files"``."""
+    found = next((name for name in FOLDER_KINDS if (root / name).is_file()), None)
+    return f"{FOLDER_KINDS[found]} ({found})" if found else "other files"
+
+
+def check_folder_kind(root: str | Path, record: str, option: str) -> None:
+    """Raise ``ValueError`` unless ``root`` is absent, an empty folder, or holds ``record`` (a run of the
+    same kind, which a rerun resumes): a writer never puts its files into a dataset, a model or a folder of
+    another kind, where they would replace that folder's card, weights or records."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{option} {root} is a file, not a folder; choose a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / record).is_file():
+        raise ValueError(f"{option} {root} holds {folder_kind(root)} and no {record}; use an empty or new folder")
 
 
 def check_run_settings(
@@ -27,9 +58,11 @@ def check_run_settings(
     """Raise ``ValueError`` if ``output_dir`` holds a run whose settings (in its ``record`` file) differ from
     ``settings`` in a key outside ``may_change``; the message names the keys, the folder's ``option`` and
     what it ``holds``. A key absent on one side counts as ``None`` (settings added later keep old runs
-    resumable at their defaults)."""
+    resumable at their defaults). A folder holding its record and nothing else (a run that stopped before
+    writing anything, such as one whose first step failed) has nothing to resume: any settings may start it
+    over."""
     recorded = Path(output_dir) / record
-    if not recorded.is_file():
+    if not recorded.is_file() or {p.name for p in recorded.parent.iterdir()} == {record}:
         return
     wanted, before, free = json.loads(json.dumps(settings)), json.loads(recorded.read_text()), set(may_change)
     changed = sorted(k for k in before.keys() | wanted.keys() if k not in free and before.get(k) != wanted.get(k))
@@ -62,17 +95,3 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
         if (checkpoint / "trainer_state.json").is_file():
             return str(checkpoint)
     return None
-
-
-def resume_point(output_dir: str | Path, settings: dict, resume_from_checkpoint: str | None = None) -> str | None:
-    """The checkpoint a training script goes on from: ``resume_from_checkpoint``, else the last one in
-    ``output_dir`` (a killed run resumes by rerunning its command). A folder holding a run with other
-    settings is refused; the settings are recorded, by the main process, for the next rerun."""
-    from accelerate import PartialState
-
-    out = Path(output_dir)
-    check_run_settings(out, settings)
-    checkpoint = resume_from_checkpoint or last_complete_checkpoint(out)
-    if PartialState().is_main_process:
-        record_run_settings(out, settings)
-    return checkpoint

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_rerun_with_other_settings_is_refused_naming_what_differs(tmp_path):
     check_run_settings(tmp_path, {"lr": 1e-3})  # nothing recorded yet: a new run
     record_run_settings(tmp_path / "run", {"lr": 1e-3, "steps": 100, "widths": [48, 96]})
+    check_run_settings(tmp_path / "run", {"lr": 5e-4})  # only the record: nothing to resume, any settings
+    (tmp_path / "run" / "weights.ckpt").write_bytes(b"progress")
     check_run_settings(tmp_path / "run", {"lr": 1e-3, "steps": 100, "widths": [48, 96]})
     check_run_settings(tmp_path / "run", {"lr": 1e-3, "steps": 900, "widths": [48, 96]}, may_change=["steps"])
     with pytest.raises(ValueError, match=r"holds a run with other settings \(lr, seed, widths differ\)"):
@@ -25,15 +27,15 @@ def test_a_rerun_with_other_settings_is_refused_naming_what_differs(tmp_path):
 
 def test_the_shapes_trainer_refuses_a_folder_of_another_run_before_touching_it(tmp_path):
     record_run_settings(tmp_path, {"learning_rate": 1.0})
+    (tmp_path / "unet.ckpt").write_bytes(b"progress")
     before = (tmp_path / RUN_SETTINGS).read_text()
     command = [sys.executable, str(ROOT / "trainers" / "train_shapes_diffusion.py"), "--output_dir", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"--output_dir {tmp_path} holds a run with other settings (" in result.stderr
     assert "learning_rate" in result.stderr.splitlines()[-1]
-    assert (tmp_path / RUN_SETTINGS).read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == [
-        RUN_SETTINGS
-    ]
+    assert (tmp_path / RUN_SETTINGS).read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_SETTINGS, "unet.ckpt"]
     assert json.loads(before) == {"learning_rate": 1.0}
 
 

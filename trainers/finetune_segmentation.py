@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from free_atm.finetuning import finetune_segmentation, shapes_segmentation_dataset
+from free_atm.training.arguments import FreeATMTrainingArguments
 from free_atm.usage import run_reporting_bad_input
 
 
@@ -38,7 +39,9 @@ class SegmentationArguments:
 
 
 def main() -> None:
-    args, training_args = HfArgumentParser((SegmentationArguments, TrainingArguments)).parse_args_into_dataclasses()
+    args, training_args = HfArgumentParser(
+        (SegmentationArguments, FreeATMTrainingArguments)
+    ).parse_args_into_dataclasses()
     train = shapes_segmentation_dataset(args.train_scenes, 10 + args.data_seed_offset, args.image_size)
     test = shapes_segmentation_dataset(args.test_scenes, 11 + args.data_seed_offset, args.image_size)
     result = finetune_segmentation(args.backbone, train, test, training_args, args.head_channels)

@@ -18,44 +18,46 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import BlipProcessor, HfArgumentParser, TrainingArguments
+from transformers import BlipProcessor, HfArgumentParser
 
-from free_atm.run_settings import resume_point
+from free_atm.training.arguments import FreeATMTrainingArguments
 from free_atm.training.blip import captioning_export, retrieval_export
 from free_atm.training.blip.evaluation import RetrievalCallback
 from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
 from free_atm.training.cards import write_model_card
+from free_atm.training.run import training_run
 from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
-    parser = HfArgumentParser((BlipModelArguments, BlipDataArguments, TrainingArguments))
+    parser = HfArgumentParser((BlipModelArguments, BlipDataArguments, FreeATMTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     trainer = blip_trainer(model_args, data_args, training_args)  # checks the data before anything is written
     settings = {**asdict(model_args), **asdict(data_args)}
-    resume = resume_point(training_args.output_dir, settings, training_args.resume_from_checkpoint)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        out = Path(training_args.output_dir)
-        processor = BlipProcessor(trainer.image_processor, trainer.processing_class)
-        processor.save_pretrained(out)
-        for name, export in (("retrieval", retrieval_export), ("captioning", captioning_export)):
-            export(trainer.model).save_pretrained(out / name)
-            processor.save_pretrained(out / name)
-        # a run shorter than the logging interval logs no loss parts, and one shorter than the evaluation
-        # interval measures no retrieval: the card gives what was measured
-        last = next((log for log in reversed(trainer.state.log_history) if "loss_itc" in log), {})
-        metrics = {
-            "train_loss": round(result.training_loss, 4),
-            **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm") if k in last},
-        }
-        for retrieval in (c for c in trainer.callback_handler.callbacks if isinstance(c, RetrievalCallback)):
-            if retrieval.history:
-                metrics.update({k: round(v, 2) for k, v in retrieval.history[-1].items() if k != "step"})
-        blip_card(model_args, data_args, training_args, trainer, metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="free-atm BLIP pretraining with position prompts")
+    with training_run(training_args, settings) as resume:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            out = Path(training_args.output_dir)
+            processor = BlipProcessor(trainer.image_processor, trainer.processing_class)
+            processor.save_pretrained(out)
+            for name, export in (("retrieval", retrieval_export), ("captioning", captioning_export)):
+                export(trainer.model).save_pretrained(out / name)
+                processor.save_pretrained(out / name)
+            # a run shorter than the logging interval logs no loss parts, and one shorter than the evaluation
+            # interval measures no retrieval: the card gives what was measured
+            last = next((log for log in reversed(trainer.state.log_history) if "loss_itc" in log), {})
+            metrics = {
+                "train_loss": round(result.training_loss, 4),
+                **{k: last[k] for k in ("loss_itc", "loss_itm", "loss_lm") if k in last},
+            }
+            for retrieval in (c for c in trainer.callback_handler.callbacks if isinstance(c, RetrievalCallback)):
+                if retrieval.history:
+                    metrics.update({k: round(v, 2) for k, v in retrieval.history[-1].items() if k != "step"})
+            blip_card(model_args, data_args, training_args, trainer, metrics)
+        if training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="free-atm BLIP pretraining with position prompts")
+    trainer.end_run()
 
 
 def blip_card(model_args, data_args, training_args, trainer, metrics: dict) -> None:

@@ -15,36 +15,40 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
-from free_atm.run_settings import resume_point
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
+from free_atm.training.arguments import FreeATMTrainingArguments
 from free_atm.training.cards import write_model_card
 from free_atm.training.collate import collator_image_processor
+from free_atm.training.run import training_run
 from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
-    args, training_args = HfArgumentParser((ContrastiveArguments, TrainingArguments)).parse_args_into_dataclasses()
+    args, training_args = HfArgumentParser(
+        (ContrastiveArguments, FreeATMTrainingArguments)
+    ).parse_args_into_dataclasses()
     trainer = contrastive_trainer(args, training_args)  # checks the data before anything is written
-    resume = resume_point(training_args.output_dir, asdict(args), training_args.resume_from_checkpoint)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        metrics = {"train_loss": round(result.training_loss, 4)}
-        for probe in (c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback)):
-            for name in ("knn_accuracy", "linear_accuracy"):
-                metrics[f"{name} (shapes world, object level)"] = round(probe.history[-1][name], 4)
-        trainer.model.backbone.save_pretrained(f"{training_args.output_dir}/backbone")
-        processor = collator_image_processor(args.image_size)  # what the model was fed, for AutoImageProcessor
-        for folder in (training_args.output_dir, f"{training_args.output_dir}/backbone"):
-            processor.save_pretrained(folder)
-        contrastive_card(args, training_args, metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="free-atm contrastive pretraining")
+    with training_run(training_args, asdict(args)) as resume:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            metrics = {"train_loss": round(result.training_loss, 4)}
+            for probe in (c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback)):
+                for name in ("knn_accuracy", "linear_accuracy"):
+                    metrics[f"{name} (shapes world, object level)"] = round(probe.history[-1][name], 4)
+            trainer.model.backbone.save_pretrained(f"{training_args.output_dir}/backbone")
+            processor = collator_image_processor(args.image_size)  # what the model was fed, for AutoImageProcessor
+            for folder in (training_args.output_dir, f"{training_args.output_dir}/backbone"):
+                processor.save_pretrained(folder)
+            contrastive_card(args, training_args, metrics)
+        if training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="free-atm contrastive pretraining")
+    trainer.end_run()
 
 
-def contrastive_card(args: ContrastiveArguments, training_args: TrainingArguments, metrics: dict) -> None:
+def contrastive_card(args: ContrastiveArguments, training_args: FreeATMTrainingArguments, metrics: dict) -> None:
     name = {"simclr": "SimCLR", "moco": "MoCo-v2"}[args.method]
     descriptions = {
         "instance": f"instance-level {name}: features attentively pooled per object mask, positives are "

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from free_atm.features.recipe import (
     DiffusionHeadArguments,
@@ -30,13 +30,14 @@ from free_atm.features.recipe import (
     cache_features,
     head_trainer,
 )
-from free_atm.run_settings import resume_point
+from free_atm.training.arguments import FreeATMTrainingArguments
 from free_atm.training.cards import write_model_card
+from free_atm.training.run import training_run
 from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
-    parser = HfArgumentParser((DiffusionHeadArguments, LabelledDataArguments, TrainingArguments))
+    parser = HfArgumentParser((DiffusionHeadArguments, LabelledDataArguments, FreeATMTrainingArguments))
     head_args, data_args, training_args = parser.parse_args_into_dataclasses()
     extractor = head_args.extractor(data_args.image_size, training_args.device)
     if head_args.list_blocks:
@@ -45,33 +46,34 @@ def main() -> None:
     train, evaluation, labels = data_args.splits()
     head = head_args.head_model(extractor, labels, training_args.seed)
     settings = {**asdict(head_args), **asdict(data_args)}
-    resume = resume_point(training_args.output_dir, settings, training_args.resume_from_checkpoint)
-    if head_args.head != "diffeed":  # features once: the U-Net is frozen and its noise seeded
-        pool = head.config.pool_size if head_args.head == "linear" else None
-        keys, batch = head.config.feature_keys(), data_args.extraction_batch_size
-        train, evaluation = (cache_features(extractor, d, keys, batch, pool) for d in (train, evaluation))
-    trainer = head_trainer(head, train, evaluation, training_args, extractor.image_size)
-    trainer.train(resume_from_checkpoint=resume)
-    metrics = trainer.evaluate()
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        Path(training_args.output_dir, "eval_results.json").write_text(json.dumps(metrics, indent=2))
-        write_model_card(
-            "diffusion_probe_model_card.md.j2",
-            data_args,
-            training_args,
-            ["diffusion-features", head_args.head],
-            "image-classification",
-            head=head_args.head,
-            unet=head_args.unet,
-            blocks=head.config.blocks,
-            timesteps=head.config.timesteps,
-            noise=f"seed {head_args.noise_seed}, {head_args.noise_draws} draw(s)",
-            labels=labels,
-            accuracy=round(metrics["eval_accuracy"], 4),
-        )
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"free-atm {head_args.head} head on diffusion features")
+    with training_run(training_args, settings) as resume:
+        if head_args.head != "diffeed":  # features once: the U-Net is frozen and its noise seeded
+            pool = head.config.pool_size if head_args.head == "linear" else None
+            keys, batch = head.config.feature_keys(), data_args.extraction_batch_size
+            train, evaluation = (cache_features(extractor, d, keys, batch, pool) for d in (train, evaluation))
+        trainer = head_trainer(head, train, evaluation, training_args, extractor.image_size)
+        trainer.train(resume_from_checkpoint=resume)
+        metrics = trainer.evaluate()
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            Path(training_args.output_dir, "eval_results.json").write_text(json.dumps(metrics, indent=2))
+            write_model_card(
+                "diffusion_probe_model_card.md.j2",
+                data_args,
+                training_args,
+                ["diffusion-features", head_args.head],
+                "image-classification",
+                head=head_args.head,
+                unet=head_args.unet,
+                blocks=head.config.blocks,
+                timesteps=head.config.timesteps,
+                noise=f"seed {head_args.noise_seed}, {head_args.noise_draws} draw(s)",
+                labels=labels,
+                accuracy=round(metrics["eval_accuracy"], 4),
+            )
+        if training_args.push_to_hub:
+            trainer.push_to_hub(commit_message=f"free-atm {head_args.head} head on diffusion features")
+    trainer.end_run()
 
 
 if __name__ == "__main__":

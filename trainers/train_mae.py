@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from free_atm.run_settings import resume_point
 from free_atm.training import ProbeCallback
 from free_atm.training.cards import write_model_card
 from free_atm.training.mae import (
@@ -36,6 +35,7 @@ from free_atm.training.mae import (
     reconstruction_grid,
     vit_encoder,
 )
+from free_atm.training.run import training_run
 from free_atm.training.views import maps_at_image_size
 from free_atm.usage import run_reporting_bad_input
 
@@ -47,26 +47,27 @@ def main() -> None:
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     trainer = mae_trainer(model_args, data_args, training_args)  # checks the data before anything is written
     settings = {**asdict(model_args), **asdict(data_args)}
-    resume = resume_point(training_args.output_dir, settings, training_args.resume_from_checkpoint)
-    out = Path(training_args.output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    metrics = {"train_loss": round(result.training_loss, 4)}
-    if trainer.eval_dataset is not None:
-        metrics["eval_loss (random masking)"] = round(trainer.evaluate()["eval_loss"], 4)
-    if trainer.is_world_process_zero():
-        for probe in (c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback)):
-            for name, value in probe.history[-1].items():
-                if name != "step":
-                    metrics[f"{name} (shapes world)"] = round(value, 4)
-        encoder = vit_encoder(trainer.model)
-        encoder.save_pretrained(out / "encoder")
-        trainer.processing_class.save_pretrained(out / "encoder")
-        save_reconstructions(trainer, out / RECONSTRUCTION)
-        mae_card(model_args, data_args, training_args, trainer, metrics)
-        (out / "mae_results.json").write_text(json.dumps(metrics, indent=2))
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="free-atm attention-guided MAE pretraining")
+    with training_run(training_args, settings) as resume:
+        out = Path(training_args.output_dir)
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        metrics = {"train_loss": round(result.training_loss, 4)}
+        if trainer.eval_dataset is not None:
+            metrics["eval_loss (random masking)"] = round(trainer.evaluate()["eval_loss"], 4)
+        if trainer.is_world_process_zero():
+            for probe in (c for c in trainer.callback_handler.callbacks if isinstance(c, ProbeCallback)):
+                for name, value in probe.history[-1].items():
+                    if name != "step":
+                        metrics[f"{name} (shapes world)"] = round(value, 4)
+            encoder = vit_encoder(trainer.model)
+            encoder.save_pretrained(out / "encoder")
+            trainer.processing_class.save_pretrained(out / "encoder")
+            save_reconstructions(trainer, out / RECONSTRUCTION)
+            mae_card(model_args, data_args, training_args, trainer, metrics)
+            (out / "mae_results.json").write_text(json.dumps(metrics, indent=2))
+        if training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="free-atm attention-guided MAE pretraining")
+    trainer.end_run()
 
 
 def save_reconstructions(trainer, path: Path, count: int = 6) -> None:

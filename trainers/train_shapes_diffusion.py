@@ -42,6 +42,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModel, CLIPTokenizer, HfArgumentParser
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
+from free_atm.data.lock import writer_lock
 from free_atm.evaluation.fidelity import SIZE_LIMITS
 from free_atm.evaluation.judge import shape_classifier
 from free_atm.evaluation.probe import append_to_curve, probe_breakdown, probe_scenes
@@ -56,9 +57,11 @@ from free_atm.models.shapes.architecture import (
 )
 from free_atm.models.shapes.denoising import boundary_weights, denoising_loss
 from free_atm.models.shapes.grounding import GroundingAttnProcessor, grounding_loss, region_loss_from_shares
-from free_atm.run_settings import check_run_settings, record_run_settings
+from free_atm.paths import local_path
+from free_atm.run_settings import RUN_SETTINGS, check_folder_kind, check_run_settings, record_run_settings
 from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
+from free_atm.training.health import FiniteWatch
 from free_atm.usage import run_reporting_bad_input
 from free_atm.world import render_scene
 
@@ -176,8 +179,8 @@ class ShapesTrainingArguments:
     def __post_init__(self) -> None:
         """Bad settings fail here, before anything is rendered or written."""
         counts = ("num_scenes", "render_workers", "vae_steps", "vae_batch_size", "unet_steps", "batch_size")
-        rates = ("vae_learning_rate", "learning_rate", "max_minutes")
-        for name in (*counts, "checkpoint_every", "checkpoint_minutes", "probe_captions", *rates):
+        rates = ("vae_learning_rate", "learning_rate")
+        for name in (*counts, "checkpoint_every", "checkpoint_minutes", "probe_captions", "max_minutes", *rates):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         nonnegative = (
@@ -193,6 +196,9 @@ class ShapesTrainingArguments:
         for name in (*nonnegative, "vae_object_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
+        for name in (*nonnegative, "vae_object_weight", *rates, "checkpoint_minutes"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name} must be a finite number, got {getattr(self, name)}")
         for name in ("caption_dropout", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -294,10 +300,22 @@ def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class Checkpoint:
-    """A stage's modules, optimizer and step in one file, written atomically."""
+    """A stage's modules, optimizer and step in one file, written atomically, and only while every loss
+    :meth:`observe` saw and every weight is finite (else :class:`free_atm.training.health.TrainingDiverged`,
+    leaving the last finite checkpoint in place)."""
 
     def __init__(self, path: Path, **state):
-        self.path, self.state = path, state
+        self.path, self.state, self.watch = path, state, FiniteWatch()
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        self.watch.observe(loss, step)
+
+    def check(self, step: int) -> None:
+        """Raise ``TrainingDiverged`` if a loss so far or a weight of the stage's modules is not finite."""
+        modules = [m for m in self.state.values() if isinstance(m, torch.nn.Module)]
+        kept = f"{self.path} holds the last finite checkpoint" if self.path.exists() else "no checkpoint was written"
+        where = f"{kept}; lower the learning rate or the loss weights and start again in a new --output_dir"
+        self.watch.check((p for m in modules for p in m.parameters()), step, where)
 
     def load(self) -> int:
         if not self.path.exists():
@@ -308,6 +326,7 @@ class Checkpoint:
         return saved["step"]
 
     def save(self, step: int) -> None:
+        self.check(step)
         tmp = self.path.with_suffix(".tmp")
         torch.save({"step": step, **{k: v.state_dict() for k, v in self.state.items()}}, tmp)
         tmp.replace(self.path)
@@ -359,12 +378,14 @@ def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float
         # L1 keeps the edges that tell a star from a blob; MSE alone blurs them
         error = (weights * (reconstruction.float() - batch).abs()).mean() / weights.mean()
         loss = error + 1e-6 * posterior.kl().mean()
+        checkpoint.observe(loss, step + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         step += 1
         if step % 100 == 0:
+            checkpoint.check(step)
             print(json.dumps({"stage": "vae", "step": step, "loss": round(loss.item(), 5)}), flush=True)
         if step % args.checkpoint_every == 0:
             checkpoint.save(step)
@@ -587,6 +608,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             valid=grounded,
         )
         loss = denoising + args.grounding_weight * grounding + args.region_weight * region
+        checkpoint.observe(loss, step + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -598,6 +620,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             args.unet_steps = fitted_steps(step, step - first_step, time.time() - started, deadline)
             print(json.dumps({"stage": "unet", "step": step, "fitted_unet_steps": args.unet_steps}), flush=True)
         if step % 100 == 0:
+            checkpoint.check(step)
             print(
                 json.dumps(
                     {
@@ -665,9 +688,16 @@ def export(args, vae, unet, text_encoder, tokenizer, scaling: float | None, expo
 
 def main() -> None:
     (args,) = HfArgumentParser(ShapesTrainingArguments).parse_args_into_dataclasses()
-    out = Path(args.output_dir)
-    check_run_settings(out, asdict(args), may_change=RESUMABLE_CHANGES)
-    record_run_settings(out, asdict(args))
+    out = local_path(args.output_dir)
+    with writer_lock(out, "training run", "--output_dir"):
+        check_folder_kind(out, RUN_SETTINGS, "--output_dir")
+        check_run_settings(out, asdict(args), may_change=RESUMABLE_CHANGES)
+        record_run_settings(out, asdict(args))
+        train(args, out)
+
+
+def train(args: ShapesTrainingArguments, out: Path) -> None:
+    """Both stages into ``out``, from where an earlier run of the same settings stopped; then the export."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     deadline = time.time() + 60 * args.max_minutes
     torch.manual_seed(args.seed)

@@ -1,13 +1,17 @@
-"""``DataArguments``: the training data every framework's script takes, and the dataset they describe."""
+"""What every framework's script takes: ``DataArguments`` (the training data, and the dataset they describe)
+and ``FreeATMTrainingArguments`` (transformers' ``TrainingArguments``, with numbers a run can finish with)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datasets import Dataset
+from transformers import TrainingArguments
 
+from ..paths import local_path
 from .sources import COLUMNS, load_source, mix_sources
 
 logger = logging.getLogger(__name__)
@@ -42,3 +46,44 @@ class DataArguments:
         names = [name for name in (self.dataset_name, self.real_dataset_name) if name]
         sources = [load_source(name, columns, self.allow_incomplete) for name in names]
         return mix_sources(sources[0], sources[1] if len(sources) > 1 else None, self.real_ratio, columns=columns)
+
+
+def _positive(value) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def _non_negative(value) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+#: each checked number: its test and the range it states when it fails
+TRAINING_RANGES = {
+    "learning_rate": (_positive, "a positive finite number"),
+    "per_device_train_batch_size": (_positive, "at least 1"),
+    "gradient_accumulation_steps": (_positive, "at least 1"),
+    "weight_decay": (_non_negative, "a finite number, 0 or more"),
+    "max_grad_norm": (_non_negative, "a finite number, 0 or more (0: no clipping)"),
+    "adam_epsilon": (_positive, "a positive finite number"),
+    "adam_beta1": (lambda b: 0 <= b < 1, "in [0, 1)"),
+    "adam_beta2": (lambda b: 0 <= b < 1, "in [0, 1)"),
+    "max_steps": (lambda n: n > 0 or n == -1, "positive, or -1 to train for --num_train_epochs"),
+    "save_steps": (_positive, "positive"),
+}
+
+
+@dataclass
+class FreeATMTrainingArguments(TrainingArguments):
+    """transformers' ``TrainingArguments``, checked as they are parsed, before any data or model loads:
+    every number in :data:`TRAINING_RANGES` within its range (a learning rate of ``inf`` would save
+    non-finite weights; ``--max_steps 0`` would train one step), and ``--output_dir`` expanded
+    (:func:`free_atm.paths.local_path`)."""
+
+    def __post_init__(self) -> None:
+        for name, (accepts, wanted) in TRAINING_RANGES.items():
+            if not accepts(getattr(self, name)):
+                raise ValueError(f"--{name} must be {wanted}, got {getattr(self, name)}")
+        if self.max_steps == -1 and not _positive(self.num_train_epochs):
+            raise ValueError(f"--num_train_epochs must be a positive finite number, got {self.num_train_epochs}")
+        if self.output_dir is not None:
+            self.output_dir = str(local_path(self.output_dir))
+        super().__post_init__()

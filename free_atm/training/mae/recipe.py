@@ -4,14 +4,15 @@ shared by ``trainers/train_mae.py``, the benchmarks and the tests (in the idioms
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from transformers import TrainingArguments, ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 
+from ...paths import local_path
 from ...usage import names_a_folder
-from ..arguments import DataArguments
+from ..arguments import DataArguments, FreeATMTrainingArguments
 from ..callbacks import Probe, ProbeCallback
 from ..collate import ObjectMapCollator
 from ..probes import shapes_probe_splits
@@ -59,7 +60,7 @@ class MAEModelArguments:
         if self.patch_size <= 0:
             raise ValueError(f"--patch_size must be positive, got {self.patch_size}")
         path = self.model_name_or_path
-        if path and names_a_folder(path) and not (Path(path).expanduser() / "config.json").is_file():
+        if path and names_a_folder(path) and not (local_path(path) / "config.json").is_file():
             raise ValueError(f"--model_name_or_path {path} is not a model folder (no config.json)")
 
     def model_config(self, image_size: int) -> ViTMAEConfig:
@@ -118,10 +119,15 @@ class MAEDataArguments(DataArguments):
 
 
 @dataclass
-class MAETrainingArguments(TrainingArguments):
+class MAETrainingArguments(FreeATMTrainingArguments):
     base_learning_rate: float = field(
         default=1e-3, metadata={"help": "learning rate for a global batch of 256 (lr = base_lr x batch / 256)"}
     )
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.base_learning_rate) and self.base_learning_rate > 0):
+            raise ValueError(f"--base_learning_rate must be a positive finite number, got {self.base_learning_rate}")
+        super().__post_init__()
 
 
 def image_processor(image_size: int) -> ViTImageProcessor:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from .paths import local_path
+
 
 def generate(args: argparse.Namespace) -> None:
     """Generate a masked dataset into ``--out`` (Parquet shards, card, sample grid)."""
@@ -28,8 +30,7 @@ def annotate(args: argparse.Namespace) -> None:
 
 def show(args: argparse.Namespace) -> None:
     """Draw samples of a dataset folder with their masks, boxes and object names."""
-    from datasets import load_dataset
-
+    from .data.loading import load_dataset_split
     from .data.schema import check_columns
     from .data.shards import check_complete
     from .visualize import dataset_grid
@@ -44,10 +45,10 @@ def show(args: argparse.Namespace) -> None:
     if not args.dataset.is_dir():
         raise ValueError(f"dataset folder {args.dataset} does not exist")
     check_complete(args.dataset, args.allow_incomplete)
-    dataset = load_dataset(str(args.dataset), split="train")
+    dataset = load_dataset_split(str(args.dataset))
     check_columns(dataset.features, ["image", "prompt", "objects", "masks", "boxes"], str(args.dataset))
     rows = dataset.select(range(min(args.num_samples, len(dataset))))
-    dataset_grid(rows, columns=args.columns, cell=args.cell).save(args.out)
+    dataset_grid(rows, columns=args.columns, cell=args.cell, source=str(args.dataset)).save(args.out)
     print(f"wrote {len(rows)} samples to {args.out}")
 
 
@@ -79,7 +80,7 @@ def probe(args: argparse.Namespace) -> None:
         raise ValueError(f"--scenes must be at least 2 (half fit the probe, half test it), got {args.scenes}")
     if args.image_size is not None and args.image_size < 16:
         raise ValueError(f"--image-size must be at least 16 pixels, got {args.image_size}")
-    if names_a_folder(args.backbone) and not Path(args.backbone).expanduser().is_dir():
+    if names_a_folder(args.backbone) and not local_path(args.backbone).is_dir():
         raise ValueError(f"backbone folder {args.backbone} does not exist")
     model = load_reporting_failures(lambda: AutoModel.from_pretrained(args.backbone), args.backbone, "backbone")
     # a whole contrastive model folder, or its backbone/; a whole MAE folder (whose encoder masks), or encoder/
@@ -113,7 +114,7 @@ def retrieval(args: argparse.Namespace) -> None:
     for name in ("scenes", "grid", "k"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    path = Path(args.model).expanduser()
+    path = local_path(args.model)
     if names_a_folder(args.model) and not path.is_dir():
         raise ValueError(f"model folder {args.model} does not exist")
     if (path / "retrieval" / "config.json").is_file():  # a train_blip.py output: its retrieval export
@@ -175,11 +176,19 @@ def _add_field(parser: argparse.ArgumentParser, name: str, hint: object, default
     parser.add_argument(f"--{name.replace('_', '-')}", **options)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line naming the command and pointing to its ``--help``
+    (the usage, dozens of lines for ``generate``, stays behind ``--help``); its subcommands are too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation.reproduction import command as reproduction
     from .generation import GenerationConfig
 
-    parser = argparse.ArgumentParser(prog="free-atm", description=__doc__)
+    parser = OneLineParser(prog="free-atm", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (and library warnings)")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' warnings and loading bars")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -201,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_field(notes, f.name, hints[f.name], f.default, f.metadata.get("help"))
     notes.set_defaults(run=annotate)
     view = commands.add_parser("show", help="draw dataset samples with their masks")
-    view.add_argument("dataset", type=Path, help="a dataset folder written by free-atm generate")
+    view.add_argument("dataset", type=local_path, help="a dataset folder written by free-atm generate")
     view.add_argument("--out", default="grid.png", help="the picture to write (.png, .jpg, .jpeg or .webp)")
     view.add_argument("--num-samples", type=int, default=8, help="the first rows to draw")
     view.add_argument("--columns", type=int, default=4, help="cells per row")
@@ -213,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = commands.add_parser(
         "export", help="write a dataset as COCO instances, YOLO-seg files or Pascal VOC PNGs (reruns resume)"
     )
-    out.add_argument("dataset", type=Path, help="a dataset folder written by free-atm generate or annotate")
+    out.add_argument("dataset", type=local_path, help="a dataset folder written by free-atm generate or annotate")
     out.add_argument("--format", required=True, help="coco, yolo or voc")
-    out.add_argument("--out", required=True, type=Path, help="the folder to write (empty, new, or this export's)")
+    out.add_argument("--out", required=True, type=local_path, help="the folder to write (empty, new, or its export)")
     out.add_argument("--label-map", help="a JSON file of object phrase -> category (default: one per phrase)")
     out.add_argument("--polygons", action="store_true", help="COCO: outlines instead of RLE masks")
     out.add_argument("--tolerance", type=float, default=0.5, help="outline simplification, in pixels (0: none)")
@@ -250,7 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduction.add_arguments(tables)
     tables.set_defaults(run=reproduction.reproduce)
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     return parser
+
+
+#: what each writing command keeps when interrupted, and how it goes on
+INTERRUPTED_KEEPS = {
+    "generate": "the finished shards are kept; rerun the same command to finish the dataset",
+    "annotate": "the finished shards are kept; rerun the same command to finish the dataset",
+    "export": "the finished files are kept; rerun the same command to finish the export",
+    "reproduce": "the finished runs are kept; rerun the same command to go on",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -260,5 +280,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not {"--debug", "--verbose"} & set(argv):  # before the parser: building it imports the libraries
         quiet_libraries()
-    args = build_parser().parse_args(argv)
-    run_reporting_bad_input(lambda: args.run(args), f"free-atm {args.command}", args.debug)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named with the command they were given to, not the top-level program
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    kept = INTERRUPTED_KEEPS.get(args.command, "nothing was written")
+    run_reporting_bad_input(lambda: args.run(args), f"free-atm {args.command}", args.debug, kept)

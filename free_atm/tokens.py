@@ -9,6 +9,7 @@ truncation and all), so that a position is a column of the cross-attention keys.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -32,14 +33,18 @@ class TextSource(NamedTuple):
 def find_phrase(prompt: str, phrase: str) -> list[tuple[int, int]]:
     """Character spans of every whole-word occurrence of ``phrase`` in ``prompt``.
 
-    Matching ignores case and the amount of whitespace between words, and accepts a plural ending
-    ("dog" matches "dogs", "bus" matches "buses").
+    Matching ignores case, the amount of whitespace between words and the Unicode form (a phrase typed
+    composed, "café" as NFC, matches the prompt's decomposed "café", NFD, and the other way round), and
+    accepts a plural ending ("dog" matches "dogs", "bus" matches "buses"). Spans are in ``prompt`` as given.
     """
     words = phrase.split()
     if not words:
         raise ValueError(f"object phrase {phrase!r} is empty")
-    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?:e?s)?(?!\w)"
-    return [m.span() for m in re.finditer(pattern, prompt, flags=re.IGNORECASE)]
+    spans = set()
+    for form in {unicodedata.normalize(form, phrase) for form in ("NFC", "NFD")}:
+        pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in form.split()) + r"(?:e?s)?(?!\w)"
+        spans.update(m.span() for m in re.finditer(pattern, prompt, flags=re.IGNORECASE))
+    return sorted(spans)
 
 
 def object_token_indices(

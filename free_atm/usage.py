@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .paths import local_path
+
 T = TypeVar("T")
 
 DEBUG_VARIABLE = "FREE_ATM_DEBUG"
@@ -63,6 +65,10 @@ def describe_failure(error: BaseException) -> tuple[str, int] | None:
         return "out of memory; lower the batch size or the image size, or use a machine with more memory", 1
     if isinstance(error, _network_errors()):
         return f"the network failed ({error}); check the connection, or use local folders", 1
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        name = str(error.filename or "")
+        shown = name if len(name) <= 80 else f"{name[:40]}...{name[-37:]}"
+        return f"a name in {shown!r} is longer than the file system allows; choose a shorter one", 2
     if isinstance(error, BAD_INPUT):
         return str(error), 2
     return None
@@ -71,7 +77,7 @@ def describe_failure(error: BaseException) -> tuple[str, int] | None:
 def check_writable_folder(path: str | Path, option: str) -> None:
     """Raise before any work when ``path`` cannot become a folder to write in: ``ValueError`` when it or one
     of its parents is a file, ``PermissionError`` when its nearest existing folder is not writable."""
-    path = Path(path).expanduser()
+    path = local_path(path)
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         detail = "is a file" if existing == path else f"lies under {existing}, which is a file"
@@ -87,7 +93,7 @@ def load_reporting_failures(load: Callable[[], T], reference: str, what: str = "
     try:
         return load()
     except OSError as error:
-        if Path(reference).expanduser().exists():
+        if local_path(reference).exists():
             raise ValueError(f"{what} folder {reference!r} could not be loaded: {error}") from error
         raise CommandFailure(
             f"{what} {reference!r} could not be fetched from the Hugging Face Hub ({error}); check the id and the "
@@ -110,12 +116,24 @@ def quiet_libraries() -> None:
         library.disable_progress_bar()
 
 
-def run_reporting_bad_input(command: Callable[[], None], name: str, debug: bool = False) -> None:
+#: what an interrupted command says it leaves, unless it says more (every writer resumes on a rerun)
+INTERRUPTED = "what was finished is kept; rerun the same command to go on from it"
+
+
+def run_reporting_bad_input(
+    command: Callable[[], None], name: str, debug: bool = False, interrupted: str = INTERRUPTED
+) -> None:
     """Run ``command``; on an error a user can cause or meet (:func:`describe_failure`) print
     ``"{name}: error: ..."`` and exit with its status, unless ``debug`` or the environment variable
-    ``FREE_ATM_DEBUG`` is set (scripts whose ``--debug`` flag transformers owns)."""
+    ``FREE_ATM_DEBUG`` is set (scripts whose ``--debug`` flag transformers owns). Ctrl-C prints
+    ``"{name}: interrupted; {interrupted}"`` (what is kept, how to go on) and exits with status 130."""
     try:
         command()
+    except KeyboardInterrupt:
+        if debug or os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f"\n{name}: interrupted; {interrupted}", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as error:
         report = describe_failure(error)
         if report is None or debug or os.environ.get(DEBUG_VARIABLE):

@@ -63,3 +63,40 @@ def test_annotate_refuses_levels_outside_the_schedule_and_mismatched_lists(sd3_p
     with pytest.raises(ValueError, match="got 2 images, 1 prompts and 2 object lists"):
         sd3_pipe.annotate(_images(), PROMPTS[:1], OBJECTS)
     assert sd3_pipe.annotation_timesteps == (500,)
+
+
+def test_annotate_takes_any_pil_mode_and_numpy_arrays_as_the_same_rgb_image(sd_pipe):
+    """RGBA, palette and grayscale images and numpy arrays (uint8, floats in [0, 1], one channel) are the
+    RGB image they show: the same maps as that RGB image."""
+    rgb = _images()[0]
+    palette, gray = rgb.convert("P"), rgb.convert("L")
+    pixels = np.asarray(rgb)
+    pairs = [
+        (rgb.convert("RGBA"), rgb),
+        (pixels, rgb),
+        (pixels / 255.0, rgb),
+        (palette, palette.convert("RGB")),
+        (np.asarray(gray), gray.convert("RGB")),
+    ]
+    for given, shown in pairs:
+        out, expected = (
+            sd_pipe.annotate(image, PROMPTS[0], OBJECTS[0], generator=torch.Generator().manual_seed(0))
+            for image in (given, shown)
+        )
+        np.testing.assert_allclose(out.attention_maps[0], expected.attention_maps[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (Image.new("RGB", (1, 1)), "image 0 is 1 x 1 pixels; annotate takes sides of \\d+ to 4096 pixels"),
+        (Image.new("L", (5000, 16)), "image 0 is 5000 x 16 pixels; annotate takes sides of \\d+ to 4096 pixels"),
+        (np.zeros((32, 32, 2), np.uint8), "image 0 is an array of shape \\(32, 32, 2\\); expected"),
+        (np.full((32, 32), np.nan), "image 0 is an array of float64; expected uint8, or finite floats"),
+        ("photo.png", "image 0 is a str; annotate takes PIL images or numpy arrays"),
+    ],
+)
+def test_annotate_names_an_image_it_cannot_take_before_any_model_runs(sd_pipe, image, message, monkeypatch):
+    monkeypatch.setattr(sd_pipe, "_annotation_latents", lambda *a: pytest.fail("the VAE ran"))
+    with pytest.raises(ValueError, match=message):
+        sd_pipe.annotate([image], PROMPTS[:1], OBJECTS[:1])

@@ -155,8 +155,20 @@ def test_processor_replaced_mid_call_raises(sd_pipe):
     assert not any(type(p).__name__ == "AttentionCaptureProcessor" for p in sd_pipe.unet.attn_processors.values())
 
 
+def test_a_prompt_with_no_object_gets_maps_of_no_object(sd_pipe):
+    def call(objects):
+        seeded = torch.Generator().manual_seed(0)
+        return sd_pipe(PROMPTS[0], objects=objects, num_inference_steps=2, height=64, width=64, generator=seeded)
+
+    out, named = call([[]]), call([OBJECTS[0]])
+    assert out.attention_maps[0].shape == (0, *named.attention_maps[0].shape[1:])
+    assert out.masks[0].shape == (0, 64, 64)
+    assert out.images[0].tobytes() == named.images[0].tobytes()  # the capture does not change the image
+    assert out.boxes[0].shape == (0, 4) and len(out.confidence[0]) == 0
+
+
 def test_window_that_excludes_every_step_is_an_error(sd_pipe):
-    with pytest.raises(RuntimeError, match="no attention map was captured"):
+    with pytest.raises(ValueError, match="no attention map was captured.*widen the window"):
         sd_pipe(
             PROMPTS[0],
             objects=OBJECTS[0],

@@ -30,6 +30,8 @@ GENERATE_BAD_INPUTS = [
     (["--scheduler", "pndm"], "scheduler must be one of ['ddim', 'dpm_solver_2m', 'euler'], got 'pndm'"),
     (["--height", "100"], "--height must be a positive multiple of 8 (the VAE's downsampling), got 100"),
     (["--width", "0"], "--width must be a positive multiple of 8 (the VAE's downsampling), got 0"),
+    (["--width", "65536"], "--width must be at most 4096 pixels, got 65536"),
+    (["--steps", "1000000"], "num_inference_steps must be an int in [1, 1000], got 1000000"),
     (["--guidance-scale", "inf"], "--guidance-scale must lie in [0, 100] (1 or less turns guidance off), got inf"),
     (["--guidance-scale", "nan"], "--guidance-scale must lie in [0, 100] (1 or less turns guidance off), got nan"),
     (
@@ -38,7 +40,9 @@ GENERATE_BAD_INPUTS = [
     ),
     (["--dtype", "float8"], "--dtype must be one of float32, float16, bfloat16, got 'float8'"),
     (["--threshold", "2"], "threshold must lie in [0, 1], got 2.0"),
-    (["--pixel-refinement", "-1"], "pixel_refinement must be an int of 0 or more, got -1"),
+    (["--pixel-refinement", "-1"], "pixel_refinement must be an int in [0, 100], got -1"),
+    (["--pixel-refinement", "1000000000"], "pixel_refinement must be an int in [0, 100], got 1000000000"),
+    (["--refinement-power", "1000000000"], "refinement_power must be an int in [1, 64], got 1000000000"),
     (["--threshold-method", "mean"], "threshold_method must be one of ('fixed', 'otsu', 'competition'), got 'mean'"),
     (
         ["--model", "./no-such-model"],
@@ -112,7 +116,8 @@ def test_debug_shows_the_traceback(tmp_path):
         ({"threshold_method": "mean"}, "threshold_method must be one of"),
         ({"layer_scales": [0]}, "layer_scales must be positive ints"),
         ({"timestep_range": (900, 100)}, "low <= high, got \\(900, 100\\)"),
-        ({"attention_resolution": -4}, "attention_resolution must be a positive int"),
+        ({"attention_resolution": -4}, "attention_resolution must be an int in \\[1, 1024\\] or None, got -4"),
+        ({"attention_resolution": 10**6}, "attention_resolution must be an int in \\[1, 1024\\] or None, got 1000000"),
         ({"threshold": 1.5}, "threshold must lie in \\[0, 1\\], got 1.5"),
     ],
 )
@@ -271,6 +276,12 @@ SETTINGS_BAD_INPUTS = [
     ("train_blip", ["--itc_alpha", "1"], "--itc_alpha must lie in [0, 1), got 1.0"),
     ("train_blip", ["--retrieval_scenes", "-2"], "--retrieval_scenes must be 0 (none) or more, got -2"),
     ("train_blip", ["--probe_scenes", "10"], "--probe_scenes 10: BLIP pretraining is measured by --retrieval_scenes"),
+    ("train_contrastive", ["--max_steps", "0"], "--max_steps must be positive, or -1 to train for --num_train_"),
+    ("train_mae", ["--learning_rate", "inf"], "--learning_rate must be a positive finite number, got inf"),
+    ("train_mae", ["--base_learning_rate", "nan"], "--base_learning_rate must be a positive finite number, got nan"),
+    ("train_blip", ["--num_train_epochs", "0"], "--num_train_epochs must be a positive finite number, got 0.0"),
+    ("train_blip", ["--adam_beta2", "1"], "--adam_beta2 must be in [0, 1), got 1.0"),
+    ("train_diffusion_probe", ["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be at"),
     ("train_diffusion_probe", ["--head", "mlp"], "--head must be one of linear, difformer, diffeed, got 'mlp'"),
     ("train_diffusion_probe", ["--noise_draws", "0"], "--noise_draws must be at least 1, got 0"),
     ("train_diffusion_probe", ["--blocks", "down_blocks.9"], "block 'down_blocks.9' is not one of the U-Net's"),
@@ -303,16 +314,47 @@ def test_training_scripts_report_bad_settings_in_one_line(script, bad, message, 
     assert not (tmp_path / "run").exists()
 
 
-def test_training_scripts_refuse_an_output_dir_of_another_run(tmp_path):
+def test_a_training_run_holds_its_folder_and_resumes_only_its_own_settings(tmp_path):
+    """What every Trainer script goes through (``training_run``): its folder is new, empty or a run of the
+    same settings, the learning rate, seed and schedule included; a run that wrote nothing but its
+    settings may start over with others; a dataset or another launch's folder is refused untouched."""
     from dataclasses import asdict
 
-    from free_atm.run_settings import resume_point
+    from free_atm.data.lock import writer_lock
+    from free_atm.run_settings import RUN_SETTINGS
     from free_atm.training import ContrastiveArguments
+    from free_atm.training.arguments import FreeATMTrainingArguments
+    from free_atm.training.run import training_run
 
-    def settings(*args, **kwargs) -> dict:
-        return asdict(ContrastiveArguments(*args, **kwargs))
+    def start(folder, dataset="shapes:16", **training):
+        arguments = FreeATMTrainingArguments(output_dir=str(folder), use_cpu=True, report_to="none", **training)
+        with training_run(arguments, asdict(ContrastiveArguments(dataset))) as resume:
+            return resume
 
-    assert resume_point(tmp_path, settings("shapes:16")) is None  # a new run
-    assert resume_point(tmp_path, settings("shapes:16")) is None  # same settings
-    with pytest.raises(ValueError, match="holds a run with other settings \\(dataset_name, method differ\\)"):
-        resume_point(tmp_path, settings("shapes:32", method="moco"))
+    run = tmp_path / "run"
+    assert start(run) is None and (run / RUN_SETTINGS).is_file()  # a new run
+    assert start(run, "shapes:32", learning_rate=1e-3) is None  # nothing but settings written: starts over
+    (run / "checkpoint-2").mkdir()
+    (run / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert start(run, "shapes:32", learning_rate=1e-3) == str(run / "checkpoint-2")  # same settings: resumes
+    for changed, named in [
+        ({"learning_rate": 2e-3}, "learning_rate"),
+        ({"seed": 1}, "seed"),
+        ({"max_steps": 9}, "max_steps"),
+    ]:
+        with pytest.raises(ValueError, match=rf"holds a run with other settings \({named} differ\)"):
+            start(run, "shapes:32", **{"learning_rate": 1e-3, **changed})
+
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "generation_config.json").write_text("{}")
+    (dataset / "README.md").write_text("the dataset's card")
+    with pytest.raises(ValueError, match="holds a free-atm dataset \\(generation_config.json\\) and no free_atm_run"):
+        start(dataset)
+    assert sorted(p.name for p in dataset.iterdir()) == ["README.md", "generation_config.json"]
+    assert (dataset / "README.md").read_text() == "the dataset's card"
+
+    (tmp_path / "link").symlink_to(run)  # another launch, reaching the folder by another name
+    held = writer_lock(tmp_path / "link", "training run", "--output_dir")
+    with held, pytest.raises(ValueError, match=f"--output_dir {run} is being written by another training run"):
+        start(run, "shapes:32", learning_rate=1e-3)

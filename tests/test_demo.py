@@ -111,7 +111,7 @@ def test_session_keeps_the_saved_capture_settings_unless_told(session):
     maps = torch.from_numpy(told.attention_maps)
     _, expected, _ = maps_to_masks(maps, (64, 64), "fixed", 0.5, image=pixels, pixel_refinement=10)
     np.testing.assert_array_equal(told.masks, expected)
-    with pytest.raises(ValueError, match="pixel_refinement must be an int of 0 or more, got -2"):
+    with pytest.raises(ValueError, match="pixel_refinement must be an int in \\[0, 100\\], got -2"):
         session.generate(PROMPT, OBJECTS, steps=1, pixel_refinement=-2)
 
 

@@ -78,11 +78,11 @@ def test_a_uniform_image_leaves_a_constant_map_constant():
     torch.testing.assert_close(refine_with_pixels(constant, torch.rand(3, 12, 12), 4), constant)
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, True])
+@pytest.mark.parametrize("value", [-1, 1.5, True, 101, 10**9])
 def test_bad_pixel_refinement_is_a_value_error_naming_it(value):
     with pytest.raises(ValueError) as error:
         CaptureConfig(pixel_refinement=value)
-    assert str(error.value) == f"pixel_refinement must be an int of 0 or more, got {value!r}"
+    assert str(error.value) == f"pixel_refinement must be an int in [0, 100], got {value!r}"
 
 
 def test_maps_and_image_must_belong_together():

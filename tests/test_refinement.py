@@ -106,8 +106,9 @@ def test_refining_along_the_identity_changes_nothing_and_along_uniform_flattens(
     ("values", "message"),
     [
         ({"refinement": "crf"}, "refinement must be one of ('none', 'self_attention'), got 'crf'"),
-        ({"refinement_power": 0}, "refinement_power must be a positive int, got 0"),
-        ({"refinement_power": 1.5}, "refinement_power must be a positive int, got 1.5"),
+        ({"refinement_power": 0}, "refinement_power must be an int in [1, 64], got 0"),
+        ({"refinement_power": 1.5}, "refinement_power must be an int in [1, 64], got 1.5"),
+        ({"refinement_power": 10**9}, "refinement_power must be an int in [1, 64], got 1000000000"),
         ({"refinement_scales": (0,)}, "refinement_scales must be positive ints or None, got (0,)"),
     ],
 )

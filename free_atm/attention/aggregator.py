@@ -17,6 +17,8 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(B, M, h, w)`` maps to ``size`` (antialiased when shrinking)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
+    if not maps.numel():  # maps of no object: interpolate refuses an empty tensor
+        return maps.new_zeros(*maps.shape[:-2], *size)
     shrinking = maps.shape[-2] > size[0] or maps.shape[-1] > size[1]
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
@@ -182,12 +184,16 @@ class AttentionAggregator:
 
     def result(self) -> torch.Tensor:
         """The mean map ``(num_images, num_objects, h, w)`` over every counted layer and step, refined along
-        the self-attention when the config asks for it."""
+        the self-attention when the config asks for it; with no object to map, maps of no object. A
+        setting under which no layer or step counted is a ``ValueError`` naming it."""
+        if self.token_weights.shape[-1] == 0:
+            return self.token_weights.new_zeros(self.num_images, 0, *self.map_size)
         if self.count == 0:
-            raise RuntimeError(
+            raise ValueError(
                 "no attention map was captured: no layer matched layer_scales="
                 f"{self.config.layer_scales} / blocks={self.config.blocks} within "
-                f"timestep_range={self.config.timestep_range}"
+                f"timestep_range={self.config.timestep_range} (0-1000, 0 = the clean image); widen the window "
+                "or choose other layers"
             )
         maps = self.sums / self.count
         if self.self_attention is None:

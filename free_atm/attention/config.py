@@ -11,6 +11,11 @@ NORMALIZATIONS = ("joint", "text")
 MAP_METHODS = ("attention", "concept")
 REFINEMENTS = ("none", "self_attention")
 KEEPS = ("none", "layers", "steps", "layers_and_steps")
+#: the largest values a run can finish with: maps of 1,024 x 1,024 per object, the self-attention applied
+#: 64 times (a map is uniform long before), 100 iterations of pixel refinement (PAMR uses 10)
+MAX_ATTENTION_RESOLUTION = 1024
+MAX_REFINEMENT_POWER = 64
+MAX_PIXEL_REFINEMENT = 100
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,11 @@ class CaptureConfig:
     keep: str = "none"
 
     def __post_init__(self) -> None:
-        if self.attention_resolution is not None and (
-            not isinstance(self.attention_resolution, int) or self.attention_resolution <= 0
-        ):
-            raise ValueError(f"attention_resolution must be a positive int or None, got {self.attention_resolution!r}")
+        resolution = self.attention_resolution
+        if resolution is not None and (not _is_int(resolution) or not 0 < resolution <= MAX_ATTENTION_RESOLUTION):
+            raise ValueError(
+                f"attention_resolution must be an int in [1, {MAX_ATTENTION_RESOLUTION}] or None, got {resolution!r}"
+            )
         for name in ("layer_scales", "refinement_scales"):
             if getattr(self, name) is not None:
                 scales = tuple(getattr(self, name))
@@ -107,11 +113,11 @@ class CaptureConfig:
         if self.refinement not in REFINEMENTS:
             raise ValueError(f"refinement must be one of {REFINEMENTS}, got {self.refinement!r}")
         power = self.refinement_power
-        if not isinstance(power, int) or isinstance(power, bool) or power < 1:
-            raise ValueError(f"refinement_power must be a positive int, got {power!r}")
+        if not _is_int(power) or not 1 <= power <= MAX_REFINEMENT_POWER:
+            raise ValueError(f"refinement_power must be an int in [1, {MAX_REFINEMENT_POWER}], got {power!r}")
         iterations = self.pixel_refinement
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
-            raise ValueError(f"pixel_refinement must be an int of 0 or more, got {iterations!r}")
+        if not _is_int(iterations) or not 0 <= iterations <= MAX_PIXEL_REFINEMENT:
+            raise ValueError(f"pixel_refinement must be an int in [0, {MAX_PIXEL_REFINEMENT}], got {iterations!r}")
         if self.threshold_method not in THRESHOLD_METHODS:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
         if not 0.0 <= self.threshold <= 1.0:
@@ -143,6 +149,10 @@ class CaptureConfig:
         """Raise ``ValueError`` naming a key or value of ``overrides`` that no config accepts, before any
         pipeline exists to apply them to."""
         cls().updated(overrides)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_keys(values: dict[str, Any]) -> None:

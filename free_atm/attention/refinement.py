@@ -89,9 +89,9 @@ class SelfAttentionAggregator:
     def result(self) -> torch.Tensor:
         """The mean self-attention ``(num_images, N, N)`` over every counted layer and step."""
         if self.count == 0:
-            raise RuntimeError(
+            raise ValueError(
                 f"no self-attention was captured for refinement: no layer at scales {sorted(self.scales)} within "
-                f"timestep_range={self.config.timestep_range}"
+                f"timestep_range={self.config.timestep_range}; widen the window or choose other refinement_scales"
             )
         return self.sums / self.count
 

@@ -10,6 +10,8 @@ from typing import Any
 from datasets import Features
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..paths import local_path
+
 
 def card_template(name: str) -> str:
     """The text of a card template shipped in ``hub_cards/``."""
@@ -57,7 +59,7 @@ def render_dataset_card(
 def _model_page(model: str) -> str:
     """Where the generator's license is written: a Hub model's page, else (the shipped models, a local
     folder) free-atm's own license."""
-    if "/" in model and not Path(model).expanduser().exists():
+    if "/" in model and not local_path(model).exists():
         return f"https://huggingface.co/{model}"
     return "https://github.com/free-atm/free-atm/blob/main/LICENSE"
 

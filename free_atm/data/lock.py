@@ -14,11 +14,13 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..paths import local_path
+
 
 def lock_path(root: str | Path) -> Path:
     """The lock file of the folder ``root``: ``.<name>.lock`` beside it, named after the resolved path (a
     folder reached through a symlink has the lock of its target)."""
-    root = Path(root).expanduser().resolve()
+    root = local_path(root).resolve()
     return root.parent / f".{root.name}.lock"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from datasets import Features, Image, List, Value
@@ -45,6 +45,33 @@ def check_columns(
     for column in columns:
         if _kind(features[column]) != _kind(schema[column]):
             raise ValueError(f"dataset {source} column {column!r} is {features[column]}, expected {schema[column]}")
+
+
+#: the columns that hold one entry per object, in the order of ``objects``
+PER_OBJECT = ("masks", "attention_maps", "boxes", "confidence")
+
+
+def check_row(row: Mapping, name: str) -> None:
+    """Raise ``ValueError`` naming row ``name`` when its columns disagree: each column of
+    :data:`PER_OBJECT` the row has holds one entry per object, its masks have its image's size, and its
+    attention maps one size, of its image's shape (they may be smaller: the aggregation resolution).
+    Images are checked where they are decoded (PIL). A row that disagrees would be drawn with a mask
+    stretched over another image, or train an object on another object's map."""
+    objects = row.get("objects")
+    counts = {column: len(row[column]) for column in PER_OBJECT if row.get(column) is not None}
+    if objects is not None and any(count != len(objects) for count in counts.values()):
+        held = ", ".join(f"{count} {column}" for column, count in counts.items())
+        raise ValueError(f"row {name}: {len(objects)} objects {list(objects)} but {held}")
+    image = row.get("image")
+    size = image.size if isinstance(image, PILImage.Image) else None
+    masks = [m.size for m in row.get("masks") or [] if isinstance(m, PILImage.Image)]
+    if size is not None and any(m != size for m in masks):
+        raise ValueError(f"row {name}: masks of sizes {masks} for an image of size {size}")
+    maps = [m.size for m in row.get("attention_maps") or [] if isinstance(m, PILImage.Image)]
+    if len(set(maps)) > 1:
+        raise ValueError(f"row {name}: attention maps of different sizes {maps}")
+    if size is not None and maps and abs(maps[0][0] * size[1] - maps[0][1] * size[0]) >= max(size):
+        raise ValueError(f"row {name}: attention maps of size {maps[0]} for an image of size {size} (another shape)")
 
 
 def mask_image(mask: np.ndarray) -> PILImage.Image:

@@ -15,11 +15,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from datasets import Dataset, Features
+
+from ..paths import local_path
+from ..run_settings import DATASET_RECORD
 
 
 @dataclass(frozen=True)
@@ -83,35 +87,70 @@ class ShardPlan:
 
 
 def check_complete(root: str | Path, allow_incomplete: bool = False) -> None:
-    """Raise ``ValueError`` if the dataset folder ``root`` is a generation that has not finished: a
-    generation config without shards, or fewer shards than their names (``-of-N``) promise. Each shard on
-    disk is whole (written under a temporary name), so ``allow_incomplete`` uses the rows that are there.
-    A folder or Hub id not written by ``free-atm generate`` is not checked."""
-    root = Path(root).expanduser()
-    if not root.is_dir() or allow_incomplete:
+    """Raise ``ValueError`` if the dataset folder ``root`` is not the whole output of one run: a generation
+    config without shards, shards of different runs side by side (``-of-00002`` beside ``-of-00003``), a
+    damaged shard, a shard holding another number of rows than its run wrote into it (its plan in
+    ``generation_config.json`` and its record), or fewer shards than their names promise (allowed with
+    ``allow_incomplete``: each shard on disk is whole, written under a temporary name). A folder or Hub id
+    not written by free-atm is not checked."""
+    root = local_path(root)
+    if not root.is_dir():
         return
     shards = sorted((root / "data").glob("train-*-of-*.parquet"))
+    config = root / DATASET_RECORD
     if not shards:
-        if (root / "generation_config.json").is_file():
+        if config.is_file():
             raise ValueError(
                 f"dataset {root} holds no finished shard yet (its generation stopped before the first); rerun "
                 "its free-atm generate command to finish it"
             )
         return
-    for shard in shards:  # a shard damaged after it was written (a copy cut short) is named here, not in training
-        try:
-            pq.read_metadata(shard)
-        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            raise ValueError(
-                f"dataset {root}: shard {shard.name} is damaged ({error}); rerun its free-atm generate command, "
-                "which writes damaged shards again"
-            ) from None
-    expected = int(shards[0].stem.rsplit("-of-", 1)[1])
-    if len(shards) < expected:
+    totals = Counter(shard.stem.rsplit("-of-", 1)[1] for shard in shards)
+    if len(totals) > 1:
+        found = ", ".join(f"{count} named -of-{total}" for total, count in sorted(totals.items()))
+        raise ValueError(
+            f"dataset {root} mixes the shards of different runs ({found}); keep the shards of one run in "
+            "its data folder"
+        )
+    plan = _recorded_plan(config)
+    for shard in shards:
+        _check_shard(root, shard, plan)
+    expected = int(next(iter(totals)))
+    if len(shards) < expected and not allow_incomplete:
         raise ValueError(
             f"dataset {root} is incomplete: {len(shards)} of {expected} shards; rerun its free-atm generate "
             "command to finish it, or allow an incomplete dataset (--allow_incomplete, --allow-incomplete) "
             "to use the rows that are there"
+        )
+
+
+def _recorded_plan(config: Path) -> ShardPlan | None:
+    """The shard plan a dataset's run recorded in its config, or ``None`` (no config, or not a plan)."""
+    try:
+        settings = json.loads(config.read_text())
+        return ShardPlan(int(settings["num_images"]), int(settings["shard_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_shard(root: Path, shard: Path, plan: ShardPlan | None) -> None:
+    """Raise ``ValueError`` if ``shard`` is damaged (a copy cut short) or holds another number of rows than
+    its run wrote (``plan``, less the indices its record says it lacks)."""
+    try:
+        rows = pq.read_metadata(shard).num_rows
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise ValueError(
+            f"dataset {root}: shard {shard.name} is damaged ({error}); rerun its free-atm generate command, "
+            "which writes damaged shards again"
+        ) from None
+    index = int(shard.stem.split("-")[1])
+    if plan is None or index >= plan.num_shards:
+        return
+    expected = len(plan.indices(index)) - len(plan.record(root, index).get("missing", []))
+    if rows != expected:
+        raise ValueError(
+            f"dataset {root}: shard {shard.name} holds {rows} rows where its run wrote {expected}; it was changed "
+            "after it was written: delete it and rerun the dataset's free-atm command, which writes it again"
         )
 
 

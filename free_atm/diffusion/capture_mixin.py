@@ -23,6 +23,7 @@ from ..masks import maps_to_masks
 from ..paths import custom_pipeline_path
 from ..pixel_refinement import as_pixels
 from ..tokens import TextSource, object_token_weights
+from .images import annotation_images
 from .output import FreeATMAnnotationOutput, KeptMaps
 from .sampling import SamplingConfig
 
@@ -139,7 +140,7 @@ class AttentionCaptureMixin:
     @torch.no_grad()
     def annotate(
         self,
-        images: Image.Image | Sequence[Image.Image] | torch.Tensor,
+        images: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray] | torch.Tensor,
         prompts: str | Sequence[str],
         objects: Sequence,
         timesteps: Sequence[int] | None = None,
@@ -162,10 +163,8 @@ class AttentionCaptureMixin:
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         per_image = [list(o) for o in ([objects] if objects and isinstance(objects[0], str) else objects)]
-        if isinstance(images, Image.Image):
-            images = [images]
         if not isinstance(images, torch.Tensor):
-            images = [image.convert("RGB") for image in images]
+            images = annotation_images(images, 2 * self.image_processor.config.vae_scale_factor)
         if not (len(per_image) == len(prompts) == len(images)):
             raise ValueError(
                 f"annotate needs one prompt and one object list per image, got {len(images)} images, "

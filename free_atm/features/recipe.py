@@ -9,7 +9,6 @@ numbers stand beside the contrastive and MAE backbones'.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from datasets import ClassLabel, Dataset, load_dataset
 from torch.utils.data import DataLoader
 from transformers import EvalPrediction, TrainingArguments
 
+from ..paths import local_path
 from ..training.probes import shapes_probe_splits
 from ..training.trainer import FreeATMTrainer
 from ..usage import names_a_folder
@@ -123,7 +123,7 @@ class LabelledDataArguments:
             count = self.dataset_name.split(":", 1)[1]
             if not count.isdigit() or int(count) < 2:
                 raise ValueError(f"{self.dataset_name!r}: shapes:N needs at least 2 scenes, got {count!r}")
-        elif names_a_folder(self.dataset_name) and not Path(self.dataset_name).expanduser().exists():
+        elif names_a_folder(self.dataset_name) and not local_path(self.dataset_name).exists():
             raise ValueError(f"dataset folder {self.dataset_name!r} does not exist")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"--image_size must be at least 8 pixels, got {self.image_size}")

@@ -31,12 +31,13 @@ from ..data.background import BackgroundShardWriter
 from ..data.lock import writer_lock
 from ..data.schema import encode_sample, sample_features
 from ..data.shards import ShardPlan
+from ..paths import local_path
 from ..prompts.prompt import match_vocabulary
-from ..run_settings import check_run_settings
+from ..run_settings import DATASET_RECORD, check_folder_kind, check_run_settings
 from ..seeds import derive_seed
 from ..usage import check_writable_folder
 from .confidence_filter import check_min_confidence, filter_sample
-from .generate import CONFIG_FILE, DTYPES, MAX_SHARDS, finish_dataset
+from .generate import DTYPES, MAX_SHARDS, finish_dataset
 
 #: the file endings a folder or glob of images is read for
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -81,7 +82,9 @@ class AnnotationConfig:
     dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights"})
     threshold_method: str | None = field(default=None, metadata={"help": "masks: fixed, otsu or competition"})
     threshold: float | None = field(default=None, metadata={"help": "masks: the fixed threshold in [0, 1]"})
-    pixel_refinement: int | None = field(default=None, metadata={"help": "iterations of pixel refinement (0: off)"})
+    pixel_refinement: int | None = field(
+        default=None, metadata={"help": "iterations of pixel refinement, 0 (off) to 100"}
+    )
     refinement: str | None = field(default=None, metadata={"help": "none, or self_attention"})
 
     def capture_overrides(self) -> dict[str, Any]:
@@ -118,7 +121,7 @@ class ImageSource:
 
     def __init__(self, config: AnnotationConfig) -> None:
         self.config = config
-        path = Path(config.images).expanduser()
+        path = local_path(config.images)
         self.files: list[Path] | None = None
         self.dataset = None
         if path.is_dir() and not (path / "data").is_dir() and not any(path.glob("*.parquet")):
@@ -138,13 +141,12 @@ class ImageSource:
 
     @staticmethod
     def _dataset(config: AnnotationConfig):
-        from datasets import load_dataset
-
+        from ..data.loading import load_dataset_split
         from ..usage import load_reporting_failures, names_a_folder
 
-        if names_a_folder(config.images) and not Path(config.images).expanduser().exists():
+        if names_a_folder(config.images) and not local_path(config.images).exists():
             raise ValueError(f"images {config.images!r}: no such folder, pattern or dataset")
-        dataset = load_reporting_failures(lambda: load_dataset(config.images, split="train"), config.images, "dataset")
+        dataset = load_reporting_failures(lambda: load_dataset_split(config.images), config.images, "dataset")
         for option, column in (("--image-column", config.image_column), ("--caption-column", config.caption_column)):
             if column is not None and column not in dataset.column_names:
                 raise ValueError(
@@ -206,22 +208,21 @@ def annotate_dataset(config: AnnotationConfig, pipe=None) -> Path:
 def _annotate(config: AnnotationConfig, source: ImageSource, state: PartialState, pipe) -> Path:
     from ..models import load_pipeline
 
-    root = Path(config.out).expanduser()
+    root = local_path(config.out)
     plan = ShardPlan(len(source), config.shard_size)
     if plan.num_shards > MAX_SHARDS:
         raise ValueError(f"{len(source):,} images make more than {MAX_SHARDS:,} shards; raise --shard-size")
     settings = {**asdict(config), "source": "annotated", "num_images": len(source)}
-    if root.is_dir() and any(root.iterdir()) and not (root / CONFIG_FILE).is_file():
-        raise ValueError(f"--out {root} holds other files and no {CONFIG_FILE}; use an empty or new folder")
+    check_folder_kind(root, DATASET_RECORD, "--out")
     # before the model loads (the capture settings in effect are known after it), then with them
-    check_run_settings(root, settings, ["out", "capture_config"], CONFIG_FILE, "--out", "a dataset annotated")
+    check_run_settings(root, settings, ["out", "capture_config"], DATASET_RECORD, "--out", "a dataset annotated")
     pipe = pipe or load_pipeline(config.model, state.device, DTYPES.get(config.dtype))
     capture = pipe.capture_config.updated(config.capture_overrides())
     settings["capture_config"] = capture.to_dict()
-    check_run_settings(root, settings, ["out"], record=CONFIG_FILE, option="--out", holds="a dataset annotated")
+    check_run_settings(root, settings, ["out"], record=DATASET_RECORD, option="--out", holds="a dataset annotated")
     if state.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        (root / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
+        (root / DATASET_RECORD).write_text(json.dumps(settings, indent=2))
     state.wait_for_everyone()
     mine = plan.shards_of_process(state.process_index, state.num_processes)
     todo = [shard for shard in mine if not plan.is_complete(root, shard)]

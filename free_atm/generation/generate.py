@@ -29,15 +29,17 @@ from ..data.lock import writer_lock
 from ..data.schema import encode_sample, sample_features
 from ..data.shards import ShardPlan
 from ..diffusion.sampling import SCHEDULERS, TIMESTEP_SPACINGS, SamplingConfig
+from ..paths import local_path
 from ..prompts import ObjectPrompt, read_prompt_file
-from ..run_settings import check_run_settings
+from ..run_settings import DATASET_RECORD, check_folder_kind, check_run_settings
 from ..seeds import derive_seed
 from ..usage import check_writable_folder
 from .confidence_filter import check_min_confidence, filter_sample
 
-CONFIG_FILE = "generation_config.json"
 #: shard names carry 5-digit numbers (``train-00000-of-00042``), and resuming checks every shard
 MAX_SHARDS = 99_999
+#: the largest side of a generated image, in pixels
+MAX_SIZE = 4096
 #: with ``--min-confidence``, the most images drawn per row a shard holds before the run stops and says so
 MAX_DRAWS_PER_ROW = 20
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -74,7 +76,8 @@ class GenerationConfig:
     out: str = field(default="outputs/dataset", metadata={"help": "the dataset folder; rerun to resume it"})
     batch_size: int = field(default=8, metadata={"help": "images per pipeline call (per process)"})
     steps: int | None = field(
-        default=None, metadata={"help": "denoising steps per image (default: the model's saved setting, else 25)"}
+        default=None,
+        metadata={"help": "denoising steps per image, at most 1,000 (default: the model's saved setting, else 25)"},
     )
     seed: int = field(default=0, metadata={"help": "with a sample's index, decides its prompt and noise"})
     guidance_scale: float | None = field(
@@ -91,8 +94,12 @@ class GenerationConfig:
     guidance_rescale: float | None = field(
         default=None, metadata={"help": "guidance rescale in [0, 1] (default: the model's saved setting, else none)"}
     )
-    height: int | None = field(default=None, metadata={"help": "image height, a multiple of 8 (default: model's)"})
-    width: int | None = field(default=None, metadata={"help": "image width, a multiple of 8 (default: model's)"})
+    height: int | None = field(
+        default=None, metadata={"help": "image height, a multiple of 8 up to 4,096 (default: model's)"}
+    )
+    width: int | None = field(
+        default=None, metadata={"help": "image width, a multiple of 8 up to 4,096 (default: model's)"}
+    )
     shard_size: int = field(default=256, metadata={"help": "samples per Parquet shard (the unit of resuming)"})
     dtype: str | None = field(
         default=None, metadata={"help": "float32, float16 or bfloat16 weights (default: float32)"}
@@ -120,14 +127,15 @@ class GenerationConfig:
         default=None, metadata={"help": "the window LOW HIGH of timesteps whose maps count (0 = clean image)"}
     )
     attention_resolution: int | None = field(
-        default=None, metadata={"help": "height of the aggregated attention maps (default: the latent's)"}
+        default=None,
+        metadata={"help": "height of the aggregated attention maps, at most 1,024 (default: the latent's)"},
     )
     refinement: str | None = field(
         default=None,
         metadata={"help": "none, or self_attention (maps propagated along the model's own self-attention)"},
     )
     refinement_power: int | None = field(
-        default=None, metadata={"help": "how many times the self-attention is applied (a positive int)"}
+        default=None, metadata={"help": "how many times the self-attention is applied, 1 to 64"}
     )
     refinement_scales: tuple[int, ...] | None = field(
         default=None,
@@ -137,7 +145,7 @@ class GenerationConfig:
     )
     pixel_refinement: int | None = field(
         default=None,
-        metadata={"help": "iterations of pixel-adaptive refinement along the image's colours (0: off)"},
+        metadata={"help": "iterations of pixel-adaptive refinement along the image's colours, 0 (off) to 100"},
     )
     min_confidence: float = field(
         default=0.0,
@@ -191,6 +199,8 @@ class GenerationConfig:
             size = getattr(self, name)
             if size is not None and (size <= 0 or size % 8):
                 raise ValueError(f"--{name} must be a positive multiple of 8 (the VAE's downsampling), got {size}")
+            if size is not None and size > MAX_SIZE:
+                raise ValueError(f"--{name} must be at most {MAX_SIZE} pixels, got {size}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         shards = -(-self.num_images // self.shard_size)
@@ -329,17 +339,12 @@ def check_output_folder(
 ) -> None:
     """``root`` must be absent, empty, or a dataset started with the same settings (a resumed run); with
     ``capture`` and ``sampling`` (the settings the loaded pipeline will use), its recorded ones must match too."""
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--out {root} is a file, not a folder")
-    if not root.is_dir() or not any(root.iterdir()):
-        return
-    if not (root / CONFIG_FILE).is_file():
-        raise ValueError(f"--out {root} holds other files and no {CONFIG_FILE}; use an empty or new folder")
+    check_folder_kind(root, DATASET_RECORD, "--out")
     settings = config.resumable_fields()
     if capture is not None:
         settings |= {"capture_config": capture.to_dict(), "sampling_config": sampling.to_dict()}
     free = ["out"] + (["capture_config", "sampling_config"] if capture is None else [])  # a moved folder resumes
-    check_run_settings(root, settings, free, record=CONFIG_FILE, option="--out", holds="a dataset generated")
+    check_run_settings(root, settings, free, record=DATASET_RECORD, option="--out", holds="a dataset generated")
 
 
 def recorded_settings(config: GenerationConfig, capture: CaptureConfig, sampling: SamplingConfig) -> dict[str, Any]:
@@ -364,7 +369,7 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
 def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
     from ..models import load_pipeline
 
-    root = Path(config.out)
+    root = local_path(config.out)
     prompts = PromptSource(config)
     check_output_folder(root, config)
     if config.push_to_hub and state.is_main_process:
@@ -380,7 +385,7 @@ def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
     check_output_folder(root, config, capture, sampling)  # the model's own saved settings must match too
     if state.is_main_process:  # the folder becomes a dataset only once every check has passed
         root.mkdir(parents=True, exist_ok=True)
-        (root / CONFIG_FILE).write_text(json.dumps(recorded_settings(config, capture, sampling), indent=2))
+        (root / DATASET_RECORD).write_text(json.dumps(recorded_settings(config, capture, sampling), indent=2))
     state.wait_for_everyone()
     todo = [
         s for s in plan.shards_of_process(state.process_index, state.num_processes) if not plan.is_complete(root, s)

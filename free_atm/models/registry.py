@@ -18,6 +18,7 @@ from diffusers import DiffusionPipeline
 
 from ..diffusion.families import pipeline_class_for
 from ..diffusion.sampling import SamplingConfig
+from ..paths import local_path
 from ..prompts import ObjectPrompt, imagenet_vocabulary, template_prompt
 from ..usage import load_reporting_failures, names_a_folder
 from .shapes import default_model_path, shapes_prompt, shapes_vocabulary
@@ -94,7 +95,7 @@ def named_model(model: str) -> NamedModel:
 def saved_sampling(model: str) -> SamplingConfig:
     """The sampling settings saved in ``model``'s folder (the shipped model's for ``"shapes"``), read
     without loading it; a Hub id or a folder without them gives an empty config."""
-    folder = Path(default_model_path() if model == "shapes" else model).expanduser()
+    folder = local_path(default_model_path() if model == "shapes" else model)
     index = folder / "model_index.json"
     saved = json.loads(index.read_text()).get("sampling_config") if index.is_file() else None
     return SamplingConfig.from_dict(saved)
@@ -108,7 +109,7 @@ def check_model_reference(model: str) -> None:
     accepted = f"a diffusers pipeline folder, a Hub id, or one of {', '.join(NAMED_MODELS)}"
     if model in NAMED_MODELS:
         return
-    path = Path(model).expanduser()
+    path = local_path(model)
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise ValueError(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..paths import local_path
 from ..tokens import find_phrase
 
 
@@ -46,6 +48,19 @@ def _split_objects(value) -> list[str]:
     return [v.strip() for v in str(value).replace("|", ";").split(";") if v.strip()]
 
 
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of ``path`` without a byte-order mark (spreadsheets write one before a CSV's header);
+    ``ValueError`` naming the file, line and byte of text that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x}); save the prompt file as UTF-8"
+        ) from None
+
+
 def read_prompt_file(path: str | Path, vocabulary: Sequence[str] | None = None) -> list[ObjectPrompt]:
     """Prompts from ``.txt`` (one a line), ``.jsonl`` (``prompt`` and optional ``objects``) or ``.csv``
     (``prompt`` column, optional ``objects`` column with ``;``-separated phrases).
@@ -53,14 +68,16 @@ def read_prompt_file(path: str | Path, vocabulary: Sequence[str] | None = None) 
     A prompt without objects gets the phrases of ``vocabulary`` it contains. Raises ``ValueError`` naming
     the file and line of a malformed entry, or of a prompt in which no object is found.
     """
-    path = Path(path)
+    path = local_path(path)
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".jsonl", ".csv"):
         raise ValueError(f"prompt file {path} must end in .txt, .jsonl or .csv, not {path.suffix!r}")
+    if path.is_dir():
+        raise ValueError(f"prompt file {path} is a folder, not a file")
     if not path.is_file():
         raise ValueError(f"prompt file {path} does not exist")
     entries: list[tuple[int, str, list[str] | None]] = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(_read_text(path), newline="") as handle:
         if suffix == ".txt":
             entries = [(n, line.strip(), None) for n, line in enumerate(handle, 1) if line.strip()]
         elif suffix == ".jsonl":

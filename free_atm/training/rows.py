@@ -15,6 +15,8 @@ import logging
 from datasets import Dataset, Image
 from PIL import Image as PILImage
 
+from ..data.schema import check_row
+
 logger = logging.getLogger(__name__)
 
 ROW = "row"  # the column holding each row's number in its source
@@ -46,18 +48,14 @@ def _open(value, what: str, row: str) -> PILImage.Image:
 
 def decode_row(row: dict) -> dict:
     """``row`` with its image and maps as PIL images; ``BadRowError`` names the row of one that does not
-    decode, or of maps that differ in number from the objects or in size from each other."""
+    decode, or whose columns disagree (:func:`free_atm.data.schema.check_row`)."""
     name = row.get(ROW, "?")
     decoded = dict(row, image=_open(row["image"], "image", name))
     decoded["attention_maps"] = [_open(m, f"attention map {k}", name) for k, m in enumerate(row["attention_maps"])]
-    if "objects" in row and len(row["objects"]) != len(decoded["attention_maps"]):
-        raise BadRowError(
-            f"row {name}: {len(decoded['attention_maps'])} attention maps for {len(row['objects'])} objects"
-        )
-    if len({m.size for m in decoded["attention_maps"]}) > 1:
-        raise BadRowError(
-            f"row {name}: attention maps of different sizes {[m.size for m in decoded['attention_maps']]}"
-        )
+    try:
+        check_row(decoded, name)
+    except ValueError as error:
+        raise BadRowError(str(error)) from None
     return decoded
 
 

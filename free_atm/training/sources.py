@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from datasets import Dataset, interleave_datasets, load_dataset
+from datasets import Dataset, interleave_datasets
 
+from ..data.loading import load_dataset_split
 from ..data.schema import check_columns
 from ..data.shards import check_complete
+from ..paths import local_path
 from ..usage import names_a_folder
 from ..world import shapes_dataset
 from .rows import ROW, undecoded
@@ -29,10 +30,10 @@ def load_source(name: str, columns: Sequence[str] = COLUMNS, allow_incomplete: b
         if not count.isdigit() or int(count) == 0:
             raise ValueError(f"{name!r}: shapes:N needs a positive number of scenes, got {count!r}")
         return undecoded(shapes_dataset(int(count), seed=1), name)
-    if names_a_folder(name) and not Path(name).expanduser().exists():
+    if names_a_folder(name) and not local_path(name).exists():
         raise ValueError(f"dataset folder {name!r} does not exist")
     check_complete(name, allow_incomplete)
-    dataset = load_dataset(name, split="train")
+    dataset = load_dataset_split(name)
     hint = "make one with `free-atm generate`, or train on rendered scenes with shapes:N"
     check_columns(dataset.features, list(columns), name, hint)
     check_some_object_masked(dataset, name)
@@ -42,7 +43,7 @@ def load_source(name: str, columns: Sequence[str] = COLUMNS, allow_incomplete: b
 def shard_row_names(name: str, num_rows: int) -> list[str] | None:
     """For a local folder of Parquet files, each row's file and index in it (``data/train-00003-of-00010.parquet:17``),
     read from the files' metadata alone; ``None`` for anything else, or when the files hold other rows."""
-    root = Path(name).expanduser()
+    root = local_path(name)
     files = sorted(root.glob("data/*.parquet")) if root.is_dir() else []
     counts = [pq.ParquetFile(file).metadata.num_rows for file in files]
     if not files or sum(counts) != num_rows:

@@ -18,13 +18,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ...run_settings import check_run_settings
+from ...paths import local_path
+from ...run_settings import EXPORT_RECORD, check_folder_kind, check_run_settings
 from ...usage import CommandFailure
 from ..lock import writer_lock
 from .source import categories, dataset_shards, read_label_map, read_rows, shard_offsets
 
 FORMATS = ("coco", "yolo", "voc")
-RECORD = "free_atm_export.json"
 #: VOC's PNGs hold class and object numbers in 8 bits, 255 being "void"
 MAX_VOC_LABELS = 254
 
@@ -50,13 +50,10 @@ class ExportConfig:
             raise ValueError(
                 f"--polygons is for --format coco (YOLO always writes outlines), got --format {self.format}"
             )
-        out, dataset = Path(self.out).expanduser().resolve(), Path(self.dataset).expanduser().resolve()
+        out, dataset = local_path(self.out).resolve(), local_path(self.dataset).resolve()
         if out == dataset or dataset in out.parents:
             raise ValueError(f"--out {self.out} lies inside the dataset {self.dataset}; choose a folder outside it")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {self.out} is a file, not a folder")
-        if out.is_dir() and any(out.iterdir()) and not (out / RECORD).is_file():
-            raise ValueError(f"--out {self.out} holds other files and no {RECORD}; use an empty or new folder")
+        check_folder_kind(out, EXPORT_RECORD, "--out")
 
 
 def export_dataset(config: ExportConfig) -> Path:
@@ -67,17 +64,17 @@ def export_dataset(config: ExportConfig) -> Path:
         raise CommandFailure(f"free-atm export needs {' and '.join(missing)}: pip install 'free-atm[export]'")
     label_map = read_label_map(config.label_map)
     shards = dataset_shards(config.dataset)
-    out = Path(config.out).expanduser()
+    out = local_path(config.out)
     with writer_lock(out, "free-atm export"):
         settings = {**asdict(config), "label_map": label_map}
-        check_run_settings(out, settings, ["out"], record=RECORD, option="--out", holds="an export")
+        check_run_settings(out, settings, ["out"], record=EXPORT_RECORD, option="--out", holds="an export")
         names = categories(shards, label_map)
         if config.format == "voc" and len(names) > MAX_VOC_LABELS:
             raise ValueError(
                 f"VOC PNGs hold at most {MAX_VOC_LABELS} classes; the dataset has {len(names)} (--label-map)"
             )
         out.mkdir(parents=True, exist_ok=True)
-        (out / RECORD).write_text(json.dumps(settings, indent=2))
+        (out / EXPORT_RECORD).write_text(json.dumps(settings, indent=2))
         writer = _writer(config, out, names, label_map)
         parts_folder = out / ".parts"
         parts_folder.mkdir(exist_ok=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from ...paths import local_path
 from ..schema import check_columns
 from ..shards import check_complete
 
@@ -33,7 +34,7 @@ class ExportRow:
 def dataset_shards(dataset: str | Path) -> list[Path]:
     """The Parquet shards of a local free-atm dataset folder, in order; ``ValueError`` for a folder that is
     missing, unfinished, or lacks the exported columns."""
-    root = Path(dataset).expanduser()
+    root = local_path(dataset)
     if not root.is_dir():
         raise ValueError(f"dataset folder {str(dataset)!r} does not exist")
     check_complete(root)
@@ -58,7 +59,7 @@ def read_label_map(path: str | Path | None) -> dict[str, str]:
     """A label map file: JSON ``{"phrase": "category", ...}``; ``ValueError`` naming the file otherwise."""
     if path is None:
         return {}
-    path = Path(path).expanduser()
+    path = local_path(path)
     if not path.is_file():
         raise ValueError(f"--label-map {path} does not exist (a JSON object of phrase -> category)")
     try:

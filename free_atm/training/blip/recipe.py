@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, BlipImageProcessor, BlipProcessor, TrainingArguments
 
+from ...paths import local_path
 from ...usage import names_a_folder
 from ..arguments import DataArguments
 from ..collate import ObjectMapCollator
@@ -62,7 +62,7 @@ class BlipModelArguments:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"--hidden_size {self.hidden_size} is not a multiple of --num_heads {self.num_heads}")
         path = self.model_name_or_path
-        if path and names_a_folder(path) and not (Path(path).expanduser() / "config.json").is_file():
+        if path and names_a_folder(path) and not (local_path(path) / "config.json").is_file():
             raise ValueError(f"--model_name_or_path {path} is not a model folder (no config.json)")
 
 

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .paths import local_path
+from .usage import OneLineErrors, check_ranges
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -35,11 +36,7 @@ def show(args: argparse.Namespace) -> None:
     from .data.shards import check_complete
     from .visualize import dataset_grid
 
-    for name in ("num_samples", "columns"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.cell < 64:
-        raise ValueError(f"--cell must be at least 64 pixels, got {args.cell}")
+    check_ranges({"--num-samples": args.num_samples, "--columns": args.columns, "--cell": args.cell}, SHOW_RANGES)
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"--out {args.out} must end in .png, .jpg, .jpeg or .webp")
     if not args.dataset.is_dir():
@@ -76,10 +73,7 @@ def probe(args: argparse.Namespace) -> None:
 
     if args.pooling not in POOLINGS:
         raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {args.pooling!r}")
-    if args.scenes < 2:
-        raise ValueError(f"--scenes must be at least 2 (half fit the probe, half test it), got {args.scenes}")
-    if args.image_size is not None and args.image_size < 16:
-        raise ValueError(f"--image-size must be at least 16 pixels, got {args.image_size}")
+    check_ranges({"--scenes": args.scenes, "--image-size": args.image_size}, PROBE_RANGES)
     if names_a_folder(args.backbone) and not local_path(args.backbone).is_dir():
         raise ValueError(f"backbone folder {args.backbone} does not exist")
     model = load_reporting_failures(lambda: AutoModel.from_pretrained(args.backbone), args.backbone, "backbone")
@@ -111,9 +105,7 @@ def retrieval(args: argparse.Namespace) -> None:
     from .training.blip.evaluation import evaluate_retrieval, positional_retrieval_set
     from .usage import load_reporting_failures, names_a_folder
 
-    for name in ("scenes", "grid", "k"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    check_ranges({"--scenes": args.scenes, "--grid": args.grid, "--k": args.k}, RETRIEVAL_RANGES)
     path = local_path(args.model)
     if names_a_folder(args.model) and not path.is_dir():
         raise ValueError(f"model folder {args.model} does not exist")
@@ -147,14 +139,25 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """``ValueError`` if ``host:port`` cannot be bound (taken by another server), before the model loads."""
+    """``ValueError`` if ``host:port`` cannot be bound (a host that is not this machine's, a port taken by
+    another server or needing privileges), before the model loads."""
+    import errno
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
         try:
             probe.bind((host, port))
+        except socket.gaierror as error:
+            raise ValueError(f"--host {host} is not a name or address of this machine ({error.strerror})") from None
         except OSError as error:
+            if error.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"--host {host} is not an address of this machine ({error.strerror})") from None
+            if error.errno == errno.EACCES:
+                raise ValueError(
+                    f"--port {port} on {host} cannot be served ({error.strerror}): ports below 1024 need "
+                    "privileges; choose another --port"
+                ) from None
             raise ValueError(
                 f"--port {port} on {host} cannot be served ({error.strerror}): another server holds it; "
                 "choose another --port"
@@ -176,12 +179,9 @@ def _add_field(parser: argparse.ArgumentParser, name: str, hint: object, default
     parser.add_argument(f"--{name.replace('_', '-')}", **options)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line naming the command and pointing to its ``--help``
-    (the usage, dozens of lines for ``generate``, stays behind ``--help``); its subcommands are too."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+class OneLineParser(OneLineErrors, argparse.ArgumentParser):
+    """free-atm's parser: argument errors in one line (:class:`free_atm.usage.OneLineErrors`), its
+    subcommands' too."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     view = commands.add_parser("show", help="draw dataset samples with their masks")
     view.add_argument("dataset", type=local_path, help="a dataset folder written by free-atm generate")
     view.add_argument("--out", default="grid.png", help="the picture to write (.png, .jpg, .jpeg or .webp)")
-    view.add_argument("--num-samples", type=int, default=8, help="the first rows to draw")
-    view.add_argument("--columns", type=int, default=4, help="cells per row")
-    view.add_argument("--cell", type=int, default=256, help="pixels of each image's longer side (at least 64)")
+    view.add_argument("--num-samples", type=int, default=8, help="the first rows to draw, 1 to 256")
+    view.add_argument("--columns", type=int, default=4, help="cells per row, 1 to 64")
+    view.add_argument("--cell", type=int, default=256, help="pixels of each image's longer side, 64 to 2,048")
     view.add_argument(
         "--allow-incomplete", action="store_true", help="draw a generation that stopped early (else refused)"
     )
@@ -231,17 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     out.set_defaults(run=export)
     check = commands.add_parser("probe", help="kNN and linear probes of a pretrained backbone on the shapes world")
     check.add_argument("backbone", help="a backbone folder or Hub id (or a whole contrastive model)")
-    check.add_argument("--scenes", type=int, default=1000, help="rendered scenes, half to fit and half to test")
-    check.add_argument("--image-size", type=int, help="default: the backbone's image size, else 64")
+    check.add_argument(
+        "--scenes", type=int, default=1000, help="rendered scenes, half to fit and half to test: 2 to 100,000"
+    )
+    check.add_argument("--image-size", type=int, help="16 to 1,024 (default: the backbone's image size, else 64)")
     check.add_argument("--pooling", default="object", help="object (maps), or mean or cls of one-object scenes")
     check.add_argument("--seed", type=int, default=2, help="the rendered scenes' seed")
     check.add_argument("--random-init", action="store_true", help="also probe the same architecture untrained")
     check.set_defaults(run=probe)
     find = commands.add_parser("retrieval", help="image-text retrieval of a BLIP on scenes captioned with positions")
     find.add_argument("model", help="a train_blip.py output, a BlipForImageTextRetrieval folder or a Hub id")
-    find.add_argument("--scenes", type=int, default=64, help="rendered scenes, each in up to four mirrored layouts")
-    find.add_argument("--grid", type=int, default=3, help="the block grid of the position prompts")
-    find.add_argument("--k", type=int, default=16, help="ITC candidates re-ranked by ITM")
+    find.add_argument(
+        "--scenes", type=int, default=64, help="rendered scenes in up to four mirrored layouts, 1 to 10,000"
+    )
+    find.add_argument("--grid", type=int, default=3, help="the block grid of the position prompts, 1 to 16")
+    find.add_argument("--k", type=int, default=16, help="ITC candidates re-ranked by ITM, 1 to 1,024")
     find.add_argument("--seed", type=int, default=3, help="the rendered scenes' seed")
     find.set_defaults(run=retrieval)
     page = commands.add_parser("demo", help="the web demo (needs the demo extra: pip install 'free-atm[demo]')")
@@ -264,12 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the ranges of the commands' numbers: what a run finishes in (the drawn grid's memory, the probes' time)
+SHOW_RANGES = {"--num-samples": (1, 256), "--columns": (1, 64), "--cell": (64, 2048)}
+PROBE_RANGES = {"--scenes": (2, 100_000), "--image-size": (16, 1024)}
+RETRIEVAL_RANGES = {"--scenes": (1, 10_000), "--grid": (1, 16), "--k": (1, 1024)}
+
 #: what each writing command keeps when interrupted, and how it goes on
 INTERRUPTED_KEEPS = {
     "generate": "the finished shards are kept; rerun the same command to finish the dataset",
     "annotate": "the finished shards are kept; rerun the same command to finish the dataset",
     "export": "the finished files are kept; rerun the same command to finish the export",
     "reproduce": "the finished runs are kept; rerun the same command to go on",
+    "demo": "the demo stopped",
 }
 
 

@@ -64,7 +64,16 @@ def check_run_settings(
     recorded = Path(output_dir) / record
     if not recorded.is_file() or {p.name for p in recorded.parent.iterdir()} == {record}:
         return
-    wanted, before, free = json.loads(json.dumps(settings)), json.loads(recorded.read_text()), set(may_change)
+    try:
+        before = json.loads(recorded.read_text())
+    except (ValueError, UnicodeDecodeError):
+        before = None
+    if not isinstance(before, dict):
+        raise ValueError(
+            f"{option} {output_dir}: its {record} is damaged (not a JSON object of settings); restore it (a "
+            f"dataset's card holds its settings), or choose another {option}"
+        )
+    wanted, free = json.loads(json.dumps(settings)), set(may_change)
     changed = sorted(k for k in before.keys() | wanted.keys() if k not in free and before.get(k) != wanted.get(k))
     if changed:
         raise ValueError(

@@ -52,8 +52,9 @@ def object_token_indices(
 ) -> list[int]:
     """Positions, in the encoded and truncated prompt, of the tokens that spell ``phrase``.
 
-    Every occurrence counts. Raises ``ValueError`` naming the object and the prompt when the phrase does
-    not occur, or occurs only past ``max_length`` (default: the tokenizer's maximum length).
+    Every whole occurrence counts. Raises ``ValueError`` naming the object and the prompt when the phrase
+    does not occur, or occurs only past ``max_length`` (default: the tokenizer's maximum length) or across
+    it: an object cut by the truncation would be mapped by its first words alone.
     """
     max_length = max_length or tokenizer.model_max_length
     spans = find_phrase(prompt, phrase)
@@ -65,15 +66,19 @@ def object_token_indices(
         )
     encoding = tokenizer(prompt, truncation=True, max_length=max_length, return_offsets_mapping=True)
     special = set(tokenizer.all_special_ids)
-    indices = [
-        i
+    tokens = [
+        (i, start, end)
         for i, ((start, end), token_id) in enumerate(zip(encoding["offset_mapping"], encoding["input_ids"]))
-        if end > start and token_id not in special and any(start < e and end > s for s, e in spans)
+        if end > start and token_id not in special
     ]
+    kept_until = max((end for _, _, end in tokens), default=0)  # the prompt's characters left after truncation
+    whole = [(s, e) for s, e in spans if e <= kept_until]
+    indices = [i for i, start, end in tokens if any(start < e and end > s for s, e in whole)]
     if not indices:
+        where = "across" if any(s < kept_until for s, _ in spans) else "past"
         raise ValueError(
-            f"object {phrase!r} of prompt {prompt!r} lies past the tokenizer's {max_length} "
-            "tokens and was truncated away"
+            f"object {phrase!r} of prompt {prompt!r} lies {where} the tokenizer's limit of {max_length} tokens "
+            "and was truncated; shorten the prompt or name the object earlier"
         )
     return indices
 

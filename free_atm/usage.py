@@ -32,6 +32,24 @@ class CommandFailure(RuntimeError):
     """A failure of the environment a command met, not of its input: reported in one line, exit status 1."""
 
 
+class OneLineErrors:
+    """Mixed into an ``argparse.ArgumentParser`` (free-atm's commands, the training scripts'
+    ``HfArgumentParser``): an argument error is one line naming the program and pointing to its ``--help``;
+    the usage, dozens of lines, stays behind ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def check_ranges(values: dict[str, int | float | None], ranges: dict[str, tuple[int, int]]) -> None:
+    """Raise ``ValueError`` naming the first option of ``values`` (``None``: not given) outside its range in
+    ``ranges``: the ranges a command finishes in, stated in its ``--help``."""
+    for option, value in values.items():
+        low, high = ranges[option]
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"{option} must be in [{low:,}, {high:,}], got {value}")
+
+
 def names_a_folder(name: str) -> bool:
     """Whether ``name`` is meant as a local path rather than a Hub id, so that its absence is an error to
     report before anything asks the Hub: written as one (``./x``, ``/x``, ``~/x``), or ``owner/name`` whose

@@ -154,6 +154,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_dataset(folder, tmp_path):
         (["{folder}"], "name the objects: --objects WORD ..., or --objects-from-caption"),
         (["{folder}", "--objects-from-caption"], "--objects-from-caption needs --caption-column"),
         (["{folder}", "--objects", "cat", "--timesteps", "2000"], "--timesteps must lie in [0, 1000], got [2000]"),
+        (["{folder}", "--objects", "cat", "--noise-draws", "100000"], "--noise-draws must be in [1, 64], got 100000"),
         (["{tmp}/none", "--objects", "cat"], "images '{tmp}/none': no such folder, pattern or dataset"),
         (["{tmp}/*.jpg", "--objects", "cat"], "pattern '{tmp}/*.jpg' matches no image file"),
         (["{folder}", "--objects", "cat", "--caption-column", "text"], "is for datasets"),

@@ -90,8 +90,9 @@ def test_retrieval_command_measures_the_export_as_the_pretraining_model_scores(t
     ("arguments", "message"),
     [
         (["retrieval", "./no-blip"], "model folder ./no-blip does not exist"),
-        (["retrieval", "{tmp}", "--scenes", "0"], "--scenes must be a positive integer, got 0"),
-        (["retrieval", "{tmp}", "--k", "-1"], "--k must be a positive integer, got -1"),
+        (["retrieval", "{tmp}", "--scenes", "0"], "--scenes must be in [1, 10,000], got 0"),
+        (["retrieval", "{tmp}", "--k", "-1"], "--k must be in [1, 1,024], got -1"),
+        (["retrieval", "{tmp}", "--grid", "1000"], "--grid must be in [1, 16], got 1000"),
     ],
 )
 def test_retrieval_command_rejects_bad_input(arguments, message, tmp_path, capsys, monkeypatch):

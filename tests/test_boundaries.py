@@ -129,3 +129,30 @@ def test_an_argument_error_is_one_line_naming_the_command(arguments, line, capsy
     with pytest.raises(SystemExit) as stop:
         main(arguments)
     assert stop.value.code == 2 and capsys.readouterr().err.strip() == line
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "line"),
+    [
+        (
+            "train_contrastive.py",
+            ["--bogus_flag", "3"],
+            "train_contrastive.py: error: the following arguments are required: --dataset_name/--dataset-name "
+            "(see train_contrastive.py --help)",
+        ),
+        (
+            "train_shapes_diffusion.py",
+            ["--unet_steps", "many"],
+            "train_shapes_diffusion.py: error: argument --unet_steps/--unet-steps: invalid int value: 'many' "
+            "(see train_shapes_diffusion.py --help)",
+        ),
+    ],
+)
+def test_a_training_scripts_argument_error_is_one_line(script, arguments, line, capsys, monkeypatch):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, *arguments])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "trainers" / script), run_name="__main__")
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and error.strip().splitlines()[-1] == line and "usage:" not in error

@@ -221,6 +221,16 @@ def test_demo_command_serves_the_page_and_rejects_a_bad_port(capsys, monkeypatch
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "another server holds it; choose another --port" in error
     assert "Traceback" not in error
+    for option, message in [
+        (["--host", "999.1.1.1"], "--host 999.1.1.1 is not a name or address of this machine"),
+        (["--host", "192.0.2.7"], "--host 192.0.2.7 is not an address of this machine"),  # TEST-NET-1
+        (["--device", "cuda:7"], "--device 'cuda:7' does not exist here: this machine has"),
+        (["--device", "tpu"], "--device 'tpu' is not a device name"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--model", "tiny-random", "--port", str(free_port()), *option])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in error and "Traceback" not in error, error
     launched = []
     launch = app.launch_demo
     monkeypatch.setattr(app, "launch_demo", lambda demo, **options: launched.append(demo) or launch(

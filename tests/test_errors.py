@@ -77,6 +77,30 @@ CASES = {
         1,
         ["Permission denied", "choose a place you can write to"],
     ),
+    "model index with bad capture settings": (
+        lambda t: [
+            *GENERATE[:1],
+            "--model",
+            broken_model_folder(t, '{"_class_name": "FreeATMDiffusionPipeline", "capture_config": {"thresold": 1}}'),
+            "--out",
+            str(t / "data"),
+        ],
+        None,
+        2,
+        ["model/model_index.json: its saved capture_config is not valid (unknown capture settings ['thresold']"],
+    ),
+    "model index with bad sampling settings": (
+        lambda t: [
+            *GENERATE[:1],
+            "--model",
+            broken_model_folder(t, '{"_class_name": "FreeATMDiffusionPipeline", "sampling_config": {"scheduler": 1}}'),
+            "--out",
+            str(t / "data"),
+        ],
+        None,
+        2,
+        ["model/model_index.json: its saved sampling_config is not valid (", "fix or remove it"],
+    ),
     "model index not JSON": (
         lambda t: [*GENERATE[:1], "--model", broken_model_folder(t, ""), "--out", str(t / "data")],
         None,

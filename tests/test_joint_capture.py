@@ -168,7 +168,7 @@ def test_objects_are_found_in_the_prompts_the_image_attends_to(sd3_pipe, flux_pi
     # Flux attends to T5 only: an object in the CLIP prompt but not the T5 prompt is missing
     with pytest.raises(ValueError, match="object 'cat' does not occur in prompt 'a dog in the park'"):
         flux_pipe("a cat", prompt_2="a dog in the park", objects=["cat"], **FLUX_CALL)
-    with pytest.raises(ValueError, match="object 'bear' of prompt .* lies past the tokenizer's 3 tokens"):
+    with pytest.raises(ValueError, match="object 'bear' of prompt .* lies past the tokenizer's limit of 3 tokens"):
         flux_pipe("a dog and a bear", objects=["bear"], **{**FLUX_CALL, "max_sequence_length": 3})
 
 

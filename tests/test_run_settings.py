@@ -50,3 +50,30 @@ def test_a_checkpoint_missing_its_state_file_is_passed_over(tmp_path):
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
     (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()  # the newest was cut short
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+
+
+@pytest.mark.parametrize("content", ["null", "[1, 2]", "{not json", ""])
+def test_a_damaged_record_is_named_not_a_traceback(content, tmp_path):
+    (tmp_path / RUN_SETTINGS).write_text(content)
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(ValueError, match=f"--output_dir {tmp_path}: its {RUN_SETTINGS} is damaged"):
+        check_run_settings(tmp_path, {"lr": 1e-3})
+
+
+def test_the_shapes_trainer_never_exports_into_a_folder_of_another_kind(tmp_path):
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "generation_config.json").write_text("{}")
+    command = [
+        sys.executable,
+        str(ROOT / "trainers" / "train_shapes_diffusion.py"),
+        "--output_dir",
+        str(tmp_path / "run"),
+    ]
+    result = subprocess.run([*command, "--export_dir", str(dataset)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"train_shapes_diffusion.py: error: --export_dir {dataset} holds a free-atm dataset "
+        "(generation_config.json) and no model_index.json; use an empty or new folder"
+    )
+    assert not (tmp_path / "run").exists() and [p.name for p in dataset.iterdir()] == ["generation_config.json"]

@@ -49,9 +49,19 @@ def test_whole_words_only(clip_tokenizer):
 
 def test_truncated_object_is_an_error(clip_tokenizer):
     prompt = "a " + "very " * 80 + "small dog"
-    with pytest.raises(ValueError, match=r"object 'dog' of prompt 'a very .* truncated away"):
+    with pytest.raises(ValueError, match=r"object 'dog' of prompt 'a very .* lies past the tokenizer's limit of 77"):
         object_token_indices(clip_tokenizer, prompt, "dog")
     assert object_token_indices(clip_tokenizer, prompt, "very")[-1] == 75  # the last kept position before <end>
+
+
+def test_an_object_cut_by_the_truncation_is_an_error_not_its_first_words(clip_tokenizer):
+    prompt = "a " + "very " * 72 + "small teddy bear"  # 'teddy' is the 75th and last kept token, 'bear' is cut
+    assert object_token_indices(clip_tokenizer, prompt, "small") == [74]
+    assert object_token_indices(clip_tokenizer, prompt, "teddy") == [75]
+    with pytest.raises(ValueError, match=r"object 'teddy bear' of prompt .* lies across the tokenizer's limit"):
+        object_token_indices(clip_tokenizer, prompt, "teddy bear")
+    twice = "a teddy bear and " + "very " * 69 + "small teddy bear"  # a whole occurrence counts, the cut one not
+    assert spelled(clip_tokenizer, twice, object_token_indices(clip_tokenizer, twice, "teddy bear")) == "teddy bear"
 
 
 def test_weights_average_each_objects_tokens(clip_tokenizer):

@@ -16,10 +16,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from free_atm.finetuning import finetune_segmentation, shapes_segmentation_dataset
-from free_atm.training.arguments import FreeATMTrainingArguments
+from free_atm.training.arguments import FreeATMTrainingArguments, ScriptArgumentParser
 from free_atm.usage import run_reporting_bad_input
 
 
@@ -39,7 +37,7 @@ class SegmentationArguments:
 
 
 def main() -> None:
-    args, training_args = HfArgumentParser(
+    args, training_args = ScriptArgumentParser(
         (SegmentationArguments, FreeATMTrainingArguments)
     ).parse_args_into_dataclasses()
     train = shapes_segmentation_dataset(args.train_scenes, 10 + args.data_seed_offset, args.image_size)

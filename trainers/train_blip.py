@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import BlipProcessor, HfArgumentParser
+from transformers import BlipProcessor
 
-from free_atm.training.arguments import FreeATMTrainingArguments
+from free_atm.training.arguments import FreeATMTrainingArguments, ScriptArgumentParser
 from free_atm.training.blip import captioning_export, retrieval_export
 from free_atm.training.blip.evaluation import RetrievalCallback
 from free_atm.training.blip.recipe import BlipDataArguments, BlipModelArguments, blip_trainer
@@ -30,7 +30,7 @@ from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
-    parser = HfArgumentParser((BlipModelArguments, BlipDataArguments, FreeATMTrainingArguments))
+    parser = ScriptArgumentParser((BlipModelArguments, BlipDataArguments, FreeATMTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     trainer = blip_trainer(model_args, data_args, training_args)  # checks the data before anything is written
     settings = {**asdict(model_args), **asdict(data_args)}

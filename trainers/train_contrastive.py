@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from transformers import HfArgumentParser
-
 from free_atm.training import ContrastiveArguments, ProbeCallback, contrastive_trainer
-from free_atm.training.arguments import FreeATMTrainingArguments
+from free_atm.training.arguments import FreeATMTrainingArguments, ScriptArgumentParser
 from free_atm.training.cards import write_model_card
 from free_atm.training.collate import collator_image_processor
 from free_atm.training.run import training_run
@@ -26,7 +24,7 @@ from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
-    args, training_args = HfArgumentParser(
+    args, training_args = ScriptArgumentParser(
         (ContrastiveArguments, FreeATMTrainingArguments)
     ).parse_args_into_dataclasses()
     trainer = contrastive_trainer(args, training_args)  # checks the data before anything is written

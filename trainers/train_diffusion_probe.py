@@ -22,22 +22,20 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from free_atm.features.recipe import (
     DiffusionHeadArguments,
     LabelledDataArguments,
     cache_features,
     head_trainer,
 )
-from free_atm.training.arguments import FreeATMTrainingArguments
+from free_atm.training.arguments import FreeATMTrainingArguments, ScriptArgumentParser
 from free_atm.training.cards import write_model_card
 from free_atm.training.run import training_run
 from free_atm.usage import run_reporting_bad_input
 
 
 def main() -> None:
-    parser = HfArgumentParser((DiffusionHeadArguments, LabelledDataArguments, FreeATMTrainingArguments))
+    parser = ScriptArgumentParser((DiffusionHeadArguments, LabelledDataArguments, FreeATMTrainingArguments))
     head_args, data_args, training_args = parser.parse_args_into_dataclasses()
     extractor = head_args.extractor(data_args.image_size, training_args.device)
     if head_args.list_blocks:

@@ -21,9 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
 from free_atm.training import ProbeCallback
+from free_atm.training.arguments import ScriptArgumentParser
 from free_atm.training.cards import write_model_card
 from free_atm.training.mae import (
     MAEDataArguments,
@@ -43,7 +43,7 @@ RECONSTRUCTION = "reconstruction.png"
 
 
 def main() -> None:
-    parser = HfArgumentParser((MAEModelArguments, MAEDataArguments, MAETrainingArguments))
+    parser = ScriptArgumentParser((MAEModelArguments, MAEDataArguments, MAETrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     trainer = mae_trainer(model_args, data_args, training_args)  # checks the data before anything is written
     settings = {**asdict(model_args), **asdict(data_args)}

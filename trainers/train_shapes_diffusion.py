@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTextModel, CLIPTokenizer, HfArgumentParser
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from free_atm import CaptureConfig, FreeATMDiffusionPipeline
 from free_atm.data.lock import writer_lock
@@ -61,6 +61,7 @@ from free_atm.paths import local_path
 from free_atm.run_settings import RUN_SETTINGS, check_folder_kind, check_run_settings, record_run_settings
 from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
+from free_atm.training.arguments import ScriptArgumentParser
 from free_atm.training.health import FiniteWatch
 from free_atm.usage import run_reporting_bad_input
 from free_atm.world import render_scene
@@ -687,10 +688,13 @@ def export(args, vae, unet, text_encoder, tokenizer, scaling: float | None, expo
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(ShapesTrainingArguments).parse_args_into_dataclasses()
+    (args,) = ScriptArgumentParser(ShapesTrainingArguments).parse_args_into_dataclasses()
     out = local_path(args.output_dir)
     with writer_lock(out, "training run", "--output_dir"):
         check_folder_kind(out, RUN_SETTINGS, "--output_dir")
+        for option, folder in (("--export_dir", args.export_dir), ("--candidate_dir", args.candidate_dir)):
+            if folder:  # pipelines are written there: an earlier pipeline may be replaced, nothing else
+                check_folder_kind(local_path(folder), "model_index.json", option)
         check_run_settings(out, asdict(args), may_change=RESUMABLE_CHANGES)
         record_run_settings(out, asdict(args))
         train(args, out)

@@ -68,6 +68,23 @@ class DemoResult:
         }
 
 
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` unless ``device`` names a device this machine has (the model loads on the
+    first request, so a bad device would otherwise leave a server that never answers)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise ValueError(f"--device {device!r} does not exist here: this machine has {count} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device!r} does not exist here: this machine has no MPS device")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device!r}: the demo runs on cpu, cuda or mps")
+
+
 class DemoSession:
     """The demo's state: the model name, and its pipeline, loaded by the first request and reused (a lock
     keeps concurrent first requests from loading it twice)."""
@@ -78,6 +95,7 @@ class DemoSession:
         check_model_reference(model)
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_device(self.device)
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="free-atm-demo-"))
         self.vocabulary = named_model(model).vocabulary()
         self.example_prompt = named_model(model).example_prompt

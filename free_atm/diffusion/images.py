@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-#: the largest side ``annotate`` takes, as ``free-atm generate --height/--width``
+#: the largest side of an image that is generated or annotated, in pixels
 MAX_SIDE = 4096
 
 

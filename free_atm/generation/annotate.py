@@ -31,18 +31,20 @@ from ..data.background import BackgroundShardWriter
 from ..data.lock import writer_lock
 from ..data.schema import encode_sample, sample_features
 from ..data.shards import ShardPlan
+from ..diffusion.images import MAX_SIDE
 from ..paths import local_path
 from ..prompts.prompt import match_vocabulary
 from ..run_settings import DATASET_RECORD, check_folder_kind, check_run_settings
 from ..seeds import derive_seed
-from ..usage import check_writable_folder
+from ..usage import check_ranges, check_writable_folder
 from .confidence_filter import check_min_confidence, filter_sample
 from .generate import DTYPES, MAX_SHARDS, finish_dataset
 
+#: the numbers of an annotation's levels and draws a run finishes in (each costs a denoiser pass per image)
+ANNOTATION_RANGES = {"--noise-draws": (1, 64), "number of --timesteps": (1, 64)}
+
 #: the file endings a folder or glob of images is read for
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-#: the largest side annotate takes (the VAE's memory grows with the area)
-MAX_SIDE = 4096
 
 
 @dataclass
@@ -64,9 +66,9 @@ class AnnotationConfig:
     image_column: str = field(default="image", metadata={"help": "a dataset's image column"})
     caption_column: str | None = field(default=None, metadata={"help": "a dataset's caption column"})
     timesteps: tuple[int, ...] | None = field(
-        default=None, metadata={"help": "noise levels 0-1000 averaged over (default: the family's)"}
+        default=None, metadata={"help": "noise levels 0-1000 averaged over, up to 64 (default: the family's)"}
     )
-    noise_draws: int = field(default=1, metadata={"help": "noise draws per level"})
+    noise_draws: int = field(default=1, metadata={"help": "noise draws per level, 1 to 64"})
     seed: int = field(default=0, metadata={"help": "with an image's index, seeds its noise"})
     batch_size: int = field(default=8, metadata={"help": "images per pipeline call (per process)"})
     shard_size: int = field(default=256, metadata={"help": "rows per Parquet shard (the unit of resuming)"})
@@ -103,6 +105,8 @@ class AnnotationConfig:
         check_min_confidence(self.min_confidence)
         if self.timesteps is not None and not all(0 <= t <= 1000 for t in self.timesteps):
             raise ValueError(f"--timesteps must lie in [0, 1000], got {list(self.timesteps)}")
+        levels = None if self.timesteps is None else len(self.timesteps)
+        check_ranges({"--noise-draws": self.noise_draws, "number of --timesteps": levels}, ANNOTATION_RANGES)
         if not self.objects and not self.objects_from_caption:
             raise ValueError("name the objects: --objects WORD ..., or --objects-from-caption with a caption column")
         if self.objects_from_caption and not self.caption_column:

@@ -28,6 +28,7 @@ from ..data.background import BackgroundShardWriter
 from ..data.lock import writer_lock
 from ..data.schema import encode_sample, sample_features
 from ..data.shards import ShardPlan
+from ..diffusion.images import MAX_SIDE
 from ..diffusion.sampling import SCHEDULERS, TIMESTEP_SPACINGS, SamplingConfig
 from ..paths import local_path
 from ..prompts import ObjectPrompt, read_prompt_file
@@ -38,8 +39,6 @@ from .confidence_filter import check_min_confidence, filter_sample
 
 #: shard names carry 5-digit numbers (``train-00000-of-00042``), and resuming checks every shard
 MAX_SHARDS = 99_999
-#: the largest side of a generated image, in pixels
-MAX_SIZE = 4096
 #: with ``--min-confidence``, the most images drawn per row a shard holds before the run stops and says so
 MAX_DRAWS_PER_ROW = 20
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -199,8 +198,8 @@ class GenerationConfig:
             size = getattr(self, name)
             if size is not None and (size <= 0 or size % 8):
                 raise ValueError(f"--{name} must be a positive multiple of 8 (the VAE's downsampling), got {size}")
-            if size is not None and size > MAX_SIZE:
-                raise ValueError(f"--{name} must be at most {MAX_SIZE} pixels, got {size}")
+            if size is not None and size > MAX_SIDE:
+                raise ValueError(f"--{name} must be at most {MAX_SIDE} pixels, got {size}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         shards = -(-self.num_images // self.shard_size)

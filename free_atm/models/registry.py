@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
+from ..attention import CaptureConfig
 from ..diffusion.families import pipeline_class_for
 from ..diffusion.sampling import SamplingConfig
 from ..paths import local_path
@@ -135,7 +136,8 @@ def load_pipeline(model: str = "shapes", device: str | torch.device = "cpu", dty
 
 def check_pipeline_folder(path: Path) -> None:
     """Raise ``ValueError`` naming the file when a pipeline folder's ``model_index.json`` is not a pipeline
-    index (not JSON, no ``_class_name``) or names a component whose subfolder is missing or empty."""
+    index (not JSON, no ``_class_name``), names a component whose subfolder is missing or empty, or holds
+    capture or sampling settings that are not valid."""
     index_file = path / "model_index.json"
     try:
         index = json.loads(index_file.read_text())
@@ -152,3 +154,8 @@ def check_pipeline_folder(path: Path) -> None:
                 f"model folder {str(path)!r} is incomplete: model_index.json lists {name!r} but {folder} is missing "
                 "or empty"
             )
+    for key, settings in (("capture_config", CaptureConfig), ("sampling_config", SamplingConfig)):
+        try:
+            settings.from_dict(index.get(key))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{index_file}: its saved {key} is not valid ({error}); fix or remove it") from None

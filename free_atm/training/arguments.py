@@ -1,5 +1,6 @@
-"""What every framework's script takes: ``DataArguments`` (the training data, and the dataset they describe)
-and ``FreeATMTrainingArguments`` (transformers' ``TrainingArguments``, with numbers a run can finish with)."""
+"""What every framework's script takes: ``DataArguments`` (the training data, and the dataset they describe),
+``FreeATMTrainingArguments`` (transformers' ``TrainingArguments``, with numbers a run can finish with) and
+the ``ScriptArgumentParser`` that reads them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..paths import local_path
+from ..usage import OneLineErrors
 from .sources import COLUMNS, load_source, mix_sources
 
 logger = logging.getLogger(__name__)
@@ -87,3 +89,8 @@ class FreeATMTrainingArguments(TrainingArguments):
         if self.output_dir is not None:
             self.output_dir = str(local_path(self.output_dir))
         super().__post_init__()
+
+
+class ScriptArgumentParser(OneLineErrors, HfArgumentParser):
+    """The training scripts' ``HfArgumentParser``: an argument error is one line naming the script and its
+    ``--help`` (:class:`free_atm.usage.OneLineErrors`), not the usage of every flag first."""

@@ -351,10 +351,16 @@ def test_a_training_run_holds_its_folder_and_resumes_only_its_own_settings(tmp_p
     dataset.mkdir()
     (dataset / "generation_config.json").write_text("{}")
     (dataset / "README.md").write_text("the dataset's card")
+    before = {p: p.read_bytes() for p in dataset.rglob("*")}
     with pytest.raises(ValueError, match="holds a free-atm dataset \\(generation_config.json\\) and no free_atm_run"):
         start(dataset)
-    assert sorted(p.name for p in dataset.iterdir()) == ["README.md", "generation_config.json"]
-    assert (dataset / "README.md").read_text() == "the dataset's card"
+    assert {p: p.read_bytes() for p in dataset.rglob("*")} == before  # byte for byte
+
+    failed = tmp_path / "failed"
+    arguments = FreeATMTrainingArguments(output_dir=str(failed), use_cpu=True, report_to="none")
+    with pytest.raises(KeyError), training_run(arguments, {}):
+        raise KeyError("the first step failed")
+    assert not failed.exists()  # nothing left that looks like a run
 
     (tmp_path / "link").symlink_to(run)  # another launch, reaching the folder by another name
     held = writer_lock(tmp_path / "link", "training run", "--output_dir")

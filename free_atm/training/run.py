@@ -62,7 +62,8 @@ def training_run(training_args: TrainingArguments, settings: dict) -> Iterator[s
     (:func:`free_atm.run_settings.check_folder_kind`, :func:`free_atm.run_settings.check_run_settings`), and
     no other launch may be writing it (the main process holds its lock until the block ends; another
     launch's main process is refused, and its launcher stops its other processes). The settings are then
-    recorded for the next rerun."""
+    recorded for the next rerun; a run that fails before writing anything else takes them back (and the
+    folder, if it made it)."""
     out = Path(training_args.output_dir)
     state = PartialState()
     with writer_lock(out, "training run", "--output_dir") if state.is_main_process else nullcontext():
@@ -70,6 +71,15 @@ def training_run(training_args: TrainingArguments, settings: dict) -> Iterator[s
         recorded = run_settings(training_args, settings)
         check_run_settings(out, recorded)
         checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(out)
+        created = not out.exists()
         if state.is_main_process:
             record_run_settings(out, recorded)
-        yield checkpoint
+        try:
+            yield checkpoint
+        except BaseException:
+            if state.is_main_process and {p.name for p in out.iterdir()} == {RUN_SETTINGS}:
+                # the run failed before writing anything: leave no folder that looks like a run
+                (out / RUN_SETTINGS).unlink()
+                if created:
+                    out.rmdir()
+            raise

@@ -165,7 +165,8 @@ class JointAttentionCaptureProcessor:
         if total not in (n, 2 * n):
             raise RuntimeError(f"joint-attention batch {total} is neither {n} images nor {2 * n} (guidance)")
         in_output_space = self.aggregator.config.method == "concept"
-        kernel = not in_output_space and type(self.processor) in self.KERNEL_PROCESSORS
+        # the kernel's log-sum-exp carries no gradient: a training step (grad enabled) takes the second pass
+        kernel = not in_output_space and type(self.processor) in self.KERNEL_PROCESSORS and not torch.is_grad_enabled()
         projected = {}  # modules whose outputs are read: the projections, for the second pass
         if not kernel and (not in_output_space or concepts is not None):
             projected = {"query": attn.to_q, "key": attn.to_k, "text_key": getattr(attn, "add_k_proj", None)}
@@ -308,7 +309,7 @@ class JointAttentionCaptureProcessor:
 
 def _why_second_pass(kernel: bool) -> str:
     if not kernel:
-        return "a processor without a known kernel path"
+        return "gradients are on, or a processor without a known kernel path"
     return "no attention kernel returned the log-sum-exp (a mask, another backend, device or dtype)"
 
 

@@ -211,7 +211,7 @@ class AttentionCaptureMixin:
                 for _ in range(noise_draws):
                     noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
                     aggregator.last_timestep = None  # every draw counts, repeated levels too (see start_call)
-                    self._annotation_step(latents, noise, timestep, conditioning)
+                    self.denoise(latents, noise, torch.full((len(latents),), float(timestep)), conditioning)
         images_01 = (pixels.float() + 1) / 2 if config.pixel_refinement else None  # preprocess gave [-1, 1]
         return FreeATMAnnotationOutput(**self._mask_fields(aggregator, per_image, config, images_01))
 
@@ -228,8 +228,13 @@ class AttentionCaptureMixin:
         ``arguments`` holds the call's ``max_sequence_length`` (SD3 and Flux)."""
         raise NotImplementedError
 
-    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
-        """One denoiser call on ``latents`` noised with ``noise`` to ``timestep`` (0-1000)."""
+    def denoise(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, conditioning: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One denoiser call on ``latents`` (:meth:`_annotation_latents`) noised with ``noise`` to each
+        image's level in ``timesteps`` ``(B,)`` (0-1000 on every family), with ``conditioning``
+        (:meth:`_annotation_conditioning`): the denoiser's prediction and the target its training loss
+        compares it with (the noise or velocity the scheduler predicts; flow matching: noise minus latent)."""
         raise NotImplementedError
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:

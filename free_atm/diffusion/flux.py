@@ -95,12 +95,16 @@ class FreeATMFluxPipeline(AttentionCaptureMixin, FluxPipeline):
             conditioning["guidance"] = torch.full((len(prompts),), self.annotation_guidance, device=device)
         return {**conditioning, "img_ids": image_ids}
 
-    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
-        """Flow matching: the packed latent mixed with noise at sigma = t / 1000; Flux takes sigma as its timestep."""
-        sigma = timestep / 1000
-        t = torch.full((len(latents),), sigma, device=latents.device, dtype=latents.dtype)
-        self.transformer(hidden_states=(1 - sigma) * latents + sigma * noise, timestep=t, return_dict=False,
-                         **conditioning)  # fmt: skip
+    def denoise(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, conditioning: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow matching: each packed latent mixed with noise at sigma = t / 1000; Flux takes sigma as its
+        timestep."""
+        sigma = timesteps.to(latents.device, latents.dtype) / 1000
+        mix = sigma.view(-1, *[1] * (latents.dim() - 1))
+        noisy = (1 - mix) * latents + mix * noise
+        prediction = self.transformer(hidden_states=noisy, timestep=sigma, return_dict=False, **conditioning)[0]
+        return prediction, noise - latents
 
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):

@@ -71,6 +71,11 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
     ) -> dict[str, Any]:
         return {"encoder_hidden_states": self.encode_prompt(prompts, self._execution_device, 1, False)[0]}
 
-    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
-        t = torch.full((len(latents),), int(timestep), device=latents.device, dtype=torch.long)
-        self.unet(self.scheduler.add_noise(latents, noise, t), t, **conditioning)
+    def denoise(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, conditioning: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = timesteps.to(latents.device).long()
+        prediction = self.unet(self.scheduler.add_noise(latents, noise, t), t, **conditioning).sample
+        if self.scheduler.config.prediction_type == "v_prediction":
+            return prediction, self.scheduler.get_velocity(latents, noise, t)
+        return prediction, noise

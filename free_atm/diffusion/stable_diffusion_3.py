@@ -90,11 +90,14 @@ class FreeATMStableDiffusion3Pipeline(AttentionCaptureMixin, StableDiffusion3Pip
         )  # fmt: skip
         return {"encoder_hidden_states": states, "pooled_projections": pooled}
 
-    def _annotation_step(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, conditioning: dict) -> None:
-        """Flow matching: the latent mixed with noise at sigma = t / 1000, the transformer called at t."""
-        sigma = timestep / 1000
-        t = torch.full((len(latents),), float(timestep), device=latents.device, dtype=latents.dtype)
-        self.transformer(hidden_states=(1 - sigma) * latents + sigma * noise, timestep=t, **conditioning)
+    def denoise(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, conditioning: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow matching: each latent mixed with noise at sigma = t / 1000, the transformer called at t."""
+        t = timesteps.to(latents.device, latents.dtype)
+        sigma = (t / 1000).view(-1, *[1] * (latents.dim() - 1))
+        noisy = (1 - sigma) * latents + sigma * noise
+        return self.transformer(hidden_states=noisy, timestep=t, **conditioning).sample, noise - latents
 
     @torch.no_grad()
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):

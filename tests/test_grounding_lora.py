@@ -1,0 +1,137 @@
+"""The grounding adapter: its loss against explicit attention, gradients only in the LoRA, and an adapter
+saved then loaded into a fresh stock pipeline giving the training pipeline's images, on every family."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import AttnProcessor
+
+import free_atm
+from free_atm.testing import tiny_flux_components, tiny_sd3_components, tiny_sd_components, tiny_sdxl_components
+from free_atm.tokens import object_token_weights
+from free_atm.training.grounding.adapter import adapter_targets, add_grounding_adapter, save_grounding_adapter
+from free_atm.training.grounding.loss import grounding_loss, token_columns
+from free_atm.training.grounding.step import grounding_losses
+
+FAMILIES = {
+    "sd": (free_atm.FreeATMDiffusionPipeline, tiny_sd_components),
+    "sdxl": (free_atm.FreeATMStableDiffusionXLPipeline, tiny_sdxl_components),
+    "sd3": (free_atm.FreeATMStableDiffusion3Pipeline, tiny_sd3_components),
+    "flux": (free_atm.FreeATMFluxPipeline, tiny_flux_components),
+}
+PROMPTS = ["a dog and a cat", "a red circle"]
+OBJECTS = [["dog", "cat"], ["red circle"]]
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    masks = torch.zeros(2, 2, 32, 32)
+    masks[0, 0, :16], masks[0, 1, 16:], masks[1, 0, :, :16] = 1, 1, 1
+    return pixels, masks
+
+
+def test_token_columns_give_each_object_token_its_own_column():
+    weights = torch.zeros(2, 6, 2)
+    weights[0, 1, 0] = weights[0, 4, 1] = 1.0
+    weights[1, 2, 0] = weights[1, 3, 0] = 0.5  # a two-token phrase
+    columns, owners = token_columns(weights)
+    assert owners.tolist() == [[0, 1], [0, 0]]
+    assert columns[0, :, 0].tolist() == [0, 1, 0, 0, 0, 0] and columns[0, :, 1].tolist() == [0, 0, 0, 0, 1, 0]
+    assert columns[1, :, 0].tolist() == [0, 0, 1, 0, 0, 0] and columns[1, :, 1].tolist() == [0, 0, 0, 1, 0, 0]
+
+
+def test_the_loss_is_the_mean_squared_shortfall_of_each_tokens_share_inside_its_object():
+    maps = torch.rand(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 2, 8, 8)
+    masks[0, 0, :4], masks[0, 1, :, 4:], masks[1, 0, 2:6, 2:6] = 1, 1, 1  # image 1's second object is empty
+    owners = torch.tensor([[0, 1, 1], [0, 1, -1]])
+    expected, counted = 0.0, 0
+    for b in range(2):
+        for t in range(3):
+            owner = int(owners[b, t])
+            area = F.avg_pool2d(masks[b, owner][None, None], 2)[0, 0] if owner >= 0 else None
+            if owner < 0 or area.sum() == 0:
+                continue
+            for layer in range(2):
+                share = (maps[b, t, layer] * area).sum() / maps[b, t, layer].sum()
+                expected, counted = expected + (1 - share) ** 2, counted + 1
+    torch.testing.assert_close(grounding_loss(maps, masks, owners), expected / counted)
+    assert grounding_loss(maps, torch.zeros_like(masks), owners) == 0  # no object drawn: nothing counts
+
+
+def test_the_steps_grounding_loss_equals_explicit_attention(monkeypatch):
+    """SD: the capture's maps with gradients against each cross-attention layer's explicit softmax (the
+    stock ``AttnProcessor``), recorded on the same forward pass, then per token, resized and scored."""
+    pipe = free_atm.FreeATMDiffusionPipeline(**tiny_sd_components())
+    pixels, masks = _batch()
+    recorded = []
+    get_scores = type(pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2).get_attention_scores
+
+    def recording(attn, query, key, attention_mask=None):
+        probs = get_scores(attn, query, key, attention_mask)
+        if attn.is_cross_attention:
+            recorded.append(probs)
+        return probs
+
+    pipe.unet.set_attn_processor(AttnProcessor())
+    monkeypatch.setattr(type(pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2),
+                        "get_attention_scores", recording)  # fmt: skip
+    out = grounding_losses(pipe, pixels, PROMPTS, OBJECTS, masks, torch.tensor([100.0, 700.0]), torch.Generator())
+    tokenizer = pipe.tokenizer
+    weights = object_token_weights([(tokenizer, PROMPTS)], OBJECTS, tokenizer.model_max_length)
+    columns, owners = token_columns(weights)
+    size = out.maps.shape[-2:]
+    layers = []
+    for probs in recorded:  # (B * heads, N, L), in forward order
+        heads = probs.shape[0] // 2
+        maps = probs.view(2, heads, *probs.shape[1:]).double().mean(1) @ columns.double()  # (B, N, T)
+        side = int(maps.shape[1] ** 0.5)
+        maps = maps.transpose(1, 2).reshape(2, -1, side, side)
+        layers.append(F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False))
+    reference = grounding_loss(torch.stack(layers, 2), masks, owners)
+    assert len(recorded) == out.maps.shape[2]
+    torch.testing.assert_close(out.grounding.double(), reference.double(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.maps.double(), torch.stack(layers, 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_adapter_trains_alone_and_loads_into_a_stock_pipeline(family, tmp_path):
+    cls, components = FAMILIES[family]
+    pipe = cls(**components())
+    total = sum(p.numel() for p in pipe.denoiser.parameters())
+    trainable = add_grounding_adapter(pipe, rank=4, alpha=4)
+    assert 0 < trainable <= 0.05 * total
+    base = {k: v.clone() for k, v in pipe.denoiser.state_dict().items() if "lora" not in k}
+    lora = {k: v.clone() for k, v in pipe.denoiser.state_dict().items() if "lora" in k}
+    optimizer = torch.optim.AdamW([p for p in pipe.denoiser.parameters() if p.requires_grad], lr=1e-2)
+    pixels, masks = _batch()
+    for step in range(2):
+        out = grounding_losses(pipe, pixels, PROMPTS, OBJECTS, masks, torch.tensor([100.0, 700.0]),
+                               torch.Generator().manual_seed(step))  # fmt: skip
+        assert out.maps.requires_grad and torch.isfinite(out.grounding)
+        (out.denoising + out.grounding).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = pipe.denoiser.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in base.items())  # the base weights did not move
+    assert any(not torch.equal(after[k], v) for k, v in lora.items())  # the adapter did
+    save_grounding_adapter(pipe, tmp_path)
+    stock = cls(**components())
+    stock.load_lora_weights(tmp_path)
+    call = dict(objects=["dog"], num_inference_steps=2, height=32, width=32, output_type="np")
+    trained = pipe("a dog", generator=torch.Generator().manual_seed(0), **call)
+    loaded = stock("a dog", generator=torch.Generator().manual_seed(0), **call)
+    np.testing.assert_array_equal(loaded.images, trained.images)
+    np.testing.assert_array_equal(loaded.attention_maps[0], trained.attention_maps[0])
+
+
+def test_bad_adapter_settings_are_named():
+    pipe = free_atm.FreeATMStableDiffusion3Pipeline(**tiny_sd3_components())
+    assert adapter_targets(pipe.denoiser, [1])[0] == "transformer_blocks.1.attn.to_q"
+    with pytest.raises(ValueError, match=r"--blocks \[0, 7\]: the capture reads this model's attention blocks 0 to 1"):
+        adapter_targets(pipe.denoiser, [0, 7])
+    with pytest.raises(ValueError, match="--rank must be at least 1, got 0"):
+        add_grounding_adapter(pipe, rank=0, alpha=1)

@@ -3,6 +3,9 @@ saved then loaded into a fresh stock pipeline giving the training pipeline's ima
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +138,122 @@ def test_bad_adapter_settings_are_named():
         adapter_targets(pipe.denoiser, [0, 7])
     with pytest.raises(ValueError, match="--rank must be at least 1, got 0"):
         add_grounding_adapter(pipe, rank=0, alpha=1)
+
+
+TRAINING = [
+    *("--pretrained_model_name_or_path", "tiny-random", "--dataset_name", "shapes:8", "--image_size", "32"),
+    *("--rank", "2", "--per_device_train_batch_size", "2", "--use_cpu", "--report_to", "none"),
+    *("--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1"),
+]
+
+
+def test_the_training_script_resumes_and_saves_what_a_stock_pipeline_loads(tmp_path):
+    """Killed right after its step-2 checkpoint and run again, the script ends with the adapter of the
+    uninterrupted run; the folder holds that adapter (diffusers' LoRA format) and its card, and a stock
+    ``StableDiffusionPipeline`` loads it to the images of the training pipeline with it."""
+    from diffusers import StableDiffusionPipeline
+    from training_runs import assert_killed_run_resumes_to_the_uninterrupted_result
+
+    from free_atm.testing import tiny_sd_components
+
+    script = Path(__file__).resolve().parents[1] / "trainers" / "train_grounding_lora.py"
+    weights = assert_killed_run_resumes_to_the_uninterrupted_result(
+        script, [*TRAINING, "--max_steps", "4"], tmp_path, steps=4, kill_at=2,
+        weights_file="pytorch_lora_weights.safetensors",
+    )  # fmt: skip
+    assert weights["whole"] and all(".lora" in key for key in weights["whole"])
+    card = (tmp_path / "whole" / "README.md").read_text()
+    assert "library_name: diffusers" in card and "pipe.load_lora_weights" in card and "shapes:8" in card
+    call = dict(num_inference_steps=2, height=32, width=32, output_type="np")
+    stock = StableDiffusionPipeline(**tiny_sd_components(), safety_checker=None, feature_extractor=None,
+                                    requires_safety_checker=False)  # fmt: skip
+    stock.load_lora_weights(tmp_path / "whole")
+    ours = free_atm.FreeATMDiffusionPipeline(**tiny_sd_components())
+    ours.load_lora_weights(tmp_path / "whole")
+    plain = free_atm.FreeATMDiffusionPipeline(**tiny_sd_components())
+    images = [
+        p("a red circle", generator=torch.Generator().manual_seed(0), **call).images for p in (stock, ours, plain)
+    ]
+    np.testing.assert_array_equal(images[0], images[1])
+    assert not np.array_equal(images[1], images[2])  # the adapter changes the images
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--rank", "0"], "--rank must be at least 1, got 0"),
+        (["--min_timestep", "900", "--max_timestep", "100"], "--min_timestep 900 and --max_timestep 100 must satisfy"),
+        (["--image_size", "40"], "--image_size must be a multiple of 16 (every family's latent grid), got 40"),
+        (["--grounding_weight", "inf"], "--grounding_weight must be a finite number, 0 or more, got inf"),
+        (["--dataset_name", "{tmp}/plain"], "lacks the free-atm columns ['prompt', 'objects', 'masks']"),
+    ],
+)
+def test_bad_training_settings_are_one_line_before_the_model_loads(arguments, message, tmp_path, capsys, monkeypatch):
+    import runpy
+    import sys
+
+    from datasets import Dataset
+    from PIL import Image
+
+    Dataset.from_dict({"image": [Image.new("RGB", (8, 8))]}).to_parquet(str(tmp_path / "plain" / "data" / "t.parquet"))
+    monkeypatch.setattr("free_atm.models.load_pipeline", lambda *a, **k: pytest.fail("the model loaded"))
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in [*TRAINING, *arguments]]
+    monkeypatch.setattr(sys, "argv", ["train_grounding_lora.py", *arguments, "--output_dir", str(tmp_path / "run")])
+    capsys.readouterr()
+    script = Path(__file__).resolve().parents[1] / "trainers" / "train_grounding_lora.py"
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(script), run_name="__main__")
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and message in error and "Traceback" not in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_generate_loads_an_adapter_at_its_scale_and_records_it(tmp_path, capsys):
+    from datasets import load_dataset
+
+    from free_atm.cli import main
+    from free_atm.models import load_pipeline
+
+    pipe = load_pipeline("tiny-random")
+    add_grounding_adapter(pipe, rank=2, alpha=2)
+    for name, parameter in pipe.denoiser.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)  # an adapter that changes the images
+    save_grounding_adapter(pipe, tmp_path / "adapter")
+
+    def generated(name: str, *extra: str) -> list[bytes]:
+        main(
+            [
+                "generate",
+                "--model",
+                "tiny-random",
+                "--num-images",
+                "2",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / name),
+                *extra,
+            ]
+        )
+        return [np.asarray(row["image"]).tobytes() for row in load_dataset(str(tmp_path / name), split="train")]
+
+    plain = generated("plain")
+    adapted = generated("adapted", "--lora", str(tmp_path / "adapter"), "--lora-scale", "0.5")
+    off = generated("off", "--lora", str(tmp_path / "adapter"), "--lora-scale", "0")
+    assert adapted != plain and off == plain
+    recorded = json.loads((tmp_path / "adapted" / "generation_config.json").read_text())
+    assert recorded["lora"] == str(tmp_path / "adapter") and recorded["lora_scale"] == 0.5
+    assert (
+        f"with the LoRA adapter `{tmp_path / 'adapter'}` at weight 0.5"
+        in (tmp_path / "adapted" / "README.md").read_text()
+    )
+    for arguments, message in [
+        (["--lora", str(tmp_path / "plain")], "holds no pytorch_lora_weights.safetensors (a diffusers LoRA adapter)"),
+        (["--lora", str(tmp_path / "adapter"), "--lora-scale", "9"], "--lora-scale must be in [0, 4], got 9.0"),
+    ]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            main(["generate", "--model", "tiny-random", "--out", str(tmp_path / "bad"), *arguments])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -66,7 +66,7 @@ def blip_card(model_args, data_args, training_args, trainer, metrics: dict) -> N
         "blip_model_card.md.j2",
         data_args,
         training_args,
-        ["blip", "vision-language"],
+        ["self-supervised", "blip", "vision-language"],
         "image-text-to-text",
         prompts=data_args.position_prompts,
         grid=data_args.grid,

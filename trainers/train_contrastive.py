@@ -57,7 +57,7 @@ def contrastive_card(args: ContrastiveArguments, training_args: FreeATMTrainingA
         "contrastive_model_card.md.j2",
         args,
         training_args,
-        ["contrastive", args.method],
+        ["self-supervised", "contrastive", args.method],
         "image-feature-extraction",
         method=args.method,
         level=args.level,

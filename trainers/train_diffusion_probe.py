@@ -59,7 +59,7 @@ def main() -> None:
                 "diffusion_probe_model_card.md.j2",
                 data_args,
                 training_args,
-                ["diffusion-features", head_args.head],
+                ["self-supervised", "diffusion-features", head_args.head],
                 "image-classification",
                 head=head_args.head,
                 unet=head_args.unet,

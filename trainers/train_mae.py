@@ -95,7 +95,7 @@ def mae_card(model_args, data_args, training_args, trainer, metrics: dict) -> No
         "mae_model_card.md.j2",
         data_args,
         training_args,
-        ["mae", "vit-mae"],
+        ["self-supervised", "mae", "vit-mae"],
         "image-feature-extraction",
         masking=masking,
         guided=guided,

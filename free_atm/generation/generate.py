@@ -105,6 +105,13 @@ class GenerationConfig:
     )
     prompts: str | None = field(default=None, metadata={"help": "a .txt, .jsonl or .csv prompt file"})
     push_to_hub: str | None = field(default=None, metadata={"help": "dataset repo id to upload the folder to"})
+    lora: str | None = field(
+        default=None,
+        metadata={
+            "help": "a LoRA adapter folder or Hub id loaded into the model (a grounding adapter sharpens the masks)"
+        },
+    )
+    lora_scale: float = field(default=1.0, metadata={"help": "the adapter's weight, 0 to 4"})
     threshold_method: str | None = field(
         default=None,
         metadata={"help": "masks: fixed, otsu, or competition (objects and a background level compete per pixel)"},
@@ -179,7 +186,7 @@ class GenerationConfig:
         """Check every setting that can be checked without a model; ``ValueError`` naming the bad value."""
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-        from ..models import check_model_reference
+        from ..models import check_lora_reference, check_model_reference
 
         for name in ("num_images", "batch_size", "steps", "shard_size"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
@@ -211,6 +218,7 @@ class GenerationConfig:
         CaptureConfig.check_overrides(self.capture_overrides())
         check_writable_folder(self.out, "--out")
         check_model_reference(self.model)
+        check_lora_reference(self.lora, self.lora_scale)
         if self.push_to_hub:
             try:
                 validate_repo_id(self.push_to_hub)
@@ -366,7 +374,7 @@ def generate_dataset(config: GenerationConfig, pipe=None) -> Path:
 
 
 def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
-    from ..models import load_pipeline
+    from ..models import load_lora, load_pipeline
 
     root = local_path(config.out)
     prompts = PromptSource(config)
@@ -378,6 +386,8 @@ def _generate(config: GenerationConfig, state: PartialState, pipe) -> Path:
     plan = ShardPlan(config.num_images, config.shard_size)
 
     pipe = pipe or load_pipeline(config.model, state.device, DTYPES.get(config.dtype))
+    if config.lora:
+        load_lora(pipe, config.lora, config.lora_scale)
     prompts.check(pipe)
     capture = pipe.capture_config.updated(config.capture_overrides())
     sampling = sampling_in_effect(pipe, config)

@@ -9,6 +9,7 @@ come from the ImageNet label space.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,3 +160,34 @@ def check_pipeline_folder(path: Path) -> None:
             settings.from_dict(index.get(key))
         except (ValueError, TypeError) as error:
             raise ValueError(f"{index_file}: its saved {key} is not valid ({error}); fix or remove it") from None
+
+
+#: the largest adapter weight ``--lora-scale`` takes
+MAX_LORA_SCALE = 4.0
+
+
+def check_lora_reference(lora: str | None, scale: float = 1.0) -> None:
+    """Raise ``ValueError`` unless ``lora`` is ``None``, a folder holding a LoRA adapter in diffusers' format
+    (``pytorch_lora_weights.safetensors``) or a well-formed Hub id, and ``scale`` lies in [0, 4]."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not (math.isfinite(scale) and 0 <= scale <= MAX_LORA_SCALE):
+        raise ValueError(f"--lora-scale must be in [0, {MAX_LORA_SCALE:g}], got {scale}")
+    if lora is None:
+        return
+    path = local_path(lora)
+    if path.exists() or names_a_folder(lora):
+        if not (path / "pytorch_lora_weights.safetensors").is_file():
+            raise ValueError(f"--lora {lora} holds no pytorch_lora_weights.safetensors (a diffusers LoRA adapter)")
+        return
+    try:
+        validate_repo_id(lora)
+    except HFValidationError:
+        raise ValueError(f"--lora {lora!r} is neither a folder nor a valid Hub id") from None
+
+
+def load_lora(pipe, lora: str, scale: float = 1.0) -> None:
+    """Load the LoRA adapter ``lora`` (a folder or Hub id) into ``pipe`` at weight ``scale``."""
+    source = str(local_path(lora)) if local_path(lora).exists() else lora
+    load_reporting_failures(lambda: pipe.load_lora_weights(source, adapter_name="lora"), lora, "LoRA adapter")
+    pipe.set_adapters(["lora"], adapter_weights=[scale])

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+#: the file diffusers' LoRA loaders read
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 
 #: the projections adapted in each attention layer: UNet cross-attention, and MM-DiT joint attention
 UNET_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -70,3 +74,23 @@ def save_grounding_adapter(pipe, folder: str | Path) -> None:
         pipe.save_lora_weights(folder, transformer_lora_layers=layers)
     else:  # UNet loaders read diffusers' names (lora.down / lora.up)
         pipe.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(layers))
+
+
+def load_grounding_adapter_weights(pipe, folder: str | Path) -> None:
+    """Put the weights of an adapter saved by :func:`save_grounding_adapter` into the adapter that
+    :func:`add_grounding_adapter` made on ``pipe`` (same targets and rank): how a training run resumes, with
+    its optimiser still holding these parameters."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    saved = load_file(Path(folder) / ADAPTER_FILE)
+    owner = "transformer." if getattr(pipe, "transformer", None) is not None else "unet."
+    state = {key.removeprefix(owner): value for key, value in saved.items()}
+    if owner == "unet.":
+        state = convert_unet_state_dict_to_peft(state)
+    result = set_peft_model_state_dict(pipe.denoiser, state, adapter_name="default")
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{Path(folder) / ADAPTER_FILE} does not fit this adapter (missing {missing[:3]}, unexpected "
+            f"{list(result.unexpected_keys)[:3]}); resume with the settings it was trained with"
+        )

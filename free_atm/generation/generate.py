@@ -81,7 +81,10 @@ class GenerationConfig:
     seed: int = field(default=0, metadata={"help": "with a sample's index, decides its prompt and noise"})
     guidance_scale: float | None = field(
         default=None,
-        metadata={"help": "classifier-free guidance, 1 or less: none (default: the model's saved setting, else 5)"},
+        metadata={
+            "help": "classifier-free guidance in [0, 100], 1 or less: none "
+            "(default: the model's saved setting, else 5)"
+        },
     )
     scheduler: str | None = field(
         default=None,

@@ -4,6 +4,7 @@ saved then loaded into a fresh stock pipeline giving the training pipeline's ima
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,6 @@ from diffusers.models.attention_processor import AttnProcessor
 
 import free_atm
 from free_atm.testing import tiny_flux_components, tiny_sd3_components, tiny_sd_components, tiny_sdxl_components
-from free_atm.tokens import object_token_weights
 from free_atm.training.grounding.adapter import adapter_targets, add_grounding_adapter, save_grounding_adapter
 from free_atm.training.grounding.loss import grounding_loss, token_columns
 from free_atm.training.grounding.step import grounding_losses
@@ -65,13 +65,16 @@ def test_the_loss_is_the_mean_squared_shortfall_of_each_tokens_share_inside_its_
     assert grounding_loss(maps, torch.zeros_like(masks), owners) == 0  # no object drawn: nothing counts
 
 
-def test_the_steps_grounding_loss_equals_explicit_attention(monkeypatch):
-    """SD: the capture's maps with gradients against each cross-attention layer's explicit softmax (the
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_steps_grounding_loss_equals_explicit_attention(family, monkeypatch):
+    """UNets: the capture's maps with gradients against each cross-attention layer's explicit softmax (the
     stock ``AttnProcessor``), recorded on the same forward pass, then per token, resized and scored."""
-    pipe = free_atm.FreeATMDiffusionPipeline(**tiny_sd_components())
+    cls, components = FAMILIES[family]
+    pipe = cls(**components())
     pixels, masks = _batch()
     recorded = []
-    get_scores = type(pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2).get_attention_scores
+    attention_class = type(next(m for m in pipe.unet.modules() if type(m).__name__ == "Attention"))
+    get_scores = attention_class.get_attention_scores
 
     def recording(attn, query, key, attention_mask=None):
         probs = get_scores(attn, query, key, attention_mask)
@@ -80,24 +83,20 @@ def test_the_steps_grounding_loss_equals_explicit_attention(monkeypatch):
         return probs
 
     pipe.unet.set_attn_processor(AttnProcessor())
-    monkeypatch.setattr(type(pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2),
-                        "get_attention_scores", recording)  # fmt: skip
+    monkeypatch.setattr(attention_class, "get_attention_scores", recording)
     out = grounding_losses(pipe, pixels, PROMPTS, OBJECTS, masks, torch.tensor([100.0, 700.0]), torch.Generator())
-    tokenizer = pipe.tokenizer
-    weights = object_token_weights([(tokenizer, PROMPTS)], OBJECTS, tokenizer.model_max_length)
-    columns, owners = token_columns(weights)
-    size = out.maps.shape[-2:]
+    columns, owners = token_columns(pipe._object_weights({}, PROMPTS, OBJECTS, False)[0])
+    size = tuple(out.maps.shape[-2:])
     layers = []
     for probs in recorded:  # (B * heads, N, L), in forward order
-        heads = probs.shape[0] // 2
-        maps = probs.view(2, heads, *probs.shape[1:]).double().mean(1) @ columns.double()  # (B, N, T)
-        side = int(maps.shape[1] ** 0.5)
+        maps = probs.view(2, -1, *probs.shape[1:]).double().mean(1) @ columns.double()  # (B, N, T)
+        side = math.isqrt(maps.shape[1])  # square images: square layer grids
         maps = maps.transpose(1, 2).reshape(2, -1, side, side)
-        layers.append(F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False))
+        layers.append(F.interpolate(maps, size=size, mode="bilinear", align_corners=False))
     reference = grounding_loss(torch.stack(layers, 2), masks, owners)
     assert len(recorded) == out.maps.shape[2]
-    torch.testing.assert_close(out.grounding.double(), reference.double(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(out.maps.double(), torch.stack(layers, 2), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.grounding.double(), reference.double(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

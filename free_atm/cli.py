@@ -32,7 +32,7 @@ def annotate(args: argparse.Namespace) -> None:
 def show(args: argparse.Namespace) -> None:
     """Draw samples of a dataset folder with their masks, boxes and object names."""
     from .data.loading import load_dataset_split
-    from .data.schema import check_columns
+    from .data.schema import check_columns, check_row
     from .data.shards import check_complete
     from .visualize import dataset_grid
 
@@ -44,8 +44,17 @@ def show(args: argparse.Namespace) -> None:
     check_complete(args.dataset, args.allow_incomplete)
     dataset = load_dataset_split(str(args.dataset))
     check_columns(dataset.features, ["image", "prompt", "objects", "masks", "boxes"], str(args.dataset))
-    rows = dataset.select(range(min(args.num_samples, len(dataset))))
-    dataset_grid(rows, columns=args.columns, cell=args.cell, source=str(args.dataset)).save(args.out)
+    rows = []
+    for index in range(min(args.num_samples, len(dataset))):
+        try:  # a dataset decodes a row's images as the row is read
+            row = dataset[index]
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(
+                f"row {args.dataset}:{index}: an image does not decode ({type(error).__name__}: {error})"
+            ) from None
+        check_row(row, f"{args.dataset}:{index}")  # a mask of another size would be stretched over the image
+        rows.append(row)
+    dataset_grid(rows, columns=args.columns, cell=args.cell).save(args.out)
     print(f"wrote {len(rows)} samples to {args.out}")
 
 

@@ -11,8 +11,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
-from .data.schema import check_row
-
 PALETTE = np.array(
     [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240), (245, 130, 48)],
     dtype=np.float32,
@@ -120,22 +118,14 @@ def confidence_labels(objects: Sequence[str], confidence: Sequence[float] | None
     return [f"{name} {value:.2f}" for name, value in zip(objects, confidence)]
 
 
-def dataset_grid(rows, columns: int = 4, cell: int = 256, source: str = "the rows") -> Image.Image:
+def dataset_grid(rows, columns: int = 4, cell: int = 256) -> Image.Image:
     """Dataset rows (``image``, ``prompt``, ``masks``, ``boxes``, ``objects``, and ``confidence`` where the
     dataset has it) drawn in cells whose images are ``cell`` pixels on their longer side, each with its mask
-    outlines, boxes, names, confidences and caption. A row whose columns disagree is a ``ValueError``
-    naming it as ``{source}:{index}`` (:func:`free_atm.data.schema.check_row`)."""
+    outlines, boxes, names, confidences and caption."""
     if cell < 64:
         raise ValueError(f"cell must be at least 64 pixels, got {cell}")
     pictures = []
-    for index in range(len(rows)):
-        try:  # a dataset decodes a row's images as it is read
-            row = rows[index]
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ValueError(
-                f"row {source}:{index}: an image does not decode ({type(error).__name__}: {error})"
-            ) from None
-        check_row(row, f"{source}:{index}")
+    for row in rows:
         image = _fit(row["image"].convert("RGB"), cell)
         scale = image.width / row["image"].width
         masks = [np.asarray(m.resize(image.size, Image.NEAREST)) > 0 for m in row["masks"]]

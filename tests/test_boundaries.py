@@ -156,3 +156,28 @@ def test_a_training_scripts_argument_error_is_one_line(script, arguments, line, 
         runpy.run_path(str(ROOT / "trainers" / script), run_name="__main__")
     error = capsys.readouterr().err
     assert stop.value.code == 2 and error.strip().splitlines()[-1] == line and "usage:" not in error
+
+
+def test_show_names_an_image_that_does_not_decode_and_ignores_a_damaged_card(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from free_atm.world import shapes_dataset
+
+    shard = tmp_path / "ds" / "data" / "train-00000-of-00001.parquet"
+    shapes_dataset(2, seed=0).to_parquet(str(shard))
+    (tmp_path / "ds" / "README.md").write_text("---\ndataset_info: [unclosed\n---\n")  # YAML that does not parse
+    main(["show", str(tmp_path / "ds"), "--out", str(tmp_path / "grid.png")])  # the card is not needed
+    assert "wrote 2 samples" in capsys.readouterr().out
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    images[1] = {"bytes": b"not an image at all", "path": None}
+    column = table.schema.get_field_index("image")
+    field = table.schema.field(column)
+    pq.write_table(table.set_column(column, field, pa.array(images, type=field.type)), shard)
+    with pytest.raises(SystemExit) as stop:
+        main(["show", str(tmp_path / "ds"), "--out", str(tmp_path / "again.png")])
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "Traceback" not in error and len(error.splitlines()) == 1
+    assert error.startswith(f"free-atm show: error: row {tmp_path / 'ds'}:1: an image does not decode")
+    assert not (tmp_path / "again.png").exists()

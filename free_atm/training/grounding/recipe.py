@@ -41,6 +41,9 @@ class GroundingArguments(DataArguments):
     denoising_weight: float = field(default=1.0, metadata={"help": "weight of the denoiser's own loss"})
     min_timestep: int = field(default=0, metadata={"help": "lowest noise level drawn, 0-1000"})
     max_timestep: int = field(default=1000, metadata={"help": "highest noise level drawn (exclusive), 0-1000"})
+    max_sequence_length: int | None = field(
+        default=None, metadata={"help": "SD3 and Flux: the T5 text length, as in the pipeline call (default: its own)"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +57,8 @@ class GroundingArguments(DataArguments):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"--{name} must be a finite number, 0 or more, got {value}")
+        if self.max_sequence_length is not None and not 0 <= self.max_sequence_length <= 512:
+            raise ValueError(f"--max_sequence_length must be in [0, 512], got {self.max_sequence_length}")
         if not 0 <= self.min_timestep < self.max_timestep <= 1000:
             raise ValueError(
                 f"--min_timestep {self.min_timestep} and --max_timestep {self.max_timestep} must satisfy "
@@ -109,7 +114,8 @@ class GroundingModel(nn.Module):
     def forward(self, pixel_values, masks, prompts, objects) -> GroundingOutput:
         args = self.args
         timesteps = torch.randint(args.min_timestep, args.max_timestep, (len(prompts),)).float()
-        losses = grounding_losses(self.pipe, pixel_values, prompts, objects, masks, timesteps)
+        call = {} if args.max_sequence_length is None else {"max_sequence_length": args.max_sequence_length}
+        losses = grounding_losses(self.pipe, pixel_values, prompts, objects, masks, timesteps, call=call)
         loss = args.denoising_weight * losses.denoising + args.grounding_weight * losses.grounding
         return GroundingOutput(loss, losses.denoising.detach(), losses.grounding.detach())
 
@@ -131,14 +137,15 @@ class GroundingTrainer(FreeATMTrainer):
         load_grounding_adapter_weights((model or self.model).pipe, resume_from_checkpoint)
 
 
-def grounding_trainer(args: GroundingArguments, training_args) -> GroundingTrainer:
-    """A ``GroundingTrainer`` for ``args``: the base pipeline (:func:`free_atm.models.load_pipeline`) with a
-    fresh adapter drawn from ``training_args.seed``, on the masked images of ``args.dataset_name``."""
+def grounding_trainer(args: GroundingArguments, training_args, pipe=None) -> GroundingTrainer:
+    """A ``GroundingTrainer`` for ``args``: the base pipeline (``pipe``, else
+    :func:`free_atm.models.load_pipeline` of ``args.pretrained_model_name_or_path``) with a fresh adapter
+    drawn from ``training_args.seed``, on the masked images of ``args.dataset_name``."""
     from ...models import load_pipeline
 
     training_args.remove_unused_columns = False
     data = args.training_data(COLUMNS).cast_column("image", ImageFeature())
-    pipe = load_pipeline(args.pretrained_model_name_or_path)
+    pipe = pipe or load_pipeline(args.pretrained_model_name_or_path)
     torch.manual_seed(training_args.seed)
     add_grounding_adapter(pipe, args.rank, args.rank if args.alpha is None else args.alpha, args.blocks)
     return GroundingTrainer(

@@ -30,15 +30,18 @@ def grounding_losses(
     masks: torch.Tensor,
     timesteps: torch.Tensor,
     generator: torch.Generator | None = None,
+    call: dict | None = None,
 ) -> GroundingLosses:
     """The losses of ``pipe``'s denoiser on images ``pixels`` ``(B, 3, H, W)`` in [-1, 1] with their
     ``prompts``, ``objects`` and masks ``(B, M, H, W)``, each noised to its level in ``timesteps`` (0-1000)
-    with noise from ``generator``. The VAE and text encoders run without gradients; the maps are those of
-    the layers the pipeline's capture settings count, at every level (no timestep window)."""
+    with noise from ``generator``; ``call`` holds the pipeline call's text settings (SD3 and Flux:
+    ``max_sequence_length``). The VAE and text encoders run without gradients; the maps are those of the
+    layers the pipeline's capture settings count, at every level (no timestep window)."""
+    call = dict(call or {})
     with torch.no_grad():
         latents = pipe._annotation_latents(pixels.to(pipe.device, pipe.vae.dtype))
-        conditioning = pipe._annotation_conditioning(prompts, *pixels.shape[-2:], {})
-    weights, _ = pipe._object_weights({}, prompts, objects, False)
+        conditioning = pipe._annotation_conditioning(prompts, *pixels.shape[-2:], call)
+    weights, _ = pipe._object_weights(call, prompts, objects, False)
     columns, owners = token_columns(weights)
     config = replace(pipe.capture_config, keep="layers", timestep_range=None, refinement="none")
     aggregator = AttentionAggregator(columns, config)

@@ -234,8 +234,13 @@ class AttentionCaptureMixin:
         """One denoiser call on ``latents`` (:meth:`_annotation_latents`) noised with ``noise`` to each
         image's level in ``timesteps`` ``(B,)`` (0-1000 on every family), with ``conditioning``
         (:meth:`_annotation_conditioning`): the denoiser's prediction and the target its training loss
-        compares it with (the noise or velocity the scheduler predicts; flow matching: noise minus latent)."""
-        raise NotImplementedError
+        compares it with (the noise or velocity the scheduler predicts; flow matching: noise minus latent).
+        This is the UNets' (SD 1.x/2.x, SDXL); the transformers override it."""
+        t = timesteps.to(latents.device).long()
+        prediction = self.unet(self.scheduler.add_noise(latents, noise, t), t, **conditioning).sample
+        if self.scheduler.config.prediction_type == "v_prediction":
+            return prediction, self.scheduler.get_velocity(latents, noise, t)
+        return prediction, noise
 
     def _tokenizer_sources(self, arguments: dict[str, Any], prompts: list[str]) -> list[TextSource]:
         """The tokenizers whose tokens the denoiser attends to, each with the prompts it encodes and where

@@ -70,12 +70,3 @@ class FreeATMDiffusionPipeline(AttentionCaptureMixin, StableDiffusionPipeline):
         self, prompts: list[str], height: int, width: int, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         return {"encoder_hidden_states": self.encode_prompt(prompts, self._execution_device, 1, False)[0]}
-
-    def denoise(
-        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, conditioning: dict
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        t = timesteps.to(latents.device).long()
-        prediction = self.unet(self.scheduler.add_noise(latents, noise, t), t, **conditioning).sample
-        if self.scheduler.config.prediction_type == "v_prediction":
-            return prediction, self.scheduler.get_velocity(latents, noise, t)
-        return prediction, noise

@@ -88,15 +88,6 @@ class FreeATMStableDiffusionXLPipeline(AttentionCaptureMixin, StableDiffusionXLP
         time_ids = time_ids.to(states.device).repeat(len(prompts), 1)
         return {"encoder_hidden_states": states, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
-    def denoise(
-        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, conditioning: dict
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        t = timesteps.to(latents.device).long()
-        prediction = self.unet(self.scheduler.add_noise(latents, noise, t), t, **conditioning).sample
-        if self.scheduler.config.prediction_type == "v_prediction":
-            return prediction, self.scheduler.get_velocity(latents, noise, t)
-        return prediction, noise
-
     def __call__(self, *args, objects=None, capture_config: CaptureConfig | dict | None = None, **kwargs):
         return self._captured_call(super().__call__, args, kwargs, objects, capture_config)
 

@@ -58,7 +58,8 @@ class FreeATMTrainer(Trainer):
         last = last_complete_checkpoint(self.args.output_dir)
         kept = f"the last checkpoint, {last}, was written before it" if last else "no checkpoint was written"
         where = f"{kept}; lower --learning_rate and start again in a new --output_dir"
-        self._watch.check(self.model.parameters(), self.state.global_step, where)
+        trained = (p for p in self.model.parameters() if p.requires_grad)  # frozen weights cannot diverge
+        self._watch.check(trained, self.state.global_step, where)
 
     def save_model(self, *args, **kwargs) -> None:
         self.check_finite()

@@ -268,6 +268,8 @@ SETTINGS_BAD_INPUTS = [
     ("train_mae", ["--config_overrides", "hiden_size=3"], "--config_overrides 'hiden_size=3': key hiden_size isn't"),
     ("train_mae", ["--model_name_or_path", "./no-model"], "--model_name_or_path ./no-model is not a model folder"),
     ("train_mae", ["--probe_scenes", "1"], "--probe_scenes must be 0 (no probe) or at least 2, got 1"),
+    ("train_contrastive", ["--probe_scenes", "1000000000"], "--probe_scenes must be in [0, 100,000], got 1000000000"),
+    ("train_blip", ["--image_size", "100000"], "--image_size must be in [1, 1,024], got 100000"),
     ("train_mae", ["--train_val_split", "1"], "--train_val_split must lie in [0, 1), got 1.0"),
     ("train_blip", ["--position_prompts", "some"], "position prompts must be one of all, one, none, got 'some'"),
     ("train_blip", ["--grid", "0"], "--grid must be at least 1, got 0"),

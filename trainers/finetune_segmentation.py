@@ -13,11 +13,12 @@ model and ``eval_results.json`` (``mean_iou`` and each class's IoU).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from free_atm.finetuning import finetune_segmentation, shapes_segmentation_dataset
 from free_atm.training.arguments import FreeATMTrainingArguments, ScriptArgumentParser
+from free_atm.training.run import training_run
 from free_atm.usage import run_reporting_bad_input
 
 
@@ -42,11 +43,14 @@ def main() -> None:
     ).parse_args_into_dataclasses()
     train = shapes_segmentation_dataset(args.train_scenes, 10 + args.data_seed_offset, args.image_size)
     test = shapes_segmentation_dataset(args.test_scenes, 11 + args.data_seed_offset, args.image_size)
-    result = finetune_segmentation(args.backbone, train, test, training_args, args.head_channels)
-    out = Path(training_args.output_dir)
-    result.model.save_pretrained(out)
-    metrics = {"mean_iou": result.mean_iou, "class_iou": result.class_iou, "backbone": args.backbone}
-    (out / "eval_results.json").write_text(json.dumps(metrics, indent=2))
+    with training_run(training_args, asdict(args)) as resume:
+        result = finetune_segmentation(
+            args.backbone, train, test, training_args, args.head_channels, resume_from_checkpoint=resume
+        )
+        out = Path(training_args.output_dir)
+        result.model.save_pretrained(out)
+        metrics = {"mean_iou": result.mean_iou, "class_iou": result.class_iou, "backbone": args.backbone}
+        (out / "eval_results.json").write_text(json.dumps(metrics, indent=2))
     print(f"mean_iou={result.mean_iou:.4f}")
 
 

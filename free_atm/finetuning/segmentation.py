@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, TrainingArguments
 
+from ..training.trainer import FreeATMTrainer
 from .data import SEGMENTATION_CLASSES
 from .models import segmentation_model
 
@@ -59,14 +60,15 @@ def finetune_segmentation(
     training_args: TrainingArguments,
     head_channels: int = 64,
     class_names: Sequence[str] = SEGMENTATION_CLASSES,
+    resume_from_checkpoint: str | None = None,
 ) -> SegmentationResult:
     """Fine-tune ``backbone`` (see :func:`segmentation_model`) with a fresh UperNet head on ``train``, the
     whole network trained as the paper's transfer tasks do, and score it on ``test``; the head is
-    initialised from ``training_args.seed``."""
+    initialised from ``training_args.seed``; a diverging run stops in one line (``FreeATMTrainer``)."""
     torch.manual_seed(training_args.seed)
     model = segmentation_model(backbone, len(class_names), head_channels)
-    trainer = Trainer(model=model, args=training_args, train_dataset=train)
-    trainer.train()
+    trainer = FreeATMTrainer(model=model, args=training_args, train_dataset=train)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     confusion = confusion_matrix(model, test, len(class_names), training_args.per_device_eval_batch_size)
     overall, per_class = mean_iou(confusion)

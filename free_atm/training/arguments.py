@@ -13,10 +13,14 @@ from datasets import Dataset
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..paths import local_path
-from ..usage import OneLineErrors
+from ..usage import OneLineErrors, check_ranges
 from .sources import COLUMNS, load_source, mix_sources
 
 logger = logging.getLogger(__name__)
+
+
+#: the largest values a run finishes with: images up to 1,024 pixels, probes of up to 100,000 scenes
+DATA_RANGES = {"--image_size": (1, 1024), "--probe_scenes": (0, 100_000)}
 
 
 @dataclass
@@ -24,9 +28,11 @@ class DataArguments:
     dataset_name: str = field(metadata={"help": "dataset folder, Hub id, or shapes:N"})
     real_dataset_name: str | None = field(default=None, metadata={"help": "second source for the mix"})
     real_ratio: float = field(default=0.0, metadata={"help": "share of samples drawn from the second source"})
-    image_size: int = 64
+    image_size: int = field(default=64, metadata={"help": "the side images are resized to, 1 to 1,024"})
     max_objects: int = 3
-    probe_scenes: int = field(default=0, metadata={"help": "rendered scenes for the kNN and linear probes (0: none)"})
+    probe_scenes: int = field(
+        default=0, metadata={"help": "rendered scenes for the kNN and linear probes, up to 100,000 (0: none)"}
+    )
     allow_incomplete: bool = field(
         default=False,
         metadata={"help": "train on the finished shards of a generation that stopped early (else refused)"},
@@ -42,6 +48,7 @@ class DataArguments:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.probe_scenes < 0 or self.probe_scenes == 1:
             raise ValueError(f"--probe_scenes must be 0 (no probe) or at least 2, got {self.probe_scenes}")
+        check_ranges({"--image_size": self.image_size, "--probe_scenes": self.probe_scenes}, DATA_RANGES)
 
     def training_data(self, columns: Sequence[str] = COLUMNS) -> Dataset:
         """The ``columns`` of ``dataset_name``, mixed with ``real_dataset_name`` at ``real_ratio``."""

@@ -164,8 +164,7 @@ def test_the_training_script_resumes_and_saves_what_a_stock_pipeline_loads(tmp_p
     card = (tmp_path / "whole" / "README.md").read_text()
     assert "library_name: diffusers" in card and "pipe.load_lora_weights" in card and "shapes:8" in card
     call = dict(num_inference_steps=2, height=32, width=32, output_type="np")
-    stock = StableDiffusionPipeline(**tiny_sd_components(), safety_checker=None, feature_extractor=None,
-                                    requires_safety_checker=False)  # fmt: skip
+    stock = StableDiffusionPipeline(**tiny_sd_components())
     stock.load_lora_weights(tmp_path / "whole")
     ours = free_atm.FreeATMDiffusionPipeline(**tiny_sd_components())
     ours.load_lora_weights(tmp_path / "whole")

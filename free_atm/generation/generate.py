@@ -111,7 +111,8 @@ class GenerationConfig:
     lora: str | None = field(
         default=None,
         metadata={
-            "help": "a LoRA adapter folder or Hub id loaded into the model (a grounding adapter sharpens the masks)"
+            "help": "a LoRA adapter folder or Hub id loaded into the model (a grounding adapter sharpens the "
+            "masks; needs peft, the train extra)"
         },
     )
     lora_scale: float = field(default=1.0, metadata={"help": "the adapter's weight, 0 to 4"})

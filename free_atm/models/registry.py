@@ -8,6 +8,7 @@ come from the ImageNet label space.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Callable
@@ -175,6 +176,8 @@ def check_lora_reference(lora: str | None, scale: float = 1.0) -> None:
         raise ValueError(f"--lora-scale must be in [0, {MAX_LORA_SCALE:g}], got {scale}")
     if lora is None:
         return
+    if importlib.util.find_spec("peft") is None:
+        raise ValueError("--lora needs peft, which diffusers loads adapters with: pip install 'free-atm[train]'")
     path = local_path(lora)
     if path.exists() or names_a_folder(lora):
         if not (path / "pytorch_lora_weights.safetensors").is_file():

@@ -7,7 +7,8 @@ for a failure of the environment; the traceback only with ``--debug`` or ``FREE_
 * bad input: ``ValueError`` (a value out of range, a malformed file, a damaged row, an object missing
   from its prompt), ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``FileExistsError``;
 * the environment: :class:`CommandFailure` (the Hub unreachable, an upload refused), ``PermissionError``,
-  a full disk (``ENOSPC``, ``EDQUOT``), ``MemoryError``, and the network errors of ``requests`` and ``httpx``.
+  a full disk (``ENOSPC``, ``EDQUOT``), memory (``MemoryError``, torch's failed allocations on the CPU and
+  the GPU), and the network errors of ``requests`` and ``httpx``.
 
 Anything else is a bug and keeps its traceback.
 """
@@ -69,6 +70,13 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return requests.exceptions.ConnectionError, requests.exceptions.Timeout, httpx.TransportError
 
 
+def _allocation_failed(error: BaseException) -> bool:
+    """Whether ``error`` is torch's report of a failed allocation: a ``RuntimeError`` on the CPU
+    ("DefaultCPUAllocator: not enough memory"), ``torch.OutOfMemoryError`` on a GPU."""
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
+
+
 def describe_failure(error: BaseException) -> tuple[str, int] | None:
     """The line and exit status that report ``error``, or ``None`` when it is a bug (keep the traceback)."""
     if isinstance(error, CommandFailure):
@@ -79,7 +87,7 @@ def describe_failure(error: BaseException) -> tuple[str, int] | None:
     if isinstance(error, OSError) and error.errno in FULL_DISK:
         where = f" writing {error.filename}" if error.filename else ""
         return f"no space left on the device{where}; free some space and rerun the command (it resumes)", 1
-    if isinstance(error, MemoryError):
+    if isinstance(error, MemoryError) or _allocation_failed(error):
         return "out of memory; lower the batch size or the image size, or use a machine with more memory", 1
     if isinstance(error, _network_errors()):
         return f"the network failed ({error}); check the connection, or use local folders", 1

@@ -187,6 +187,8 @@ def _load_script(name: str):
         ({"unet_steps": 0}, "--unet_steps must be positive, got 0"),
         ({"num_scenes": -5}, "--num_scenes must be positive, got -5"),
         ({"learning_rate": 0.0}, "--learning_rate must be positive, got 0.0"),
+        ({"learning_rate": float("inf")}, "--learning_rate must be a finite number, got inf"),
+        ({"grounding_weight": float("nan")}, "--grounding_weight must be a finite number, got nan"),
         ({"snr_gamma": -1.0}, "--snr_gamma must be 0 or more, got -1.0"),
         ({"caption_dropout": 1.0}, "--caption_dropout must lie in \\[0, 1\\), got 1.0"),
         ({"prediction_type": "sample"}, "--prediction_type must be one of epsilon, v_prediction, got 'sample'"),

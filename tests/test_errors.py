@@ -229,3 +229,21 @@ def test_commands_in_their_own_process_fail_in_one_line(command, status, pieces,
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and all(piece in errors[0] for piece in pieces), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: not enough memory: you tried to"),
+        RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    ],
+)
+def test_a_failed_allocation_is_the_memory_line_wherever_torch_reports_it(error):
+    from free_atm.usage import describe_failure
+
+    assert describe_failure(error) == (
+        "out of memory; lower the batch size or the image size, or use a machine with more memory",
+        1,
+    )
+    assert describe_failure(RuntimeError("a bug")) is None  # any other RuntimeError keeps its traceback

@@ -95,6 +95,8 @@ class GroundingCollator:
 
 @dataclass
 class GroundingOutput:
+    """The weighted loss a step minimises, and its two parts (detached, for the logs)."""
+
     loss: torch.Tensor
     denoising: torch.Tensor
     grounding: torch.Tensor
@@ -108,7 +110,8 @@ class GroundingModel(nn.Module):
 
     def __init__(self, pipe, args: GroundingArguments) -> None:
         super().__init__()
-        self.modules_ = nn.ModuleDict({k: v for k, v in pipe.components.items() if isinstance(v, nn.Module)})
+        # registered so that the Trainer moves them to its device; saving writes the adapter alone
+        self.components = nn.ModuleDict({k: v for k, v in pipe.components.items() if isinstance(v, nn.Module)})
         self.pipe, self.args = pipe, args
 
     def forward(self, pixel_values, masks, prompts, objects) -> GroundingOutput:

@@ -93,6 +93,8 @@ def train_adapter(pipe, model: str, out: Path, args, call: dict) -> float:
         pretrained_model_name_or_path=model,
         rank=args.rank,
         max_sequence_length=call.get("max_sequence_length"),
+        grounding_weight=args.grounding_weight,
+        max_timestep=args.max_timestep,
     )
     training = FreeATMTrainingArguments(
         output_dir=str(out), max_steps=args.train_steps, per_device_train_batch_size=args.batch_size,
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--grounding-weight", type=float, default=1.0)
+    parser.add_argument("--max-timestep", type=int, default=1000, help="highest noise level trained on")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance-scale", type=float, default=5.0)
     args = parser.parse_args()

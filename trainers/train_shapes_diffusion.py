@@ -314,8 +314,13 @@ class Checkpoint:
     def check(self, step: int) -> None:
         """Raise ``TrainingDiverged`` if a loss so far or a weight of the stage's modules is not finite."""
         modules = [m for m in self.state.values() if isinstance(m, torch.nn.Module)]
-        kept = f"{self.path} holds the last finite checkpoint" if self.path.exists() else "no checkpoint was written"
-        where = f"{kept}; lower the learning rate or the loss weights and start again in a new --output_dir"
+
+        def where() -> str:  # made only when the stage diverged
+            kept = (
+                f"{self.path} holds the last finite checkpoint" if self.path.exists() else "no checkpoint was written"
+            )
+            return f"{kept}; lower the learning rate or the loss weights and start again in a new --output_dir"
+
         self.watch.check((p for m in modules for p in m.parameters()), step, where)
 
     def load(self) -> int:

@@ -22,9 +22,7 @@ def load_dataset_split(name: str, split: str = "train") -> Dataset:
     ``datasets.load_dataset`` takes (a Hub id, a folder of another layout)."""
     folder = local_path(name)
     data = folder / "data"
-    if data.is_dir():
-        pattern = f"{split}-*.parquet" if any(data.glob(f"{split}-*.parquet")) else "*.parquet"
-        if any(data.glob(pattern)):
-            files = f"{glob.escape(str(data))}/{pattern}"
-            return load_dataset("parquet", data_files={split: files}, split=split)
+    for pattern in (f"{split}-*.parquet", "*.parquet"):
+        if data.is_dir() and any(data.glob(pattern)):
+            return load_dataset("parquet", data_files={split: f"{glob.escape(str(data))}/{pattern}"}, split=split)
     return load_dataset(str(folder) if folder.is_dir() else name, split=split)

@@ -74,14 +74,17 @@ class ShardPlan:
         temporary.write_text(json.dumps(record))
         os.replace(temporary, path)
 
+    def expected_rows(self, root: str | Path, shard: int) -> int:
+        """The rows ``shard`` holds when finished: its indices but those its record says it lacks."""
+        return len(self.indices(shard)) - len(self.record(root, shard).get("missing", []))
+
     def is_complete(self, root: str | Path, shard: int) -> bool:
-        """Whether ``shard`` is on disk, readable, and holds all its rows but those its record says it lacks."""
+        """Whether ``shard`` is on disk, readable, and holds its :meth:`expected_rows`."""
         path = self.path(root, shard)
         if not path.is_file():
             return False
-        expected = len(self.indices(shard)) - len(self.record(root, shard).get("missing", []))
         try:
-            return pq.ParquetFile(path).metadata.num_rows == expected
+            return pq.ParquetFile(path).metadata.num_rows == self.expected_rows(root, shard)
         except Exception:  # an unreadable file is an unfinished shard  # noqa: BLE001
             return False
 
@@ -146,7 +149,7 @@ def _check_shard(root: Path, shard: Path, plan: ShardPlan | None) -> None:
     index = int(shard.stem.split("-")[1])
     if plan is None or index >= plan.num_shards:
         return
-    expected = len(plan.indices(index)) - len(plan.record(root, index).get("missing", []))
+    expected = plan.expected_rows(root, index)
     if rows != expected:
         raise ValueError(
             f"dataset {root}: shard {shard.name} holds {rows} rows where its run wrote {expected}; it was changed "

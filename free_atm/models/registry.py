@@ -191,6 +191,7 @@ def check_lora_reference(lora: str | None, scale: float = 1.0) -> None:
 
 def load_lora(pipe, lora: str, scale: float = 1.0) -> None:
     """Load the LoRA adapter ``lora`` (a folder or Hub id) into ``pipe`` at weight ``scale``."""
-    source = str(local_path(lora)) if local_path(lora).exists() else lora
+    path = local_path(lora)
+    source = str(path) if path.exists() else lora
     load_reporting_failures(lambda: pipe.load_lora_weights(source, adapter_name="lora"), lora, "LoRA adapter")
     pipe.set_adapters(["lora"], adapter_weights=[scale])

@@ -8,7 +8,7 @@ where something is logged or written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -28,12 +28,16 @@ class FiniteWatch:
         bad = torch.where(torch.isfinite(loss.detach()).all(), 0, step)
         self._first = bad if self._first is None else torch.where(self._first > 0, self._first, bad)
 
-    def check(self, parameters: Iterable[torch.Tensor], step: int, where: str) -> None:
+    def check(self, parameters: Iterable[torch.Tensor], step: int, where: str | Callable[[], str]) -> None:
         """Raise :class:`TrainingDiverged` if a loss seen so far or one of ``parameters`` is not finite;
         ``step`` is the current step and ``where`` says what the message points the user to (the last
-        checkpoint on disk, and what to change)."""
+        checkpoint on disk, and what to change): a string, or a function made only when the run diverged.
+        One host synchronisation for the losses and one for all the weights."""
         first = 0 if self._first is None else int(self._first)
+        finite = [torch.isfinite(p).all() for p in parameters]
+        if not first and (not finite or bool(torch.stack(finite).all())):
+            return
+        said = where() if callable(where) else where
         if first:
-            raise TrainingDiverged(f"training diverged: the loss is not finite at step {first}; {where}")
-        if not all(bool(torch.isfinite(p).all()) for p in parameters):
-            raise TrainingDiverged(f"training diverged: the weights are not finite after step {step}; {where}")
+            raise TrainingDiverged(f"training diverged: the loss is not finite at step {first}; {said}")
+        raise TrainingDiverged(f"training diverged: the weights are not finite after step {step}; {said}")

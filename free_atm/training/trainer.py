@@ -55,9 +55,12 @@ class FreeATMTrainer(Trainer):
 
     def check_finite(self) -> None:
         """Raise :class:`.health.TrainingDiverged` if a loss so far or a weight is not finite."""
-        last = last_complete_checkpoint(self.args.output_dir)
-        kept = f"the last checkpoint, {last}, was written before it" if last else "no checkpoint was written"
-        where = f"{kept}; lower --learning_rate and start again in a new --output_dir"
+
+        def where() -> str:  # looked up only when the run diverged: every log and save checks
+            last = last_complete_checkpoint(self.args.output_dir)
+            kept = f"the last checkpoint, {last}, was written before it" if last else "no checkpoint was written"
+            return f"{kept}; lower --learning_rate and start again in a new --output_dir"
+
         trained = (p for p in self.model.parameters() if p.requires_grad)  # frozen weights cannot diverge
         self._watch.check(trained, self.state.global_step, where)
 

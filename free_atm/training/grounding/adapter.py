@@ -64,13 +64,18 @@ def add_grounding_adapter(pipe, rank: int, alpha: float, blocks: Sequence[int] |
     return sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
 
 
+def _owner(pipe) -> str:
+    """The name of ``pipe``'s denoiser, which prefixes its keys in a LoRA file: ``transformer`` or ``unet``."""
+    return "transformer" if pipe.denoiser is getattr(pipe, "transformer", None) else "unet"
+
+
 def save_grounding_adapter(pipe, folder: str | Path) -> None:
     """Write ``pipe``'s adapter into ``folder`` in diffusers' LoRA format
     (``pytorch_lora_weights.safetensors``), which ``load_lora_weights`` of a stock pipeline reads."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     layers = get_peft_model_state_dict(pipe.denoiser)
-    if getattr(pipe, "transformer", None) is not None:  # transformers' loaders read peft's names as they are
+    if _owner(pipe) == "transformer":  # transformers' loaders read peft's names as they are
         pipe.save_lora_weights(folder, transformer_lora_layers=layers)
     else:  # UNet loaders read diffusers' names (lora.down / lora.up)
         pipe.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(layers))
@@ -82,10 +87,9 @@ def load_grounding_adapter_weights(pipe, folder: str | Path) -> None:
     its optimiser still holding these parameters."""
     from diffusers.utils import convert_unet_state_dict_to_peft
 
-    saved = load_file(Path(folder) / ADAPTER_FILE)
-    owner = "transformer." if getattr(pipe, "transformer", None) is not None else "unet."
-    state = {key.removeprefix(owner): value for key, value in saved.items()}
-    if owner == "unet.":
+    owner = _owner(pipe)
+    state = {key.removeprefix(f"{owner}."): value for key, value in load_file(Path(folder) / ADAPTER_FILE).items()}
+    if owner == "unet":
         state = convert_unet_state_dict_to_peft(state)
     result = set_peft_model_state_dict(pipe.denoiser, state, adapter_name="default")
     missing = [key for key in result.missing_keys if "lora_" in key]

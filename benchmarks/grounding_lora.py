@@ -94,12 +94,14 @@ def train_adapter(pipe, model: str, out: Path, args, call: dict) -> float:
         rank=args.rank,
         max_sequence_length=call.get("max_sequence_length"),
         grounding_weight=args.grounding_weight,
+        pixel_weight=args.pixel_weight,
         max_timestep=args.max_timestep,
     )
     training = FreeATMTrainingArguments(
         output_dir=str(out), max_steps=args.train_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, use_cpu=True, report_to="none", save_strategy="steps",
         save_steps=max(1, args.train_steps // 4), logging_steps=max(1, args.train_steps // 20), seed=0,
+        disable_tqdm=True,
     )  # fmt: skip
     trainer = grounding_trainer(grounding, training, pipe)
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(out))
@@ -133,7 +135,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--grounding-weight", type=float, default=1.0)
+    parser.add_argument("--grounding-weight", type=float, default=1.0, help="the token grounding loss's weight")
+    parser.add_argument("--pixel-weight", type=float, default=0.0, help="the pixel grounding loss's weight")
     parser.add_argument("--max-timestep", type=int, default=1000, help="highest noise level trained on")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance-scale", type=float, default=5.0)

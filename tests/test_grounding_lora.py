@@ -17,6 +17,7 @@ import free_atm
 from free_atm.testing import tiny_flux_components, tiny_sd3_components, tiny_sd_components, tiny_sdxl_components
 from free_atm.training.grounding.adapter import adapter_targets, add_grounding_adapter, save_grounding_adapter
 from free_atm.training.grounding.loss import grounding_loss, token_columns
+from free_atm.training.grounding.pixel_loss import pixel_loss
 from free_atm.training.grounding.step import grounding_losses
 
 FAMILIES = {
@@ -65,6 +66,28 @@ def test_the_loss_is_the_mean_squared_shortfall_of_each_tokens_share_inside_its_
     assert grounding_loss(maps, torch.zeros_like(masks), owners) == 0  # no object drawn: nothing counts
 
 
+def test_the_pixel_loss_is_the_cross_entropy_of_each_objects_normalised_map_against_its_mask():
+    maps = torch.rand(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0)).double()
+    masks = torch.zeros(2, 2, 8, 8)
+    masks[0, 0, :4], masks[0, 1, :, 4:], masks[1, 0, 2:6, 2:6] = 1, 1, 1  # image 1's second object is empty
+    owners = torch.tensor([[0, 1, 1], [0, 1, -1]])  # image 0's second object has two tokens
+    expected, counted = 0.0, 0
+    for b in range(2):
+        for m in range(2):
+            tokens = [t for t in range(3) if owners[b, t] == m]
+            target = F.avg_pool2d(masks[b, m][None, None].double(), 2)[0, 0]  # area-resized: fractions at edges
+            if not tokens or target.sum() == 0:
+                continue
+            summed = sum(maps[b, t].mean(0) for t in tokens)
+            shaped = ((summed - summed.min()) / (summed.max() - summed.min())).clamp(1e-4, 1 - 1e-4)
+            cross = -(target * shaped.log() + (1 - target) * (1 - shaped).log())
+            expected, counted = expected + cross.mean(), counted + 1
+    torch.testing.assert_close(pixel_loss(maps, masks, owners).double(), expected / counted, rtol=1e-5, atol=1e-6)
+    assert pixel_loss(maps, torch.zeros_like(masks), owners) == 0  # no object drawn: nothing counts
+    shaped_like_its_mask = F.avg_pool2d(masks, 2)[:, [0, 1, 1]][:, :, None].expand(-1, -1, 2, -1, -1)
+    assert pixel_loss(shaped_like_its_mask * 7.0, masks, owners) < 1e-3  # any scale of the mask's shape
+
+
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_the_steps_grounding_loss_equals_explicit_attention(family, monkeypatch):
     """UNets: the capture's maps with gradients against each cross-attention layer's explicit softmax (the
@@ -97,6 +120,41 @@ def test_the_steps_grounding_loss_equals_explicit_attention(family, monkeypatch)
     assert len(recorded) == out.maps.shape[2]
     torch.testing.assert_close(out.maps.double(), torch.stack(layers, 2), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(out.grounding.double(), reference.double(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_the_steps_grounding_losses_equal_the_explicit_joint_softmax(family):
+    """SD3 and Flux: the capture's maps with gradients against each joint block's full softmax over text
+    and image keys in float64 (``JointReference``), on the same latents, noise and levels."""
+    from joint_reference import JointReference
+
+    cls, components = FAMILIES[family]
+    pipe = cls(**components())
+    pixels, masks = _batch()
+    timesteps = torch.tensor([100.0, 700.0])
+    out = grounding_losses(pipe, pixels, PROMPTS, OBJECTS, masks, timesteps, torch.Generator().manual_seed(3))
+    columns, owners = token_columns(pipe._object_weights({}, PROMPTS, OBJECTS, False)[0])
+    with torch.no_grad():
+        latents = pipe._annotation_latents(pixels)
+        conditioning = pipe._annotation_conditioning(PROMPTS, *pixels.shape[-2:], {})
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(3))
+        reference = JointReference(pipe.transformer, num_images=2)
+        try:
+            pipe.denoise(latents, noise, timesteps, conditioning)
+        finally:
+            reference.restore()
+    size = tuple(out.maps.shape[-2:])
+    layers = []
+    for record in reference.records:  # each block's image-to-text probabilities (B, heads, N, L), in order
+        maps = record["probs"].double().mean(1) @ columns.double()  # (B, N, T)
+        side = math.isqrt(maps.shape[1])
+        maps = maps.transpose(1, 2).reshape(2, -1, side, side)
+        layers.append(F.interpolate(maps, size=size, mode="bilinear", align_corners=False))
+    expected = torch.stack(layers, 2)
+    assert out.maps.shape == expected.shape and out.maps.requires_grad
+    torch.testing.assert_close(out.maps.double(), expected, rtol=1e-4, atol=1e-6)
+    for got, loss in ((out.grounding, grounding_loss), (out.pixel, pixel_loss)):
+        torch.testing.assert_close(got.double(), loss(expected, masks, owners).double(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -157,12 +215,31 @@ def test_the_training_script_resumes_and_saves_what_a_stock_pipeline_loads(tmp_p
 
     script = Path(__file__).resolve().parents[1] / "trainers" / "train_grounding_lora.py"
     weights = assert_killed_run_resumes_to_the_uninterrupted_result(
-        script, [*TRAINING, "--max_steps", "4"], tmp_path, steps=4, kill_at=2,
+        script, [*TRAINING, "--max_steps", "4", "--validation_images", "2"], tmp_path, steps=4, kill_at=2,
         weights_file="pytorch_lora_weights.safetensors",
     )  # fmt: skip
     assert weights["whole"] and all(".lora" in key for key in weights["whole"])
     card = (tmp_path / "whole" / "README.md").read_text()
     assert "library_name: diffusers" in card and "pipe.load_lora_weights" in card and "shapes:8" in card
+    # the card's "before": the stock model's annotate masks on the 2 held-out rows, IoU counted here
+    from datasets import Image as ImageFeature
+
+    from free_atm.models import load_pipeline
+    from free_atm.training.grounding.recipe import COLUMNS, GroundingArguments, GroundingCollator
+
+    rows = GroundingArguments(dataset_name="shapes:8", image_size=32).training_data(COLUMNS)
+    rows = rows.cast_column("image", ImageFeature()).select([6, 7])
+    batch = GroundingCollator(32)(list(rows))
+    generators = [torch.Generator().manual_seed(42 + i) for i in range(2)]  # the run's seed, one per image
+    out = load_pipeline("tiny-random").annotate((batch["pixel_values"] + 1) / 2, batch["prompts"], batch["objects"],
+                                                generator=generators)  # fmt: skip
+    ious = [
+        (masks[m] & truth[m]).sum() / (masks[m] | truth[m]).sum()
+        for masks, truth, objects in zip(out.masks, batch["masks"].numpy() > 0.5, batch["objects"])
+        for m in range(len(objects))
+    ]
+    assert f"| held-out annotate mean IoU (2 images), base model | {round(float(np.mean(ious)), 4)} |" in card, card
+    assert "held-out annotate mean IoU (2 images), with the adapter |" in card
     call = dict(num_inference_steps=2, height=32, width=32, output_type="np")
     stock = StableDiffusionPipeline(**tiny_sd_components())
     stock.load_lora_weights(tmp_path / "whole")
@@ -183,6 +260,8 @@ def test_the_training_script_resumes_and_saves_what_a_stock_pipeline_loads(tmp_p
         (["--min_timestep", "900", "--max_timestep", "100"], "--min_timestep 900 and --max_timestep 100 must satisfy"),
         (["--image_size", "40"], "--image_size must be a multiple of 16 (every family's latent grid), got 40"),
         (["--grounding_weight", "inf"], "--grounding_weight must be a finite number, 0 or more, got inf"),
+        (["--pixel_weight", "-1"], "--pixel_weight must be a finite number, 0 or more, got -1.0"),
+        (["--validation_images", "8"], "--validation_images 8 leaves nothing to train on: the data has 8 rows"),
         (["--dataset_name", "{tmp}/plain"], "lacks the free-atm columns ['prompt', 'objects', 'masks']"),
     ],
 )

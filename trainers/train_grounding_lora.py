@@ -26,14 +26,21 @@ def main() -> None:
     args, training_args = parser.parse_args_into_dataclasses()
     trainer = grounding_trainer(args, training_args)  # checks the data, then loads the base model
     with training_run(training_args, asdict(args)) as resume:
+        before = trainer.held_out_miou() if trainer.is_world_process_zero() else None  # the base model's
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         if trainer.is_world_process_zero():
             last = next((log for log in reversed(trainer.state.log_history) if "grounding" in log), {})
             metrics = {
                 "train_loss": round(result.training_loss, 4),
-                **{k: last[k] for k in ("denoising", "grounding") if k in last},
+                **{k: last[k] for k in ("denoising", "grounding", "pixel") if k in last},
             }
+            if before is not None:
+                after = trainer.held_out_miou()
+                metrics |= {
+                    f"held-out annotate mean IoU ({args.validation_images} images), base model": round(before, 4),
+                    f"held-out annotate mean IoU ({args.validation_images} images), with the adapter": round(after, 4),
+                }
             grounding_card(args, training_args, trainer, metrics)
         if training_args.push_to_hub:
             trainer.push_to_hub(commit_message="free-atm grounding adapter")
@@ -58,6 +65,7 @@ def grounding_card(args: GroundingArguments, training_args, trainer, metrics: di
         alpha=args.rank if args.alpha is None else args.alpha,
         denoising_weight=args.denoising_weight,
         grounding_weight=args.grounding_weight,
+        pixel_weight=args.pixel_weight,
         layers=f"{chosen} of {len(layers)} ({type(trainer.model.pipe.denoiser).__name__})",
         timesteps=f"{args.min_timestep}-{args.max_timestep}",
         metrics=metrics,

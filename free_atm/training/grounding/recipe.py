@@ -18,6 +18,7 @@ from ..arguments import DataArguments
 from ..trainer import FreeATMTrainer
 from .adapter import add_grounding_adapter, load_grounding_adapter_weights, save_grounding_adapter
 from .step import grounding_losses
+from .validation import annotate_miou
 
 #: what an adapter trains on: images with their captions, object phrases and object masks
 COLUMNS = ("image", "prompt", "objects", "masks")
@@ -37,12 +38,17 @@ class GroundingArguments(DataArguments):
         default=None,
         metadata={"help": "indices of the attention layers to adapt (default: every one the capture reads)"},
     )
-    grounding_weight: float = field(default=1.0, metadata={"help": "weight of the grounding loss"})
+    grounding_weight: float = field(default=1.0, metadata={"help": "weight of the token grounding loss"})
+    pixel_weight: float = field(default=0.0, metadata={"help": "weight of the pixel grounding loss"})
     denoising_weight: float = field(default=1.0, metadata={"help": "weight of the denoiser's own loss"})
     min_timestep: int = field(default=0, metadata={"help": "lowest noise level drawn, 0-1000"})
     max_timestep: int = field(default=1000, metadata={"help": "highest noise level drawn (exclusive), 0-1000"})
     max_sequence_length: int | None = field(
         default=None, metadata={"help": "SD3 and Flux: the T5 text length, as in the pipeline call (default: its own)"}
+    )
+    validation_images: int = field(
+        default=0,
+        metadata={"help": "the data's last N rows, held out: annotate mean IoU on them before and after, in the card"},
     )
 
     def __post_init__(self) -> None:
@@ -53,10 +59,12 @@ class GroundingArguments(DataArguments):
             )
         if self.rank < 1:
             raise ValueError(f"--rank must be at least 1, got {self.rank}")
-        for name in ("alpha", "grounding_weight", "denoising_weight"):
+        for name in ("alpha", "grounding_weight", "pixel_weight", "denoising_weight"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"--{name} must be a finite number, 0 or more, got {value}")
+        if self.validation_images < 0:
+            raise ValueError(f"--validation_images must be 0 or more, got {self.validation_images}")
         if self.max_sequence_length is not None and not 0 <= self.max_sequence_length <= 512:
             raise ValueError(f"--max_sequence_length must be in [0, 512], got {self.max_sequence_length}")
         if not 0 <= self.min_timestep < self.max_timestep <= 1000:
@@ -64,6 +72,10 @@ class GroundingArguments(DataArguments):
                 f"--min_timestep {self.min_timestep} and --max_timestep {self.max_timestep} must satisfy "
                 "0 <= min < max <= 1000"
             )
+
+    def call(self) -> dict:
+        """The pipeline call's text settings these arguments fix (SD3 and Flux: ``max_sequence_length``)."""
+        return {} if self.max_sequence_length is None else {"max_sequence_length": self.max_sequence_length}
 
 
 class GroundingCollator:
@@ -95,11 +107,12 @@ class GroundingCollator:
 
 @dataclass
 class GroundingOutput:
-    """The weighted loss a step minimises, and its two parts (detached, for the logs)."""
+    """The weighted loss a step minimises, and its parts (detached, for the logs)."""
 
     loss: torch.Tensor
     denoising: torch.Tensor
     grounding: torch.Tensor
+    pixel: torch.Tensor
 
 
 class GroundingModel(nn.Module):
@@ -117,20 +130,37 @@ class GroundingModel(nn.Module):
     def forward(self, pixel_values, masks, prompts, objects) -> GroundingOutput:
         args = self.args
         timesteps = torch.randint(args.min_timestep, args.max_timestep, (len(prompts),)).float()
-        call = {} if args.max_sequence_length is None else {"max_sequence_length": args.max_sequence_length}
-        losses = grounding_losses(self.pipe, pixel_values, prompts, objects, masks, timesteps, call=call)
-        loss = args.denoising_weight * losses.denoising + args.grounding_weight * losses.grounding
-        return GroundingOutput(loss, losses.denoising.detach(), losses.grounding.detach())
+        losses = grounding_losses(self.pipe, pixel_values, prompts, objects, masks, timesteps, call=args.call())
+        loss = (
+            args.denoising_weight * losses.denoising
+            + args.grounding_weight * losses.grounding
+            + args.pixel_weight * losses.pixel
+        )
+        return GroundingOutput(loss, losses.denoising.detach(), losses.grounding.detach(), losses.pixel.detach())
 
 
 class GroundingTrainer(FreeATMTrainer):
     """Trains the adapter alone; a checkpoint and the final folder hold the adapter in diffusers' LoRA
-    format (not the base weights), and resuming puts it back into the same adapter."""
+    format (not the base weights), and resuming puts it back into the same adapter. ``held_out`` rows, if
+    any, are what :meth:`held_out_miou` scores."""
+
+    def __init__(self, *args, held_out=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.held_out = held_out
+
+    def held_out_miou(self) -> float | None:
+        """The pipeline's raw ``annotate`` mean IoU on the held-out rows as it is now (None without any)."""
+        if not self.held_out:
+            return None
+        loader = torch.utils.data.DataLoader(
+            self.held_out, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator
+        )
+        return annotate_miou(self.model.pipe, loader, self.model.args.call(), seed=self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
-            self.accumulate(denoising=outputs.denoising, grounding=outputs.grounding)
+            self.accumulate(denoising=outputs.denoising, grounding=outputs.grounding, pixel=outputs.pixel)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
@@ -148,12 +178,19 @@ def grounding_trainer(args: GroundingArguments, training_args, pipe=None) -> Gro
 
     training_args.remove_unused_columns = False
     data = args.training_data(COLUMNS).cast_column("image", ImageFeature())
+    if args.validation_images >= len(data):
+        raise ValueError(
+            f"--validation_images {args.validation_images} leaves nothing to train on: the data has {len(data)} rows"
+        )
+    train = data.select(range(len(data) - args.validation_images))
+    held_out = data.select(range(len(train), len(data))) if args.validation_images else None
     pipe = pipe or load_pipeline(args.pretrained_model_name_or_path)
     torch.manual_seed(training_args.seed)
     add_grounding_adapter(pipe, args.rank, args.rank if args.alpha is None else args.alpha, args.blocks)
     return GroundingTrainer(
         model=GroundingModel(pipe, args),
         args=training_args,
-        train_dataset=data,
+        train_dataset=train,
         data_collator=GroundingCollator(args.image_size),
+        held_out=held_out,
     )

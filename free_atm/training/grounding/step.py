@@ -1,5 +1,6 @@
-"""One training step's losses for a grounding adapter: the denoiser's own loss and the grounding loss on
-the maps the capture processors gather from the same forward pass (no second pass), on any family."""
+"""One training step's losses for a grounding adapter: the denoiser's own loss and the grounding losses
+(token and pixel) on the maps the capture processors gather from the same forward pass (no second pass),
+on any family."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import torch.nn.functional as F
 
 from ...attention import AttentionAggregator, capture_attention
 from .loss import grounding_loss, token_columns
+from .pixel_loss import pixel_loss
 
 
 @dataclass
 class GroundingLosses:
-    """``denoising``: the mean squared error of the denoiser's prediction; ``grounding``: :func:`grounding_loss`
-    of its captured maps; ``maps``: those maps ``(B, T, layers, h, w)``, one column per object token."""
+    """``denoising``: the mean squared error of the denoiser's prediction; ``grounding`` and ``pixel``:
+    :func:`grounding_loss` and :func:`pixel_loss` of its captured maps; ``maps``: those maps
+    ``(B, T, layers, h, w)``, one column per object token."""
 
     denoising: torch.Tensor
     grounding: torch.Tensor
+    pixel: torch.Tensor
     maps: torch.Tensor
 
 
@@ -49,8 +53,10 @@ def grounding_losses(
     with capture_attention(pipe.denoiser, aggregator):
         prediction, target = pipe.denoise(latents, noise, timesteps, conditioning)
     maps = aggregator.kept()["layers"]
+    masks = masks.to(maps.device)
     return GroundingLosses(
         denoising=F.mse_loss(prediction.float(), target.float()),
-        grounding=grounding_loss(maps, masks.to(maps.device), owners),
+        grounding=grounding_loss(maps, masks, owners),
+        pixel=pixel_loss(maps, masks, owners),
         maps=maps,
     )

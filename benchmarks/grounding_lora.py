@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--grounding-weight", type=float, default=1.0, help="the token grounding loss's weight")
-    parser.add_argument("--pixel-weight", type=float, default=0.0, help="the pixel grounding loss's weight")
+    parser.add_argument("--pixel-weight", type=float, default=1.0, help="the pixel grounding loss's weight")
     parser.add_argument("--max-timestep", type=int, default=1000, help="highest noise level trained on")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance-scale", type=float, default=5.0)

@@ -39,7 +39,7 @@ class GroundingArguments(DataArguments):
         metadata={"help": "indices of the attention layers to adapt (default: every one the capture reads)"},
     )
     grounding_weight: float = field(default=1.0, metadata={"help": "weight of the token grounding loss"})
-    pixel_weight: float = field(default=0.0, metadata={"help": "weight of the pixel grounding loss"})
+    pixel_weight: float = field(default=1.0, metadata={"help": "weight of the pixel grounding loss"})
     denoising_weight: float = field(default=1.0, metadata={"help": "weight of the denoiser's own loss"})
     min_timestep: int = field(default=0, metadata={"help": "lowest noise level drawn, 0-1000"})
     max_timestep: int = field(default=1000, metadata={"help": "highest noise level drawn (exclusive), 0-1000"})

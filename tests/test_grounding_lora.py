@@ -15,7 +15,12 @@ from diffusers.models.attention_processor import AttnProcessor
 
 import free_atm
 from free_atm.testing import tiny_flux_components, tiny_sd3_components, tiny_sd_components, tiny_sdxl_components
-from free_atm.training.grounding.adapter import adapter_targets, add_grounding_adapter, save_grounding_adapter
+from free_atm.training.grounding.adapter import (
+    adapter_targets,
+    add_grounding_adapter,
+    attention_layers,
+    save_grounding_adapter,
+)
 from free_atm.training.grounding.loss import grounding_loss, token_columns
 from free_atm.training.grounding.pixel_loss import pixel_loss
 from free_atm.training.grounding.step import grounding_losses
@@ -188,6 +193,19 @@ def test_an_adapter_trains_alone_and_loads_into_a_stock_pipeline(family, tmp_pat
     np.testing.assert_array_equal(loaded.attention_maps[0], trained.attention_maps[0])
 
 
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_a_folders_attention_blocks_are_read_from_its_configs_without_its_weights(family, tmp_path):
+    from free_atm.models import denoiser_skeleton
+
+    cls, components = FAMILIES[family]
+    pipe = cls(**components())
+    pipe.save_pretrained(tmp_path / "model")
+    skeleton = denoiser_skeleton(str(tmp_path / "model"))
+    assert type(skeleton) is type(pipe.denoiser) and {p.device.type for p in skeleton.parameters()} == {"meta"}
+    assert attention_layers(skeleton) == attention_layers(pipe.denoiser)
+    assert adapter_targets(skeleton, [0]) == adapter_targets(pipe.denoiser, [0])
+
+
 def test_bad_adapter_settings_are_named():
     pipe = free_atm.FreeATMStableDiffusion3Pipeline(**tiny_sd3_components())
     assert adapter_targets(pipe.denoiser, [1])[0] == "transformer_blocks.1.attn.to_q"
@@ -261,6 +279,7 @@ def test_the_training_script_resumes_and_saves_what_a_stock_pipeline_loads(tmp_p
         (["--image_size", "40"], "--image_size must be a multiple of 16 (every family's latent grid), got 40"),
         (["--grounding_weight", "inf"], "--grounding_weight must be a finite number, 0 or more, got inf"),
         (["--pixel_weight", "-1"], "--pixel_weight must be a finite number, 0 or more, got -1.0"),
+        (["--blocks", "0", "9"], "--blocks [0, 9]: the capture reads this model's attention blocks 0 to 6"),
         (["--validation_images", "8"], "--validation_images 8 leaves nothing to train on: the data has 8 rows"),
         (["--dataset_name", "{tmp}/plain"], "lacks the free-atm columns ['prompt', 'objects', 'masks']"),
     ],

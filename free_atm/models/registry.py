@@ -8,6 +8,7 @@ come from the ImageNet label space.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
@@ -134,6 +135,24 @@ def load_pipeline(model: str = "shapes", device: str | torch.device = "cpu", dty
     pipe = named_model(model).build(model, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def denoiser_skeleton(model: str) -> torch.nn.Module:
+    """``model``'s denoiser (UNet or transformer) built from its config alone, its weights left on the meta
+    device (none is read; a Hub id fetches its two config files): what a setting about the denoiser's
+    layers is checked against before the model loads. A named model built from code is built."""
+    from accelerate import init_empty_weights
+
+    if model in NAMED_MODELS and model != "shapes":
+        return named_model(model).build(model, None).denoiser
+    reference = str(default_model_path()) if model == "shapes" else model
+    index = load_reporting_failures(lambda: DiffusionPipeline.load_config(reference), model)
+    name = "transformer" if "transformer" in index else "unet"
+    library, class_name = index[name]
+    denoiser_class = getattr(importlib.import_module(library), class_name)
+    config = load_reporting_failures(lambda: denoiser_class.load_config(reference, subfolder=name), model)
+    with init_empty_weights():
+        return denoiser_class.from_config(config)
 
 
 def check_pipeline_folder(path: Path) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from ...data.schema import check_row
 from ..arguments import DataArguments
 from ..trainer import FreeATMTrainer
-from .adapter import add_grounding_adapter, load_grounding_adapter_weights, save_grounding_adapter
+from .adapter import adapter_targets, add_grounding_adapter, load_grounding_adapter_weights, save_grounding_adapter
 from .step import grounding_losses
 from .validation import annotate_miou
 
@@ -174,7 +174,7 @@ def grounding_trainer(args: GroundingArguments, training_args, pipe=None) -> Gro
     """A ``GroundingTrainer`` for ``args``: the base pipeline (``pipe``, else
     :func:`free_atm.models.load_pipeline` of ``args.pretrained_model_name_or_path``) with a fresh adapter
     drawn from ``training_args.seed``, on the masked images of ``args.dataset_name``."""
-    from ...models import load_pipeline
+    from ...models import denoiser_skeleton, load_pipeline
 
     training_args.remove_unused_columns = False
     data = args.training_data(COLUMNS).cast_column("image", ImageFeature())
@@ -184,6 +184,8 @@ def grounding_trainer(args: GroundingArguments, training_args, pipe=None) -> Gro
         )
     train = data.select(range(len(data) - args.validation_images))
     held_out = data.select(range(len(train), len(data))) if args.validation_images else None
+    if pipe is None and args.blocks is not None:  # a block the model lacks is named before it loads
+        adapter_targets(denoiser_skeleton(args.pretrained_model_name_or_path), args.blocks)
     pipe = pipe or load_pipeline(args.pretrained_model_name_or_path)
     torch.manual_seed(training_args.seed)
     add_grounding_adapter(pipe, args.rank, args.rank if args.alpha is None else args.alpha, args.blocks)

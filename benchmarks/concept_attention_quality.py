@@ -4,7 +4,9 @@ draw, against exact truth.
 No pretrained MM-DiT can be downloaded here, so the benchmark first trains one: a small Stable Diffusion 3
 on the shapes world (:mod:`free_atm.models.shapes.mmdit`: the shipped model's VAE and word codes, a 4-block
 joint-attention transformer), rectified flow as SD3 trains it (logit-normal times, velocity target,
-caption dropout for guidance), with an exponential moving average of the weights. Training checkpoints
+caption dropout for guidance), with an exponential moving average of the weights; ``--region-weight`` adds
+the region loss of its joint blocks (each image token's attention to the image kept in its own object,
+:mod:`free_atm.models.shapes.joint_regions`), which self-attention refinement relies on. Training checkpoints
 into ``--work-dir`` and resumes from there; a finished transformer is reused, and a larger
 ``--train-steps`` goes on from the last checkpoint.
 
@@ -21,7 +23,7 @@ or with the chosen refinement, chosen on the selection split's scenes and report
 split; and with the objects as words the caption lacks (an empty caption; concept tokens through every
 block) at the chosen level.
 
-    python benchmarks/concept_attention_quality.py [--train-steps 2500] [--num-images 96]
+    python benchmarks/concept_attention_quality.py [--train-steps 2500] [--num-images 96] [--region-weight 0.1]
 
 Prints JSON, then ``attention_miou=<best threshold> text_norm_miou=<..> concept_miou=<..>
 attention_late_miou=<..> concept_late_miou=<..> refined_miou=<..> annotate_miou=<..> concept_token_miou=<..>
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -52,6 +55,8 @@ from free_atm.evaluation.fidelity import (
     scenes_split,
 )
 from free_atm.evaluation.judge import shape_classifier
+from free_atm.models.shapes.grounding import region_loss_from_shares
+from free_atm.models.shapes.joint_regions import JointRegionAttnProcessor
 from free_atm.models.shapes.mmdit import shapes_sd3_pipeline, shapes_sd3_transformer
 from free_atm.seeds import derive_seed
 from free_atm.world.render import render_scene
@@ -82,10 +87,17 @@ CALL = {"max_sequence_length": 0}
 @torch.no_grad()
 def training_set(pipe, count: int, cache: Path) -> dict[str, torch.Tensor]:
     """Scaled latents, caption states and pooled vectors of ``count`` rendered scenes, and those of the
-    empty caption; computed once and cached."""
-    if cache.exists():
-        return torch.load(cache)
+    empty caption, with the scenes' object masks (area-resized to the latent grid) and which objects are
+    real; computed once and cached."""
+    if cache.exists() and "masks" in (data := torch.load(cache)):
+        return data
     scenes = [render_scene(derive_seed(TRAIN_SEED, i)) for i in range(count)]
+    most = max(len(s.objects) for s in scenes)
+    masks, valid = torch.zeros(count, most, 16, 16), torch.zeros(count, most, dtype=torch.bool)
+    for i, scene in enumerate(scenes):
+        drawn = torch.from_numpy(np.asarray(scene.masks, dtype=np.float32))
+        masks[i, : len(drawn)] = torch.nn.functional.adaptive_avg_pool2d(drawn, 16)
+        valid[i, : len(drawn)] = True
     latents, states, pooled = [], [], []
     for start in range(0, count, 256):
         part = scenes[start : start + 256]
@@ -102,6 +114,8 @@ def training_set(pipe, count: int, cache: Path) -> dict[str, torch.Tensor]:
         "pooled": torch.cat(pooled),
         "empty_states": empty,
         "empty_pooled": empty_pooled,
+        "masks": masks,
+        "valid": valid,
     }
     torch.save(data, cache.with_suffix(".tmp"))
     cache.with_suffix(".tmp").replace(cache)
@@ -109,16 +123,22 @@ def training_set(pipe, count: int, cache: Path) -> dict[str, torch.Tensor]:
 
 
 def train(pipe, data: dict[str, torch.Tensor], args, work: Path) -> SD3Transformer2DModel:
-    """Rectified-flow training of the pipeline's transformer; returns the averaged weights."""
-    final = work / f"transformer_{args.train_steps}"
+    """Rectified-flow training of the pipeline's transformer, plus ``--region-weight`` times the region loss
+    of its joint blocks (:mod:`free_atm.models.shapes.joint_regions`); returns the averaged weights."""
+    recipe = f"_region{args.region_weight:g}" if args.region_weight else ""
+    final = work / f"transformer_{args.train_steps}{recipe}"
     if final.exists():
         return SD3Transformer2DModel.from_pretrained(final)
     model = pipe.transformer.train()
     ema = torch.optim.swa_utils.get_ema_multi_avg_fn(0.999)
-    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema)
+    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema)  # keeps the stock processors
+    shares: list = []
+    regions = JointRegionAttnProcessor(shares)
+    if args.region_weight:
+        model.set_attn_processor(regions)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 100))
-    checkpoint, step = work / "checkpoint.pt", 0
+    checkpoint, step = work / f"checkpoint{recipe}.pt", 0
     generator = torch.Generator().manual_seed(args.seed)
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
@@ -126,7 +146,7 @@ def train(pipe, data: dict[str, torch.Tensor], args, work: Path) -> SD3Transform
             part.load_state_dict(state[key])
         generator.set_state(state["generator"])
         step = state["step"]
-    count, started, losses = len(data["latents"]), time.time(), []
+    count, started, losses, grouped = len(data["latents"]), time.time(), [], []
     while step < args.train_steps:
         index = torch.randint(count, (args.batch_size,), generator=generator)
         clean = data["latents"][index]
@@ -136,8 +156,14 @@ def train(pipe, data: dict[str, torch.Tensor], args, work: Path) -> SD3Transform
         sigma = torch.sigmoid(torch.randn(args.batch_size, generator=generator))  # SD3's logit-normal times
         noise = torch.randn(clean.shape, generator=generator)
         noisy = (1 - sigma.view(-1, 1, 1, 1)) * clean + sigma.view(-1, 1, 1, 1) * noise
+        if args.region_weight:  # a dropped caption names no object: all background, nothing to group
+            regions.set_regions(data["masks"][index], data["valid"][index] & ~dropped[:, None])
         velocity = model(noisy, encoder_hidden_states=states, pooled_projections=pooled, timestep=sigma * 1000).sample
         loss = torch.nn.functional.mse_loss(velocity, noise - clean)
+        if args.region_weight:
+            region = region_loss_from_shares(shares)
+            loss, grouped = loss + args.region_weight * region, grouped + [region.item()]
+            shares.clear()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -146,8 +172,9 @@ def train(pipe, data: dict[str, torch.Tensor], args, work: Path) -> SD3Transform
         average.update_parameters(model)
         step, losses = step + 1, losses + [loss.item()]
         if step % 100 == 0 or step == args.train_steps:
-            print(f"step {step}: loss {np.mean(losses):.4f} ({time.time() - started:.0f} s)", flush=True)
-            losses = []
+            region = f", region loss {np.mean(grouped):.4f}" if grouped else ""
+            print(f"step {step}: loss {np.mean(losses):.4f}{region} ({time.time() - started:.0f} s)", flush=True)
+            losses, grouped = [], []
             state = {"model": model, "average": average, "optimizer": optimizer, "warmup": warmup}
             state = {key: part.state_dict() for key, part in state.items()}
             torch.save({**state, "generator": generator.get_state(), "step": step}, checkpoint.with_suffix(".tmp"))
@@ -188,6 +215,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument(
+        "--region-weight", type=float, default=0.0, help="weight of the joint blocks' region loss (0: denoising only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-images", type=int, default=96)
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
@@ -195,6 +225,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.train_steps <= 0 or args.train_scenes <= 0:
         parser.error(f"--train-steps and --train-scenes must be positive, got {args.train_steps}, {args.train_scenes}")
+    if not (math.isfinite(args.region_weight) and args.region_weight >= 0):
+        parser.error(f"--region-weight must be a finite number, 0 or more, got {args.region_weight}")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     pipe = shapes_sd3_pipeline(shapes_sd3_transformer(seed=args.seed))
@@ -236,6 +268,7 @@ def main() -> None:
         "train_steps": args.train_steps,
         "batch_size": args.batch_size,
         "train_scenes": args.train_scenes,
+        "region_weight": args.region_weight,
         "images": args.num_images,
         "sampling_steps": args.steps,
         "guidance_scale": args.guidance_scale,

@@ -191,6 +191,8 @@ def miou_by_threshold(maps: list, truths: list[np.ndarray]) -> dict[str, float]:
 def annotated_maps(pipe, scenes, timesteps, capture: dict, absent: bool = False) -> list[np.ndarray]:
     """``pipe.annotate``'s soft maps of the rendered scenes with their captions (``absent``: an empty caption and
     the objects as words it lacks), one noise draw per level, each image's noise its own."""
+    # the levels are the window: a refinement chosen with a timestep window keeps its other settings
+    capture = {key: value for key, value in capture.items() if key != "timestep_range"}
     maps = []
     for start in range(0, len(scenes), 16):
         part = scenes[start : start + 16]

@@ -100,7 +100,12 @@ INTERRUPTED = [
 def test_ctrl_c_ends_a_command_in_one_line_saying_what_is_kept(command, started, line, tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [part.replace("{out}", str(out)) for part in command], stderr=subprocess.PIPE, text=True, env=ENV
+        [part.replace("{out}", str(out)) for part in command],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        # as in a terminal: a suite started in the background (``cmd &``) passes SIGINT on ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while not (out / started).is_file() and process.poll() is None and time.time() < deadline:

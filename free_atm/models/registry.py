@@ -63,6 +63,7 @@ class NamedModel:
         vocabulary: object phrases looked for in prompts that name no objects.
         prompt: the prompt of sample ``index`` of a dataset generated with ``seed`` (no prompt file).
         example_prompt: a prompt the model draws well, for the demo.
+        folder: the pipeline folder the model is read from, or ``None`` for one built from code.
     """
 
     name: str
@@ -71,6 +72,7 @@ class NamedModel:
     vocabulary: Callable[[], list[str]] = imagenet_vocabulary
     prompt: Callable[[int, int], ObjectPrompt] = template_prompt
     example_prompt: str = "a photo of a golden retriever and a tabby cat on a sofa"
+    folder: Callable[[], Path] | None = None
 
 
 NAMED_MODELS: dict[str, NamedModel] = {
@@ -83,6 +85,7 @@ NAMED_MODELS: dict[str, NamedModel] = {
             vocabulary=shapes_vocabulary,
             prompt=shapes_prompt,
             example_prompt="a red triangle, a yellow cross and a purple square on a black background",
+            folder=default_model_path,
         ),
         NamedModel("tiny-random", "a tiny SD 1.x with random weights, for smoke tests", _tiny_random),
     )
@@ -96,13 +99,23 @@ def named_model(model: str) -> NamedModel:
     return NAMED_MODELS.get(model, ANY_MODEL)
 
 
+def model_source(model: str) -> str | None:
+    """Where ``model``'s files are: a named model's folder, the folder or Hub id itself, or ``None`` for a
+    named model built from code."""
+    if model not in NAMED_MODELS:
+        return model
+    folder = NAMED_MODELS[model].folder
+    return None if folder is None else str(folder())
+
+
 def saved_sampling(model: str) -> SamplingConfig:
     """The sampling settings saved in ``model``'s folder (the shipped model's for ``"shapes"``), read
     without loading it; a Hub id or a folder without them gives an empty config."""
-    folder = local_path(default_model_path() if model == "shapes" else model)
-    index = folder / "model_index.json"
-    saved = json.loads(index.read_text()).get("sampling_config") if index.is_file() else None
-    return SamplingConfig.from_dict(saved)
+    source = model_source(model)
+    index = None if source is None else local_path(source) / "model_index.json"
+    if index is None or not index.is_file():
+        return SamplingConfig.from_dict(None)
+    return SamplingConfig.from_dict(json.loads(index.read_text()).get("sampling_config"))
 
 
 def check_model_reference(model: str) -> None:
@@ -143,9 +156,9 @@ def denoiser_skeleton(model: str) -> torch.nn.Module:
     layers is checked against before the model loads. A named model built from code is built."""
     from accelerate import init_empty_weights
 
-    if model in NAMED_MODELS and model != "shapes":
+    reference = model_source(model)
+    if reference is None:
         return named_model(model).build(model, None).denoiser
-    reference = str(default_model_path()) if model == "shapes" else model
     index = load_reporting_failures(lambda: DiffusionPipeline.load_config(reference), model)
     name = "transformer" if "transformer" in index else "unet"
     library, class_name = index[name]

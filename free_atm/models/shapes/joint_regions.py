@@ -4,8 +4,7 @@ inside its own region, so that refining a map along the image-to-image part of t
 (:func:`.grounding.region_loss`) does for its self-attention.
 
 For a joint block with ``P`` its head-averaged softmax over image and text keys, image query ``i`` and
-region ``r`` (each
-valid object, and the background) with memberships ``w_r``:
+region ``r`` (each valid object, and the background) with memberships ``w_r``:
 
     share_r(i) = sum_{j image} P_ij w_r(j) / sum_{j image} P_ij,
     loss = mean over blocks of sum_{i, r} w_r(i) (1 - share_r(i))^2 / sum_{i, r} w_r(i)

@@ -34,8 +34,7 @@ def pixel_loss(layer_maps: torch.Tensor, masks: torch.Tensor, owners: torch.Tens
         owners: ``(B, T)``, the object of each column, ``-1`` for padding
             (:func:`free_atm.training.grounding.loss.token_columns`).
     """
-    batch, tokens, layers, height, width = layer_maps.shape
-    targets = F.adaptive_avg_pool2d(masks.float(), (height, width))  # (B, M, h, w)
+    targets = F.adaptive_avg_pool2d(masks.float(), layer_maps.shape[-2:])  # (B, M, h, w)
     owned = F.one_hot(owners.clamp_min(0), masks.shape[1]).float() * (owners >= 0)[..., None]  # (B, T, M)
     objects = torch.einsum("btm,bthw->bmhw", owned, layer_maps.float().mean(2))
     counted = (owned.sum(1) > 0) & (targets.flatten(2).sum(-1) > 0)  # (B, M): a token and a drawn mask

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -270,11 +271,22 @@ def test_killed_shapes_training_resumes_to_the_uninterrupted_weights(tmp_path):
     assert not (tmp_path / "crash" / "pipeline").exists()
     resumed = run(trainer, tmp_path / "crash")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    # optimiser, schedule, EMA and both generators went on from step 2: the same weights to the bit
+    # SIGTERM inside step 3 (between the checkpoints of steps 2 and 4): the step ends and is saved
+    stopped = run(ROOT / "tests" / "kill_shapes_training.py", tmp_path / "stop", SIGNAL_IN_STEP="3", SIGNAL="TERM")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "train_shapes_diffusion.py: stopped by SIGTERM at UNet step 3, with its checkpoint; "
+        "rerun the same command to go on from it"
+    )
+    assert torch.load(tmp_path / "stop" / "unet.ckpt", weights_only=False)["step"] == 3
+    assert not (tmp_path / "stop" / "pipeline").exists()
+    assert run(trainer, tmp_path / "stop").returncode == 0
+    # optimiser, schedule, EMA and both generators went on from steps 2 and 3: the same weights to the bit
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         expected = load_file(tmp_path / "straight" / "pipeline" / part)
-        got = load_file(tmp_path / "crash" / "pipeline" / part)
-        assert all(torch.equal(expected[name], got[name]) for name in expected), part
+        for run_folder in ("crash", "stop"):
+            got = load_file(tmp_path / run_folder / "pipeline" / part)
+            assert all(torch.equal(expected[name], got[name]) for name in expected), (run_folder, part)
 
 
 def test_every_word_of_the_shapes_vocabulary_has_its_own_code():

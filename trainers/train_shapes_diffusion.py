@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -63,6 +64,7 @@ from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
 from free_atm.training.arguments import ScriptArgumentParser
 from free_atm.training.health import FiniteWatch
+from free_atm.training.stopping import StopSignals
 from free_atm.usage import run_reporting_bad_input
 from free_atm.world import render_scene
 
@@ -362,7 +364,7 @@ def autocast(device: torch.device, mixed_precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
-def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float):
+def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float, stop: StopSignals):
     vae = shapes_vae().to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -371,7 +373,7 @@ def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float
     random = RandomState(args.seed)
     checkpoint = Checkpoint(out / "vae.ckpt", vae=vae, optimizer=optimizer, schedule=schedule, random=random)
     step = checkpoint.load()
-    while step < args.vae_steps and time.time() < deadline:
+    while step < args.vae_steps and time.time() < deadline and stop.received is None:
         index = random.numpy.integers(0, len(training.images), args.vae_batch_size)
         batch = to_pixels(training.images[index], device)
         # cells holding an object weigh more: the textured background, which no 4x4 cell can encode
@@ -396,6 +398,7 @@ def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float
         if step % args.checkpoint_every == 0:
             checkpoint.save(step)
     checkpoint.save(step)
+    report_stop(stop, "VAE", step)
     return vae.eval(), step >= args.vae_steps
 
 
@@ -545,7 +548,7 @@ def fitted_steps(step: int, steps_done: int, elapsed: float, deadline: float) ->
     return step + max(1, int(steps_done / elapsed * (0.9 * left - 20)))
 
 
-def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, deadline: float):
+def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, deadline: float, stop: StopSignals):
     unet, text_encoder, tokenizer = unet_modules(args, device)
     noise_scheduler = training_scheduler(args.prediction_type)
     losses = StepLosses(unet, text_encoder, noise_scheduler, args, device)
@@ -594,7 +597,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
     print(
         json.dumps({"stage": "unet", "step": step, "startup_seconds": round(started - PROCESS_STARTED, 1)}), flush=True
     )
-    while step < args.unet_steps and time.time() < deadline:
+    while step < args.unet_steps and time.time() < deadline and stop.received is None:
         pool = curriculum if curriculum is not None and step < args.curriculum_steps else None
         drawn = random.numpy.integers(0, len(latents) if pool is None else len(pool), args.batch_size)
         index = torch.from_numpy(drawn if pool is None else pool[drawn]).to(device)
@@ -653,6 +656,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             unet.train()
             text_encoder.train()
     checkpoint.save(step)
+    report_stop(stop, "UNet", step)
     ema.copy_to(unet.parameters())
     unet.set_attn_processor(AttnProcessor2_0())
     done = step >= args.unet_steps or args.fit_steps_to_time  # a fitted run exports at its deadline
@@ -706,26 +710,43 @@ def main() -> None:
 
 
 def train(args: ShapesTrainingArguments, out: Path) -> None:
-    """Both stages into ``out``, from where an earlier run of the same settings stopped; then the export."""
+    """Both stages into ``out``, from where an earlier run of the same settings stopped; then the export.
+    SIGINT or SIGTERM during a stage ends it after the current step, with its checkpoint at that step."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     deadline = time.time() + 60 * args.max_minutes
     torch.manual_seed(args.seed)
     training = scenes(args, out / "scenes.npz")
-    if args.init_from:
-        vae, vae_done = AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").to(device).eval(), True
-    else:
-        vae, vae_done = train_vae(args, training, device, out, deadline)
-    if not vae_done:
-        print("stopped during the VAE stage; rerun to resume")
-        return
-    latents = encode_latents(vae, training.images, device, out / "latents.pt")
-    unet, text_encoder, tokenizer, scaling, done = train_unet(args, vae, latents, training, device, out, deadline)
+    with StopSignals() as stop:
+        if args.init_from:
+            vae, vae_done = AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").to(device).eval(), True
+        else:
+            vae, vae_done = train_vae(args, training, device, out, deadline, stop)
+        if not vae_done:
+            print("stopped during the VAE stage; rerun to resume")
+            return
+        latents = encode_latents(vae, training.images, device, out / "latents.pt")
+        unet, text_encoder, tokenizer, scaling, done = train_unet(
+            args, vae, latents, training, device, out, deadline, stop
+        )
     if not done:
         print("stopped during the UNet stage; rerun to resume")
         return
     export_dir = Path(args.export_dir or out / "pipeline")
     export(args, vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scaling, export_dir)
     print(f"saved the pipeline to {export_dir}")
+
+
+def report_stop(stop: StopSignals, stage: str, step: int) -> None:
+    """After a stage's last checkpoint: if a signal stopped it, say where in one line and exit with the
+    signal's status."""
+    if stop.received is None:
+        return
+    print(
+        f"train_shapes_diffusion.py: stopped by {stop.received.name} at {stage} step {step}, with its "
+        "checkpoint; rerun the same command to go on from it",
+        file=sys.stderr,
+    )
+    raise SystemExit(stop.exit_status)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ def judged_split(pipe, seed: int, count: int, steps: int, guidance: float, batch
     object whether the judge finds it ``drawn`` and its ``colour_present``."""
     scenes = scenes_split(seed, count)
     images, captured = draw_scenes(pipe, scenes, {"saved": None}, steps, guidance, batch)
-    masks = [masks for _, masks, _ in captured["saved"]]
-    confidence = [confidence for *_, confidence in captured["saved"]]
+    masks = [masks for _, masks, *_ in captured["saved"]]
+    confidence = [confidence for _, _, confidence, _ in captured["saved"]]
     drawn, present = [], []
     for image, scene in zip(images, scenes):
         judgement = judge_image(image, scene.colours, classifier)

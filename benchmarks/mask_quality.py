@@ -54,6 +54,7 @@ from free_atm.evaluation.fidelity import (
     word_influence,
 )
 from free_atm.evaluation.judge import shape_classifier
+from free_atm.masks import normalize_maps
 from free_atm.models import load_pipeline
 
 AGGREGATIONS = {
@@ -97,11 +98,19 @@ FAMILIES = {
 
 
 def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, batch: int):
-    """A split's scenes, generated images, colour-region truths and, per aggregation, maps and masks."""
+    """A split's scenes, generated images, colour-region truths and, per aggregation, the maps. One
+    generation keeps every layer's map at every step, and each aggregation of :data:`AGGREGATIONS` is their
+    average over its layers and steps (``KeptMaps.average``); each refinement needs a generation of its own."""
     scenes = scenes_split(seed, count)
-    configs = {name: CaptureConfig(**overrides) for name, overrides in {**AGGREGATIONS, **REFINED}.items()}
+    configs = {"kept": CaptureConfig(keep="layers_and_steps")}
+    configs |= {name: CaptureConfig(**overrides) for name, overrides in REFINED.items()}
     images, captured = draw_scenes(pipe, scenes, configs, steps, guidance, batch)
-    maps = {name: [torch.from_numpy(m) for m, *_ in outputs] for name, outputs in captured.items()}
+    kept = [k for *_, k in captured.pop("kept")]
+    maps = {
+        name: [normalize_maps(torch.from_numpy(k.average(**overrides))) for k in kept]
+        for name, overrides in AGGREGATIONS.items()
+    }
+    maps |= {name: [torch.from_numpy(m) for m, *_ in outputs] for name, outputs in captured.items()}
     return scenes, images, colour_truths(images, scenes), maps
 
 

@@ -61,6 +61,33 @@ def test_each_keep_returns_what_it_names(sd_pipe):
     np.testing.assert_allclose(window.layers_and_steps, both.layers_and_steps[:, -len(window.timesteps) :], atol=1e-7)
 
 
+def test_maps_kept_whole_average_to_any_layer_and_step_setting(sd_pipe, sd3_pipe):
+    """Averaging kept maps afterwards over the layers of one scale and the steps of a window gives the map
+    captured with those settings."""
+    kept = _draw(sd_pipe, "sd", {"keep": "layers_and_steps"}).kept_maps
+    scales = kept[0].layer_scales
+    assert len(scales) == kept[0].layers.shape[1] and len(set(scales)) > 1
+    assert _draw(sd3_pipe, "sd3", {"keep": "layers"}).kept_maps[0].layer_scales is None  # blocks, not scales
+    settings = [{"layer_scales": (max(scales),)}, {"timestep_range": (0, 500)}]
+    settings.append({**settings[0], **settings[1]})
+    for setting in settings:
+        captured = _draw(sd_pipe, "sd", setting).attention_maps
+        for i, maps in enumerate(kept):
+            layer = np.asarray(scales) == max(scales) if "layer_scales" in setting else slice(None)
+            step = [t <= 500 for t in maps.timesteps] if "timestep_range" in setting else slice(None)
+            chosen = maps.layers_and_steps[:, step][:, :, layer]
+            np.testing.assert_allclose(maps.average(**setting), chosen.mean((1, 2)), rtol=1e-6)
+            average = normalize_maps(torch.from_numpy(maps.average(**setting).astype(np.float64))).numpy()
+            np.testing.assert_allclose(average, captured[i], atol=1e-5)
+    steps_only = _draw(sd_pipe, "sd", {"keep": "steps"}).kept_maps[0]
+    assert steps_only.layer_scales is None
+    np.testing.assert_allclose(steps_only.average(timestep_range=(0, 500)), kept[0].average(timestep_range=(0, 500)))
+    with pytest.raises(ValueError, match=r"layer_scales=\(1,\) and timestep_range=None needs maps kept per layer"):
+        steps_only.average(layer_scales=(1,))
+    with pytest.raises(ValueError, match=r"no kept layer or step matches layer_scales=\(64,\)"):
+        kept[0].average(layer_scales=(64,))
+
+
 def test_annotate_keeps_maps_per_noise_level_for_each_image_at_its_own_size(sd_pipe):
     images = [Image.new("RGB", (64, 64), "gray"), Image.new("RGB", (32, 64), "white")]
     out = sd_pipe.annotate(images, PROMPTS, OBJECTS, timesteps=(100, 300), capture_config={"keep": "steps"})

@@ -72,6 +72,7 @@ class AttentionAggregator:
         self.layer_index = 0  # the next counted layer of the current call
         self.timesteps: list[float] = []  # of the counted calls, when maps per step are kept
         self.layer_sums: list[torch.Tensor] = []
+        self.layer_scales: list[int] = []  # the downsampling factor of each kept layer
         self.step_layers: list[list[torch.Tensor]] = []  # per counted call, its layers' maps (or their sum)
 
     @property
@@ -134,11 +135,11 @@ class AttentionAggregator:
                 f"the text encoder gives {num_keys} keys but the object tokens were mapped for {weights.shape[1]}"
             )
         maps = probs.mean(dim=1) @ weights  # (B, queries, objects)
-        _, (height, width) = layer_grid(num_queries, self.latent_size)
+        scale, (height, width) = layer_grid(num_queries, self.latent_size)
         maps = maps.transpose(1, 2).reshape(batch, -1, height, width)
         maps = resize_maps(maps, self.map_size)
         if self.config.keep != "none":
-            self._keep(maps)
+            self._keep(maps, scale)
         if self.sums is None:
             self.sums = maps
         else:
@@ -146,13 +147,15 @@ class AttentionAggregator:
         self.count += 1
         self.layer_index += 1
 
-    def _keep(self, maps: torch.Tensor) -> None:
-        """Keep one layer's maps as ``config.keep`` asks: summed per layer, and per step as they are (each
-        step's list), or summed over the step's layers when only steps are kept."""
+    def _keep(self, maps: torch.Tensor, scale: int) -> None:
+        """Keep one layer's maps (of downsampling factor ``scale``) as ``config.keep`` asks: summed per layer,
+        and per step as they are (each step's list), or summed over the step's layers when only steps are
+        kept."""
         keep = self.config.keep
         if keep in ("layers", "layers_and_steps"):
             if self.layer_index == len(self.layer_sums):
                 self.layer_sums.append(torch.zeros_like(maps))
+                self.layer_scales.append(scale)
             self.layer_sums[self.layer_index] += maps
         if keep == "layers_and_steps":
             self.step_layers[-1].append(maps.clone())

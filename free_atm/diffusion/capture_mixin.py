@@ -364,8 +364,14 @@ class AttentionCaptureMixin:
                 fields_[key].append(value)
         if config.keep != "none":
             kept = {name: maps.cpu().numpy() for name, maps in aggregator.kept().items()}
+            unet = getattr(self, "transformer", None) is None  # a transformer's layers are its blocks, not scales
+            scales = list(aggregator.layer_scales) if "layers" in kept and unet else None
             fields_["kept_maps"] = [
-                KeptMaps(list(aggregator.timesteps), **{name: maps[i, : len(phrases)] for name, maps in kept.items()})
+                KeptMaps(
+                    list(aggregator.timesteps),
+                    **{name: maps[i, : len(phrases)] for name, maps in kept.items()},
+                    layer_scales=scales,
+                )
                 for i, phrases in enumerate(per_image)
             ]
         return fields_

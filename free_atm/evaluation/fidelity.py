@@ -56,7 +56,8 @@ def draw_scenes(
 ) -> tuple[list[np.ndarray], dict[str, list]]:
     """Generate one image per scene caption (noise seeded by the scene), capturing once per capture
     setting from the same noise: the uint8 images and, per setting, each image's pipeline output
-    ``(attention_maps, masks, confidence)``. ``call_kwargs`` go to every pipeline call."""
+    ``(attention_maps, masks, confidence, kept_maps)`` (``kept_maps`` ``None`` unless the setting keeps
+    maps). ``call_kwargs`` go to every pipeline call."""
     images, captured = [], {name: [] for name in capture_configs}
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
@@ -72,7 +73,8 @@ def draw_scenes(
                 capture_config=config,
                 **call_kwargs,
             )
-            captured[name] += list(zip(out.attention_maps, out.masks, out.confidence))
+            kept = out.kept_maps or [None] * len(part)
+            captured[name] += list(zip(out.attention_maps, out.masks, out.confidence, kept))
         images += [np.rint(image * 255).astype(np.uint8) for image in out.images]
     return images, captured
 

@@ -11,6 +11,10 @@
 
     python benchmarks/mask_quality.py [--num-images 96] [--choose-sampling] [--save-defaults]
 
+``--cache-dir DIR`` keeps each finished stage (a sampling candidate's judgement, one generation of a split,
+one family's ``annotate`` score) in DIR: a run stopped midway goes on after its last finished stage when the
+same command is run again.
+
 With ``--choose-sampling`` the sampling settings come first: every guidance scale of
 ``--guidance-candidates`` with every scheduler of ``--scheduler-candidates`` draws the selection split, the
 one whose images the judge finds most faithful (prompt fidelity, ties to one-object fidelity) samples the
@@ -31,6 +35,7 @@ found_object_miou=...`` (``refined_*``: the best refined family on the selection
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -97,20 +102,65 @@ FAMILIES = {
 }
 
 
-def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, batch: int):
+class StageCache:
+    """The finished stages of a run (each sampling candidate's judgement, each generation of a split, each
+    family's ``annotate`` score), kept in ``--cache-dir`` so that a run stopped midway and rerun with the
+    same command goes on after its last finished stage. Each stage is written whole or not at all (a
+    temporary file renamed into place); the folder records the run's settings and refuses another run's."""
+
+    def __init__(self, folder: str | None, settings: dict) -> None:
+        self.folder = Path(folder) if folder else None
+        if self.folder is None:
+            return
+        record = self.folder / "settings.json"
+        if record.is_file() and json.loads(record.read_text()) != settings:
+            held = json.loads(record.read_text())
+            changed = sorted(k for k in settings.keys() | held.keys() if settings.get(k) != held.get(k))
+            raise SystemExit(
+                f"--cache-dir {self.folder} holds the stages of a run with other {', '.join(changed)}; "
+                "give another folder"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(settings, indent=2) + "\n")
+
+    def get(self, stage: str, compute):
+        """``stage``'s value: read back if a stage of that name is kept, else computed and kept."""
+        if self.folder is None:
+            return compute()
+        path = self.folder / f"{hashlib.sha1(stage.encode()).hexdigest()[:16]}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=False)["value"]
+        value = compute()
+        temporary = path.with_suffix(".tmp")
+        torch.save({"stage": stage, "value": value}, temporary)
+        temporary.replace(path)
+        return value
+
+
+def generated_split(pipe, seed: int, count: int, steps: int, guidance: float, batch: int, cache: StageCache):
     """A split's scenes, generated images, colour-region truths and, per aggregation, the maps. One
     generation keeps every layer's map at every step, and each aggregation of :data:`AGGREGATIONS` is their
-    average over its layers and steps (``KeptMaps.average``); each refinement needs a generation of its own."""
+    average over its layers and steps (``KeptMaps.average``); each refinement needs a generation of its own.
+    Each generation is a stage of ``cache``."""
     scenes = scenes_split(seed, count)
-    configs = {"kept": CaptureConfig(keep="layers_and_steps")}
-    configs |= {name: CaptureConfig(**overrides) for name, overrides in REFINED.items()}
-    images, captured = draw_scenes(pipe, scenes, configs, steps, guidance, batch)
-    kept = [k for *_, k in captured.pop("kept")]
-    maps = {
-        name: [normalize_maps(torch.from_numpy(k.average(**overrides))) for k in kept]
-        for name, overrides in AGGREGATIONS.items()
-    }
-    maps |= {name: [torch.from_numpy(m) for m, *_ in outputs] for name, outputs in captured.items()}
+    draw = dict(steps=steps, guidance_scale=guidance, batch_size=batch)
+    stage = f"split {seed} x {count}, {describe(pipe.sampling_config)}, drawn at {steps} steps, guidance {guidance}"
+
+    def kept_maps() -> tuple[list[np.ndarray], dict[str, list[torch.Tensor]]]:
+        images, captured = draw_scenes(pipe, scenes, {"kept": CaptureConfig(keep="layers_and_steps")}, **draw)
+        kept = [k for *_, k in captured["kept"]]
+        maps = {
+            name: [normalize_maps(torch.from_numpy(k.average(**overrides))) for k in kept]
+            for name, overrides in AGGREGATIONS.items()
+        }
+        return images, maps
+
+    def refined_maps(name: str) -> list[torch.Tensor]:
+        _, captured = draw_scenes(pipe, scenes, {name: CaptureConfig(**REFINED[name])}, **draw)
+        return [torch.from_numpy(m) for m, *_ in captured[name]]
+
+    images, maps = cache.get(f"{stage}: kept maps", kept_maps)
+    maps |= {name: cache.get(f"{stage}: {name}", lambda name=name: refined_maps(name)) for name in REFINED}
     return scenes, images, colour_truths(images, scenes), maps
 
 
@@ -159,18 +209,26 @@ def reconstructions(pipe, scenes) -> list[np.ndarray]:
     return list(((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
-def choose_sampling(pipe, count: int, batch: int, candidates: list[SamplingConfig]) -> tuple[SamplingConfig, dict]:
+def choose_sampling(
+    pipe, count: int, batch: int, candidates: list[SamplingConfig], cache: StageCache
+) -> tuple[SamplingConfig, dict]:
     """The candidate whose images of the selection split the judge finds most faithful, and every
-    candidate's breakdown. Each candidate is applied to ``pipe`` in turn; the chosen one is left applied."""
+    candidate's breakdown (each a stage of ``cache``). Each candidate is applied to ``pipe`` in turn; the
+    chosen one is left applied."""
     scenes, classifier, judged = scenes_split(SELECTION_SEED, count), shape_classifier(), {}
     original = pipe.scheduler
-    for candidate in candidates:
+
+    def judge(candidate: SamplingConfig) -> dict:
         pipe.scheduler = original
         pipe.set_sampling_config(candidate)
         images, _ = draw_scenes(
             pipe, scenes, {"raw": None}, candidate.num_inference_steps, candidate.guidance_scale, batch
         )
-        judged[describe(candidate)] = fidelity_breakdown(images, scenes, classifier)
+        return fidelity_breakdown(images, scenes, classifier)
+
+    for candidate in candidates:
+        name = describe(candidate)
+        judged[name] = cache.get(f"sampling on {count} selection captions: {name}", lambda c=candidate: judge(c))
 
     def score(candidate: SamplingConfig) -> tuple:  # prompt fidelity, ties to one-object fidelity
         breakdown = judged[describe(candidate)]
@@ -221,8 +279,13 @@ def main() -> None:
     parser.add_argument("--annotate-timesteps", type=int, nargs="+", default=[200, 400])
     parser.add_argument("--noise-draws", type=int, default=2)
     parser.add_argument("--save-defaults", action="store_true", help="write the chosen defaults into the model")
+    parser.add_argument(
+        "--cache-dir", help="keep each finished stage here; a rerun of the same command goes on after the last one"
+    )
     args = parser.parse_args()
     started = time.time()
+    recorded = ("model", "num_images", "batch_size", "annotate_timesteps", "noise_draws")
+    cache = StageCache(args.cache_dir, {name: getattr(args, name) for name in recorded})
     pipe = load_pipeline(args.model)
     folder = pipe.config.get("_name_or_path")
     if args.save_defaults and not (folder and Path(folder).is_dir()):
@@ -236,9 +299,9 @@ def main() -> None:
             for g in args.guidance_candidates
             for s, t in (pair.split(":") for pair in args.scheduler_candidates)
         ]
-        sampling, sampling_table = choose_sampling(pipe, args.num_images, args.batch_size, candidates)
+        sampling, sampling_table = choose_sampling(pipe, args.num_images, args.batch_size, candidates, cache)
     guidance = sampling.guidance_scale if sampling else args.guidance_scale or saved.guidance_scale or 5.0
-    split = dict(count=args.num_images, steps=steps, guidance=guidance, batch=args.batch_size)
+    split = dict(count=args.num_images, steps=steps, guidance=guidance, batch=args.batch_size, cache=cache)
 
     _, images, truths, maps = generated_split(pipe, SELECTION_SEED, **split)
     table = {
@@ -262,7 +325,11 @@ def main() -> None:
     influence = word_influence(pipe, real[:32])
     annotate = dict(timesteps=args.annotate_timesteps, noise_draws=args.noise_draws, batch_size=args.batch_size)
     held_out_real = {
-        family: real_images_miou(pipe, real, config, **annotate) for family, (_, config) in chosen.items()
+        family: cache.get(
+            f"annotate {args.num_images} real scenes: {json.dumps(config.to_dict(), sort_keys=True)}",
+            lambda config=config: real_images_miou(pipe, real, config, **annotate),
+        )
+        for family, (_, config) in chosen.items()
     }
     gen_miou, real_miou = held_out_gen["raw"], held_out_real["raw"]
     refined_gen_miou, refined_real_miou = held_out_gen[refined_family], held_out_real[refined_family]

@@ -10,12 +10,15 @@ from free_atm.training.stopping import StopSignals
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_the_first_signal_asks_the_loop_to_stop_and_a_second_interrupts(number):
+def test_the_first_signal_asks_the_loop_to_stop_and_a_second_interrupts(number, capsys):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with StopSignals() as stop:
+    with StopSignals("train.py") as stop:
         assert stop.received is None
         os.kill(os.getpid(), number)  # delivered to the main thread before the next line runs
         assert stop.received == number and stop.exit_status == 128 + number
+        assert capsys.readouterr().err == (
+            f"train.py: {number.name} received; stopping after the step under way (again: at once)\n"
+        )
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert {s: signal.getsignal(s) for s in before} == before
@@ -23,4 +26,4 @@ def test_the_first_signal_asks_the_loop_to_stop_and_a_second_interrupts(number):
 
 def test_the_exit_status_needs_a_signal():
     with pytest.raises(ValueError, match="no stopping signal was received"):
-        _ = StopSignals().exit_status
+        _ = StopSignals("train.py").exit_status

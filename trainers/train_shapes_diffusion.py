@@ -716,7 +716,7 @@ def train(args: ShapesTrainingArguments, out: Path) -> None:
     deadline = time.time() + 60 * args.max_minutes
     torch.manual_seed(args.seed)
     training = scenes(args, out / "scenes.npz")
-    with StopSignals() as stop:
+    with StopSignals("train_shapes_diffusion.py") as stop:
         if args.init_from:
             vae, vae_done = AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").to(device).eval(), True
         else:

@@ -11,17 +11,20 @@ signal interrupts at once (``KeyboardInterrupt``), as it would without the handl
 from __future__ import annotations
 
 import signal
+import sys
 
 #: the signals that ask a loop to stop: Ctrl-C in a terminal, and ``kill``'s default
 STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
-    """Within ``with StopSignals() as stop:``, SIGINT and SIGTERM set ``stop.received`` (the signal) instead of
+    """Within ``with StopSignals(name) as stop:``, SIGINT and SIGTERM set ``stop.received`` (the signal) and
+    say on standard error that the command named ``name`` stops after the step under way, instead of
     interrupting; a second one raises ``KeyboardInterrupt``. The earlier handlers come back on exit. Only the
     main thread may install signal handlers, as Python requires."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.received: signal.Signals | None = None
         self._previous: dict[int, object] = {}
 
@@ -37,6 +40,11 @@ class StopSignals:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signal.Signals(number)
+        print(
+            f"{self.name}: {self.received.name} received; stopping after the step under way (again: at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @property
     def exit_status(self) -> int:

@@ -61,6 +61,7 @@ from free_atm.evaluation.fidelity import (
 from free_atm.evaluation.judge import shape_classifier
 from free_atm.masks import normalize_maps
 from free_atm.models import load_pipeline
+from free_atm.run_settings import check_run_settings, record_run_settings
 
 AGGREGATIONS = {
     "all layers, all steps": {},
@@ -112,16 +113,12 @@ class StageCache:
         self.folder = Path(folder) if folder else None
         if self.folder is None:
             return
-        record = self.folder / "settings.json"
-        if record.is_file() and json.loads(record.read_text()) != settings:
-            held = json.loads(record.read_text())
-            changed = sorted(k for k in settings.keys() | held.keys() if settings.get(k) != held.get(k))
-            raise SystemExit(
-                f"--cache-dir {self.folder} holds the stages of a run with other {', '.join(changed)}; "
-                "give another folder"
-            )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(settings, indent=2) + "\n")
+        record = dict(settings=settings, record="settings.json")
+        try:
+            check_run_settings(self.folder, **record, option="--cache-dir", holds="the stages of a run")
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        record_run_settings(self.folder, **record)
 
     def get(self, stage: str, compute):
         """``stage``'s value: read back if a stage of that name is kept, else computed and kept."""

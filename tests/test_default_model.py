@@ -153,6 +153,36 @@ def test_a_float16_export_generates_on_a_cpu(tmp_path, capsys):
     assert len(rows) == 2 and all(len(row["objects"]) >= 1 for row in rows)
 
 
+def test_training_goes_on_from_a_float16_candidate(tmp_path):
+    """A candidate of the long run is saved in float16; ``--init_from`` it starts the UNet stage at its step
+    with float32 modules (transformers would load its text encoder in float16) and trains on from it."""
+    from safetensors.torch import load_file
+
+    half = tmp_path / "half"
+    load_pipeline("shapes").to(torch.float16).save_pretrained(half)
+    (half / "candidate.json").write_text(json.dumps({"step": 3, "probe": {}}))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "trainers" / "train_shapes_diffusion.py"),
+            *("--output_dir", str(out), "--init_from", str(half), "--unet_self_attention"),
+            *("--num_scenes", "16", "--unet_steps", "5", "--batch_size", "2", "--warmup_steps", "1"),
+            *("--eval_every", "0", "--checkpoint_every", "100"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    started = json.loads(next(line for line in result.stdout.splitlines() if '"startup_seconds"' in line))
+    assert started["step"] == 3
+    before = load_file(half / "text_encoder" / "model.safetensors")
+    after = load_file(out / "pipeline" / "text_encoder" / "model.safetensors")
+    name = next(key for key in after if "position_embedding" in key)
+    assert after[name].dtype == torch.float32 and not torch.equal(after[name], before[name].float())
+
+
 def load_file_dtype(path: Path) -> torch.dtype:
     from safetensors.torch import load_file
 

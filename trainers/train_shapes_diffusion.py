@@ -478,7 +478,8 @@ def unet_modules(args: ShapesTrainingArguments, device: torch.device):
         unet = UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet")
         if args.unet_self_attention and unet.config.only_cross_attention:
             unet = with_self_attention(unet)
-        text_encoder = CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder")
+        # transformers loads a checkpoint in its saved dtype, and a candidate is saved in float16: training is float32
+        text_encoder = CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder", dtype=torch.float32)
     else:
         tokenizer = shapes_tokenizer()
         unet = shapes_unet(args.unet_block_out_channels, args.unet_self_attention)

@@ -17,7 +17,7 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from free_atm import CaptureConfig, custom_pipeline_path
-from free_atm.evaluation.probe import read_curve
+from free_atm.evaluation.probe import read_curve, write_curve
 from free_atm.models import load_pipeline
 from free_atm.models.shapes.architecture import default_model_path
 
@@ -155,12 +155,15 @@ def test_a_float16_export_generates_on_a_cpu(tmp_path, capsys):
 
 def test_training_goes_on_from_a_float16_candidate(tmp_path):
     """A candidate of the long run is saved in float16; ``--init_from`` it starts the UNet stage at its step
-    with float32 modules (transformers would load its text encoder in float16) and trains on from it."""
+    with float32 modules (transformers would load its text encoder in float16) and trains on from it; its
+    curve begins with the candidate's up to that step, and the run's candidate folder keeps the curve."""
     from safetensors.torch import load_file
 
     half = tmp_path / "half"
     load_pipeline("shapes").to(torch.float16).save_pretrained(half)
     (half / "candidate.json").write_text(json.dumps({"step": 3, "probe": {}}))
+    earlier = [{"step": 2, "prompt_fidelity": 0.25}, {"step": 3, "prompt_fidelity": 0.5}]
+    write_curve(half / "probe.jsonl", [*earlier, {"step": 4, "prompt_fidelity": 0.75}])  # 4: past the candidate
     out = tmp_path / "run"
     result = subprocess.run(
         [
@@ -168,7 +171,7 @@ def test_training_goes_on_from_a_float16_candidate(tmp_path):
             str(ROOT / "trainers" / "train_shapes_diffusion.py"),
             *("--output_dir", str(out), "--init_from", str(half), "--unet_self_attention"),
             *("--num_scenes", "16", "--unet_steps", "5", "--batch_size", "2", "--warmup_steps", "1"),
-            *("--eval_every", "0", "--checkpoint_every", "100"),
+            *("--eval_every", "4", "--probe_captions", "1", "--checkpoint_every", "100"),
         ],
         capture_output=True,
         text=True,
@@ -181,6 +184,10 @@ def test_training_goes_on_from_a_float16_candidate(tmp_path):
     after = load_file(out / "pipeline" / "text_encoder" / "model.safetensors")
     name = next(key for key in after if "position_embedding" in key)
     assert after[name].dtype == torch.float32 and not torch.equal(after[name], before[name].float())
+    curve = read_curve(out / "probe.jsonl")
+    assert curve[:2] == earlier and [line["step"] for line in curve] == [2, 3, 4]
+    assert curve[2]["prompt_fidelity"] in (0.0, 0.5, 1.0)  # this run's probe of 2 captions, not the 0.75
+    assert read_curve(out / "candidate" / "probe.jsonl") == curve
 
 
 def load_file_dtype(path: Path) -> torch.dtype:

@@ -14,7 +14,8 @@ rerun that changes more than the settings in ``RESUMABLE_CHANGES`` is refused, n
   Every ``--eval_every`` steps the EMA weights draw the probe's held-out captions
   (:mod:`free_atm.evaluation.probe`); the judge's breakdown is printed and added to the curve
   ``OUTPUT_DIR/probe.jsonl``, and whenever its prompt fidelity is the best so far the EMA weights are saved
-  as a float16 pipeline in ``--candidate_dir`` with ``candidate.json`` (step and breakdown).
+  as a float16 pipeline in ``--candidate_dir`` with ``candidate.json`` (step and breakdown); the candidate
+  folder keeps a copy of the curve, which a run ``--init_from`` it begins with.
 
 ``--max_minutes`` stops a run cleanly (checkpoint saved) so it can go on later, and a checkpoint is also
 written every ``--checkpoint_minutes``; ``--init_from`` starts the UNet stage from an exported pipeline when
@@ -46,7 +47,14 @@ from free_atm import CaptureConfig, FreeATMDiffusionPipeline
 from free_atm.data.lock import writer_lock
 from free_atm.evaluation.fidelity import SIZE_LIMITS
 from free_atm.evaluation.judge import shape_classifier
-from free_atm.evaluation.probe import append_to_curve, probe_breakdown, probe_scenes
+from free_atm.evaluation.probe import (
+    CURVE_FILE,
+    append_to_curve,
+    probe_breakdown,
+    probe_scenes,
+    read_curve,
+    write_curve,
+)
 from free_atm.models.shapes.architecture import (
     inference_scheduler,
     shapes_text_encoder,
@@ -420,13 +428,21 @@ def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
 class FidelityProbe:
     """Draws the probe's held-out captions (:func:`free_atm.evaluation.probe.probe_scenes`) with the current
     weights, adds the judge's breakdown to the curve ``OUTPUT_DIR/probe.jsonl`` and, when its prompt
-    fidelity beats every earlier probe of the run, saves the weights as the run's candidate."""
+    fidelity beats every earlier probe of the run, saves the weights as the run's candidate.
+
+    The candidate folder also holds a copy of the curve, rewritten at every probe, so that a run folder
+    lost with its machine does not take the curve with it: a run started ``--init_from`` a candidate begins
+    its curve with the candidate's, up to the candidate's step."""
 
     def __init__(self, args: ShapesTrainingArguments, vae, tokenizer, out: Path) -> None:
         self.args, self.vae, self.tokenizer, self.out = args, vae, tokenizer, out
         self.scenes = probe_scenes(args.probe_captions)
         self.classifier = shape_classifier()
         self.candidate = Path(args.candidate_dir or out / "candidate")
+        inherited = Path(args.init_from or "") / CURVE_FILE
+        if args.init_from and inherited.is_file() and not (out / CURVE_FILE).exists():
+            start = candidate_step(args)
+            write_curve(out / CURVE_FILE, [line for line in read_curve(inherited) if line["step"] <= start])
 
     @torch.no_grad()
     def __call__(self, unet, text_encoder, scaling: float, step: int) -> dict:
@@ -438,7 +454,9 @@ class FidelityProbe:
         if breakdown["prompt_fidelity"] > self.best():
             export_candidate(self.args, pipe, self.candidate, step, breakdown)
         unet.set_attn_processor(training_processors)
-        append_to_curve(self.out / "probe.jsonl", step, breakdown)
+        append_to_curve(self.out / CURVE_FILE, step, breakdown)
+        if self.candidate.is_dir():
+            write_curve(self.candidate / CURVE_FILE, read_curve(self.out / CURVE_FILE))
         return breakdown
 
     def best(self) -> float:

@@ -58,14 +58,24 @@ def probe_breakdown(pipe, scenes: list[Scene], classifier: ShapeClassifier, batc
     return {key: value for key, value in breakdown.items() if key not in ("found_object_miou", "images")}
 
 
+#: the curve file's name, in a run folder and in a candidate folder
+CURVE_FILE = "probe.jsonl"
+
+
 def append_to_curve(path: str | Path, step: int, breakdown: dict) -> None:
     """Add one probe result as a JSON line ``{"step": step, **breakdown}`` to the curve file ``path``; a line
     for a step already there (a resumed run probing the same step again) replaces it."""
     path = Path(path)
     kept = [line for line in read_curve(path) if line["step"] != step] if path.exists() else []
-    lines = sorted([*kept, {"step": step, **breakdown}], key=lambda line: line["step"])
+    write_curve(path, [*kept, {"step": step, **breakdown}])
+
+
+def write_curve(path: str | Path, lines: list[dict]) -> None:
+    """Write the probe results ``lines`` (each ``{"step": ..., **breakdown}``) to the curve file ``path`` in
+    step order."""
+    path = Path(path)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in sorted(lines, key=lambda line: line["step"])))
     tmp.replace(path)  # a run killed mid-write keeps the previous curve whole
 
 

@@ -142,7 +142,8 @@ def test_absent_words_are_concept_tokens_through_every_block(family, path, reque
     present = normalize(
         reference.maps(positions(family), GRID, LATENT, method="concept" if path == "output-space" else "joint")
     )
-    np.testing.assert_allclose(out.attention_maps[0][:2], present[0], atol=1e-5)  # the prompt's words unchanged
+    # the prompt's words unchanged (to float32 sums in another order: the capture tests' tolerance)
+    np.testing.assert_allclose(out.attention_maps[0][:2], present[0], atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(out.attention_maps[0][2], concept[0, 0], atol=1e-4)
     np.testing.assert_allclose(out.attention_maps[1][0], concept[1, 1], atol=1e-4)
     assert not np.allclose(out.attention_maps[0][2], out.attention_maps[1][0], atol=1e-2)  # two words, two maps

@@ -190,6 +190,46 @@ def test_training_goes_on_from_a_float16_candidate(tmp_path):
     assert read_curve(out / "candidate" / "probe.jsonl") == curve
 
 
+def test_a_candidate_becomes_a_float32_model_beside_the_shipped_vae(tmp_path):
+    """``promote_shapes_candidate.py``: the candidate's UNet and text encoder in float32, everything else
+    (VAE, tokenizer, scheduler, saved settings) the shipped model's; a folder that exists, a folder without
+    ``candidate.json`` and a candidate of another VAE are refused, with nothing written."""
+    from free_atm.trainers.promote_shapes_candidate import promote
+
+    shipped = Path(default_model_path())
+    pipe = load_pipeline("shapes")
+    with torch.no_grad():
+        pipe.unet.conv_in.weight.add_(0.5)  # the candidate's own weights
+    pipe.to(torch.float16).save_pretrained(tmp_path / "candidate")
+    (tmp_path / "candidate" / "candidate.json").write_text(json.dumps({"step": 7, "probe": {}}))
+    (tmp_path / "candidate" / "training_args.json").write_text('{"unet_steps": 60000}')
+    promote(tmp_path / "candidate", tmp_path / "model", shipped)
+
+    unet = load_file(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    candidate = load_file(tmp_path / "candidate" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(
+        unet[name].dtype == torch.float32 and torch.equal(unet[name], w.float()) for name, w in candidate.items()
+    )
+    text = load_file(tmp_path / "model" / "text_encoder" / "model.safetensors")
+    assert {weight.dtype for weight in text.values()} == {torch.float32}
+    for kept in ("vae/diffusion_pytorch_model.safetensors", "model_index.json", "tokenizer/tokenizer.json"):
+        assert (tmp_path / "model" / kept).read_bytes() == (shipped / kept).read_bytes(), kept
+    assert json.loads((tmp_path / "model" / "training_args.json").read_text()) == {"unet_steps": 60000}
+    assert "_name_or_path" not in json.loads((tmp_path / "model" / "unet" / "config.json").read_text())
+
+    with pytest.raises(ValueError, match="--out .*model exists; name a new folder"):
+        promote(tmp_path / "candidate", tmp_path / "model", shipped)
+    with pytest.raises(ValueError, match="holds no candidate.json: not a candidate of the long run"):
+        promote(shipped, tmp_path / "other", shipped)
+    with torch.no_grad():
+        pipe.vae.encoder.conv_in.weight.add_(0.1)
+    pipe.save_pretrained(tmp_path / "retrained")
+    (tmp_path / "retrained" / "candidate.json").write_text("{}")
+    with pytest.raises(ValueError, match="its VAE differs from the shipped model's by 0.1, more than float16"):
+        promote(tmp_path / "retrained", tmp_path / "other", shipped)
+    assert not (tmp_path / "other").exists() and not (tmp_path / "other.partial").exists()
+
+
 def load_file_dtype(path: Path) -> torch.dtype:
     from safetensors.torch import load_file
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -456,7 +457,7 @@ class FidelityProbe:
         unet.set_attn_processor(training_processors)
         append_to_curve(self.out / CURVE_FILE, step, breakdown)
         if self.candidate.is_dir():
-            write_curve(self.candidate / CURVE_FILE, read_curve(self.out / CURVE_FILE))
+            shutil.copyfile(self.out / CURVE_FILE, self.candidate / CURVE_FILE)
         return breakdown
 
     def best(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,17 @@ def clip_tokenizer():
         pytest.fail("install the CLIP vocabulary: pip install --no-deps open_clip_torch==3.3.0")
     path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
     return clip_tokenizer_from_bpe_file(path)
+
+
+def load_trainer_script(name: str):
+    """``trainers/NAME.py`` as a module, to call its functions in this process."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parent.parent / "trainers" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def generator(seed: int = 0) -> torch.Generator:

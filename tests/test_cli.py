@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import load_trainer_script
 
 from free_atm import CaptureConfig
 from free_atm.cli import main
@@ -170,17 +171,6 @@ def test_show_and_probe_reject_bad_input(arguments, message, tmp_path, capsys, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]  # no grid written
 
 
-def _load_script(name: str):
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "trainers" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -204,7 +194,7 @@ def _load_script(name: str):
     ],
 )
 def test_shapes_trainer_rejects_bad_settings(values, message):
-    script = _load_script("train_shapes_diffusion")
+    script = load_trainer_script("train_shapes_diffusion")
     with pytest.raises(ValueError, match=message):
         script.ShapesTrainingArguments(**values)
 
@@ -310,7 +300,7 @@ def test_training_scripts_report_bad_settings_in_one_line(script, bad, message, 
 
     from free_atm.usage import run_reporting_bad_input
 
-    module = _load_script(script)
+    module = load_trainer_script(script)
     arguments = ["--dataset_name", "shapes:4", "--output_dir", str(tmp_path / "run"), *bad]
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *arguments])
     with pytest.raises(SystemExit) as exit_info:

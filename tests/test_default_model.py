@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_trainer_script
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
@@ -364,6 +365,27 @@ def test_killed_shapes_training_resumes_to_the_uninterrupted_weights(tmp_path):
         for run_folder in ("crash", "stop"):
             got = load_file(tmp_path / run_folder / "pipeline" / part)
             assert all(torch.equal(expected[name], got[name]) for name in expected), (run_folder, part)
+
+
+def test_a_signal_while_encoding_the_latents_stops_before_the_next_batch_and_caches_nothing(tmp_path):
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL
+
+    trainer = load_trainer_script("train_shapes_diffusion")
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4).eval()
+    images = np.random.default_rng(0).integers(0, 256, (300, 64, 64, 3), dtype=np.uint8)  # two batches of 256
+    stopped = trainer.encode_latents(
+        vae, images, torch.device("cpu"), tmp_path / "latents.pt", SimpleNamespace(received=signal.SIGTERM)
+    )
+    assert stopped is None and not list(tmp_path.iterdir())
+    latents = trainer.encode_latents(
+        vae, images, torch.device("cpu"), tmp_path / "latents.pt", SimpleNamespace(received=None)
+    )
+    with torch.no_grad():
+        expected = vae.encode(trainer.to_pixels(images[256:], torch.device("cpu"))).latent_dist.mode()
+    assert latents.shape == (300, 4, 64, 64) and torch.equal(latents[256:], expected)
+    assert torch.equal(torch.load(tmp_path / "latents.pt"), latents)
 
 
 def test_every_word_of_the_shapes_vocabulary_has_its_own_code():

@@ -407,20 +407,22 @@ def train_vae(args, training: TrainingScenes, device, out: Path, deadline: float
         if step % args.checkpoint_every == 0:
             checkpoint.save(step)
     checkpoint.save(step)
-    report_stop(stop, "VAE", step)
+    report_stop(stop, f"at VAE step {step}, with its checkpoint")
     return vae.eval(), step >= args.vae_steps
 
 
 @torch.no_grad()
-def encode_latents(vae, images, device, cache: Path) -> torch.Tensor:
+def encode_latents(vae, images, device, cache: Path, stop: StopSignals) -> torch.Tensor | None:
+    """The training scenes' latents, encoded once and cached; ``None`` when a signal asked to stop before the
+    last batch (encoding 20,000 scenes takes minutes on one thread), and then nothing is cached."""
     if cache.exists():
         return torch.load(cache)
-    latents = torch.cat(
-        [
-            vae.encode(to_pixels(images[i : i + 256], device)).latent_dist.mode().cpu()
-            for i in range(0, len(images), 256)
-        ]
-    )
+    batches = []
+    for i in range(0, len(images), 256):
+        if stop.received is not None:
+            return None
+        batches.append(vae.encode(to_pixels(images[i : i + 256], device)).latent_dist.mode().cpu())
+    latents = torch.cat(batches)
     torch.save(latents, cache.with_suffix(".tmp"))
     cache.with_suffix(".tmp").replace(cache)  # a run killed while saving leaves no half-written cache
     return latents
@@ -676,7 +678,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             unet.train()
             text_encoder.train()
     checkpoint.save(step)
-    report_stop(stop, "UNet", step)
+    report_stop(stop, f"at UNet step {step}, with its checkpoint")
     ema.copy_to(unet.parameters())
     unet.set_attn_processor(AttnProcessor2_0())
     done = step >= args.unet_steps or args.fit_steps_to_time  # a fitted run exports at its deadline
@@ -744,7 +746,9 @@ def train(args: ShapesTrainingArguments, out: Path) -> None:
         if not vae_done:
             print("stopped during the VAE stage; rerun to resume")
             return
-        latents = encode_latents(vae, training.images, device, out / "latents.pt")
+        latents = encode_latents(vae, training.images, device, out / "latents.pt", stop)
+        if latents is None:
+            report_stop(stop, "while encoding the training scenes' latents")
         unet, text_encoder, tokenizer, scaling, done = train_unet(
             args, vae, latents, training, device, out, deadline, stop
         )
@@ -756,14 +760,13 @@ def train(args: ShapesTrainingArguments, out: Path) -> None:
     print(f"saved the pipeline to {export_dir}")
 
 
-def report_stop(stop: StopSignals, stage: str, step: int) -> None:
-    """After a stage's last checkpoint: if a signal stopped it, say where in one line and exit with the
-    signal's status."""
+def report_stop(stop: StopSignals, where: str) -> None:
+    """If a signal stopped the run (after a stage's last checkpoint, or while encoding), say ``where`` in one
+    line and exit with the signal's status."""
     if stop.received is None:
         return
     print(
-        f"train_shapes_diffusion.py: stopped by {stop.received.name} at {stage} step {step}, with its "
-        "checkpoint; rerun the same command to go on from it",
+        f"train_shapes_diffusion.py: stopped by {stop.received.name} {where}; rerun the same command to go on from it",
         file=sys.stderr,
     )
     raise SystemExit(stop.exit_status)

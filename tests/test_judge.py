@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from free_atm.evaluation.fidelity import fidelity_breakdown, scenes_split
+from free_atm.evaluation.fidelity import fidelity_breakdown, masks_miou, object_ious, scenes_split
 from free_atm.evaluation.judge import (
     colour_regions,
     judge_image,
@@ -109,6 +109,19 @@ def test_breakdown_of_a_missing_colour_and_of_masks(judge):
     assert result["binding"] == 1.0
     # the one found object's mask covers the part of it left of its median column
     assert result["found_object_miou"] == pytest.approx(half.sum() / scene.masks[0].sum())
+
+
+def test_object_ious_are_each_objects_overlap_image_by_image():
+    truth = np.zeros((2, 4, 4), bool)
+    truth[0, :2] = True  # 8 pixels
+    truth[1, 2:, 2:] = True  # 4 pixels
+    mask = truth.copy()
+    mask[0, 2] = True  # 4 more pixels: 8 / 12
+    mask[1] = False  # missed: 0 / 4
+    other = np.ones((1, 4, 4), bool)  # a second image's one object, all of it: 16 / 16
+    ious = object_ious([mask, other], [truth, other.copy()])
+    assert ious == pytest.approx([8 / 12, 0.0, 1.0])
+    assert masks_miou([mask, other], [truth, other.copy()]) == pytest.approx((8 / 12 + 1) / 3)
 
 
 def test_breakdown_rejects_mismatched_lengths(judge, scenes):

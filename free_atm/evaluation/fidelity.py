@@ -108,9 +108,14 @@ def cut_masks(
     ]
 
 
+def object_ious(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> list[float]:
+    """The IoU of every object of every image's masks against its truths, image by image."""
+    return [score for mask, truth in zip(masks, truths) for score in object_scores(mask, truth)[0]]
+
+
 def masks_miou(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
     """Mean IoU over all objects of every image's masks against its truths."""
-    return float(np.mean([score for mask, truth in zip(masks, truths) for score in object_scores(mask, truth)[0]]))
+    return float(np.mean(object_ious(masks, truths)))
 
 
 def _auroc(labels: Sequence[bool], scores: np.ndarray) -> float | None:

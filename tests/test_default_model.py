@@ -88,6 +88,8 @@ def test_training_script_runs_a_few_steps(tmp_path):
         "4",
         "--probe_captions",
         "2",
+        "--pixel_weight",
+        "0.1",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -110,6 +112,32 @@ def test_training_script_runs_a_few_steps(tmp_path):
     assert np.isfinite(
         np.asarray(pipe("a red circle on a gray background", num_inference_steps=2, output_type="np").images)
     ).all()
+
+
+def test_pixel_grounding_loss_is_the_cross_entropy_of_each_objects_layer_averaged_map():
+    trainer = load_trainer_script("train_shapes_diffusion")
+    torch.manual_seed(0)
+    batch, heads, length = 2, 2, 5
+    layers = [torch.rand(batch * heads, side * side, length).softmax(-1) for side in (4, 2)]
+    weights = torch.zeros(batch, length, 2)
+    weights[0, 1, 0] = weights[0, 2, 0] = 0.5  # "red" "star"
+    weights[0, 3, 1] = weights[1, 1, 0] = weights[1, 4, 1] = 1.0
+    masks = (torch.rand(batch, 2, 8, 8) > 0.5).float()
+    valid = torch.tensor([[True, True], [True, False]])  # the second image's second object does not count
+    losses = []
+    for b, m in [(0, 0), (0, 1), (1, 0)]:
+        owned = weights[b, :, m] > 0
+        maps = []
+        for probs in layers:
+            side = int(probs.shape[1] ** 0.5)
+            token_maps = probs.view(batch, heads, -1, length)[b].mean(0)[:, owned].sum(-1).view(1, 1, side, side)
+            maps.append(torch.nn.functional.interpolate(token_maps, size=(4, 4), mode="bilinear")[0, 0])
+        mean = torch.stack(maps).mean(0)
+        shaped = ((mean - mean.min()) / (mean.max() - mean.min())).clamp(1e-4, 1 - 1e-4)
+        target = masks[b, m].view(4, 2, 4, 2).mean((1, 3))  # each 2 x 2 block's share of the mask
+        losses.append(-(target * shaped.log() + (1 - target) * (1 - shaped).log()).mean())
+    expected = torch.stack(losses).mean()
+    torch.testing.assert_close(trainer.pixel_grounding_loss(layers, weights, masks, valid), expected)
 
 
 def test_the_fast_training_step_equals_the_plain_one(tmp_path):

@@ -10,7 +10,8 @@ rerun that changes more than the settings in ``RESUMABLE_CHANGES`` is refused, n
   object more (``--vae_object_weight``), under bf16 autocast (``--vae_mixed_precision``);
 * the ``UNet2DConditionModel`` and the ``CLIPTextModel`` together on cached latents, with caption dropout
   for classifier-free guidance, an EMA of the UNet, min-SNR loss weighting (``--snr_gamma``), and a token
-  grounding loss on the scenes' exact masks (``--grounding_weight``, see :mod:`free_atm.models.shapes.grounding`).
+  grounding loss on the scenes' exact masks (``--grounding_weight``, see :mod:`free_atm.models.shapes.grounding`),
+  optionally its pixel term (``--pixel_weight``, :func:`pixel_grounding_loss`).
   Every ``--eval_every`` steps the EMA weights draw the probe's held-out captions
   (:mod:`free_atm.evaluation.probe`); the judge's breakdown is printed and added to the curve
   ``OUTPUT_DIR/probe.jsonl``, and whenever its prompt fidelity is the best so far the EMA weights are saved
@@ -72,6 +73,7 @@ from free_atm.run_settings import RUN_SETTINGS, check_folder_kind, check_run_set
 from free_atm.seeds import derive_seed
 from free_atm.tokens import object_token_weights
 from free_atm.training.arguments import ScriptArgumentParser
+from free_atm.training.grounding import pixel_loss
 from free_atm.training.health import FiniteWatch
 from free_atm.training.stopping import StopSignals
 from free_atm.usage import run_reporting_bad_input
@@ -118,6 +120,13 @@ class ShapesTrainingArguments:
     ema_decay: float = 0.999
     grounding_weight: float = field(
         default=0.05, metadata={"help": "weight of the token grounding loss on the exact masks (0: plain diffusion)"}
+    )
+    pixel_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the pixel grounding loss: each object's normalised cross-attention map, all layers "
+            "averaged, shaped like its mask (what the raw masks are cut from; 0: off)"
+        },
     )
     region_weight: float = field(
         default=0.0,
@@ -199,6 +208,7 @@ class ShapesTrainingArguments:
             "warmup_steps",
             "eval_every",
             "grounding_weight",
+            "pixel_weight",
             "region_weight",
             "grounding_max_timestep",
             "snr_gamma",
@@ -510,7 +520,7 @@ def unet_modules(args: ShapesTrainingArguments, device: torch.device):
 
 
 class StepLosses(torch.nn.Module):
-    """The forward half of a UNet-stage step: the denoising loss and the grounding loss of one batch.
+    """The forward half of a UNet-stage step: the denoising loss and the grounding losses of one batch.
 
     Tensors in, tensors out, so that on a GPU it compiles into one graph replayed as a CUDA
     graph: the probabilities the grounding processors keep live and die inside one call.
@@ -523,7 +533,7 @@ class StepLosses(torch.nn.Module):
         self.attention: list[torch.Tensor] = []
         self.self_attention: list | None = [] if args.region_weight else None
         self.processor = GroundingAttnProcessor(self.attention, self.self_attention)
-        if args.grounding_weight or args.region_weight:
+        if args.grounding_weight or args.pixel_weight or args.region_weight:
             unet.set_attn_processor(self.processor)
 
     def forward(
@@ -539,7 +549,7 @@ class StepLosses(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``noisy`` latents of ``clean`` ones at ``timesteps``, captions ``tokens``; the grounding loss's
         inputs as in :func:`grounding_loss` (``masks`` also give the cells that ``--edge_weight`` weighs).
-        Returns the denoising, grounding and region losses."""
+        Returns the denoising, token grounding, pixel grounding and region losses."""
         self.attention.clear()
         if self.self_attention is not None:
             self.self_attention.clear()
@@ -554,13 +564,36 @@ class StepLosses(torch.nn.Module):
         grounding = torch.zeros((), device=denoising.device)
         if self.args.grounding_weight:
             grounding = grounding_loss(self.attention, token_weights, masks, valid)
+        pixel = torch.zeros((), device=denoising.device)
+        if self.args.pixel_weight:
+            pixel = pixel_grounding_loss(self.attention, token_weights, masks, valid)
         region = torch.zeros((), device=denoising.device)
         if self.self_attention is not None:
             region = region_loss_from_shares(self.self_attention)
             self.self_attention.clear()
             self.processor.set_regions(None, None)
         self.attention.clear()
-        return denoising, grounding, region
+        return denoising, grounding, pixel, region
+
+
+def pixel_grounding_loss(
+    probabilities: list[torch.Tensor], token_weights: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """The pixel grounding loss (:func:`free_atm.training.grounding.pixel_loss`) on the maps the cross-attention
+    layers keep (:func:`grounding_loss`'s arguments): each layer's head-averaged map of every token,
+    upsampled bilinearly to the finest layer's grid as the capture averages layers, the tokens of each valid
+    object summed, against the object's mask."""
+    batch = token_weights.shape[0]
+    side = max(math.isqrt(probs.shape[1]) for probs in probabilities)
+    layers = []
+    for probs in probabilities:
+        maps = probs.view(batch, -1, *probs.shape[1:]).float().mean(1).transpose(1, 2)  # (B, L, N)
+        grid = math.isqrt(maps.shape[-1])
+        maps = maps.reshape(batch, -1, grid, grid)
+        layers.append(F.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False))
+    counted = (token_weights > 0) & valid[:, None, :]  # (B, L, M)
+    owners = torch.where(counted.any(-1), counted.float().argmax(-1), -1)
+    return pixel_loss(torch.stack(layers, 2), masks, owners)
 
 
 def fitted_steps(step: int, steps_done: int, elapsed: float, deadline: float) -> int:
@@ -628,7 +661,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), device=device)
         grounded = inputs["valid"][index] & ~dropped[:, None] & (timesteps <= args.grounding_max_timestep)[:, None]
-        denoising, grounding, region = step_losses(
+        denoising, grounding, pixel, region = step_losses(
             noisy=noise_scheduler.add_noise(clean, noise, timesteps),
             clean=clean,
             noise=noise,
@@ -638,7 +671,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
             masks=inputs["masks"][index].float(),
             valid=grounded,
         )
-        loss = denoising + args.grounding_weight * grounding + args.region_weight * region
+        loss = denoising + args.grounding_weight * grounding + args.pixel_weight * pixel + args.region_weight * region
         checkpoint.observe(loss, step + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -659,6 +692,7 @@ def train_unet(args, vae, latents, training: TrainingScenes, device, out: Path, 
                         "step": step,
                         "loss": round(denoising.item(), 5),
                         "grounding": round(grounding.item(), 4),
+                        "pixel": round(pixel.item(), 4),
                         "region": round(region.item(), 4),
                         "lr": schedule.get_last_lr()[0],
                         "seconds": round(time.time() - started),

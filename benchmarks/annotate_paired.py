@@ -23,8 +23,7 @@ import time
 
 import numpy as np
 import torch
-from mask_quality import AGGREGATIONS, THRESHOLDS
-from PIL import Image
+from mask_quality import AGGREGATIONS, THRESHOLDS, annotate_scenes
 
 from free_atm import CaptureConfig
 from free_atm.evaluation.fidelity import REAL_SEED, cut_masks, object_ious, scenes_split
@@ -33,22 +32,17 @@ from free_atm.models import load_pipeline
 
 
 def kept_annotations(pipe, scenes, timesteps, noise_draws: int, batch_size: int) -> list:
-    """Every scene's maps per layer and level from ``pipe.annotate``, each batch seeded at its first index
-    (the seeds of ``mask_quality.real_images_miou``)."""
-    kept = []
-    for start in range(0, len(scenes), batch_size):
-        part = scenes[start : start + batch_size]
-        out = pipe.annotate(
-            [Image.fromarray(s.image) for s in part],
-            [s.caption for s in part],
-            [s.objects for s in part],
-            timesteps=timesteps,
-            noise_draws=noise_draws,
-            generator=torch.Generator().manual_seed(start),
-            capture_config=CaptureConfig(keep="layers_and_steps"),
-        )
-        kept += out.kept_maps
-    return kept
+    """Every scene's maps per layer and level from ``pipe.annotate``, with the seeds of
+    ``mask_quality.real_images_miou``."""
+    config = CaptureConfig(keep="layers_and_steps")
+    outputs = annotate_scenes(pipe, scenes, config, timesteps, noise_draws, batch_size)
+    return [kept for out in outputs for kept in out.kept_maps]
+
+
+def selects_a_level(overrides: dict, timesteps: list[int]) -> bool:
+    """Whether an aggregation's step window (``timestep_range``, default all) holds one of ``timesteps``."""
+    low, high = overrides.get("timestep_range", (0, 1000))
+    return any(low <= t <= high for t in timesteps)
 
 
 def setting_ious(kept: list, truths: list, aggregations: dict) -> dict[str, list[float]]:
@@ -82,12 +76,7 @@ def main() -> None:
         parser.error(f"--noise-draws and --batch-size must be positive, got {args.noise_draws} and {args.batch_size}")
     if not all(0 <= t <= 1000 for t in args.timesteps):
         parser.error(f"--timesteps must lie in [0, 1000], got {args.timesteps}")
-    # the aggregations whose step window holds at least one of the levels
-    aggregations = {
-        name: overrides
-        for name, overrides in AGGREGATIONS.items()
-        if any(low <= t <= high for t in args.timesteps for low, high in [overrides.get("timestep_range", (0, 1000))])
-    }
+    aggregations = {name: o for name, o in AGGREGATIONS.items() if selects_a_level(o, args.timesteps)}
     started = time.time()
     scenes = scenes_split(REAL_SEED, args.num_images)
     truths = [scene.masks for scene in scenes]

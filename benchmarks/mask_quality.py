@@ -179,22 +179,30 @@ def split_masks(maps: dict, truths, images, aggregation: str, cut: str) -> list[
     return cut_masks(maps[aggregation], truths, method, threshold, images, iterations)
 
 
-def real_images_miou(pipe, scenes, config: CaptureConfig, timesteps, noise_draws: int, batch_size: int) -> float:
-    """``pipe.annotate`` on rendered scenes with their captions: mean IoU of the masks against the exact ones."""
-    masks = []
+def annotate_scenes(pipe, scenes, config: CaptureConfig, timesteps, noise_draws: int, batch_size: int) -> list:
+    """``pipe.annotate`` on rendered scenes with their captions, ``batch_size`` at a time, each batch's noise
+    seeded at its first index: one output per batch."""
+    outputs = []
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
-        out = pipe.annotate(
-            [Image.fromarray(s.image) for s in part],
-            [s.caption for s in part],
-            [s.objects for s in part],
-            timesteps=timesteps,
-            noise_draws=noise_draws,
-            generator=torch.Generator().manual_seed(start),
-            capture_config=config,
+        outputs.append(
+            pipe.annotate(
+                [Image.fromarray(s.image) for s in part],
+                [s.caption for s in part],
+                [s.objects for s in part],
+                timesteps=timesteps,
+                noise_draws=noise_draws,
+                generator=torch.Generator().manual_seed(start),
+                capture_config=config,
+            )
         )
-        masks += out.masks
-    return masks_miou(masks, [scene.masks for scene in scenes])
+    return outputs
+
+
+def real_images_miou(pipe, scenes, config: CaptureConfig, timesteps, noise_draws: int, batch_size: int) -> float:
+    """``pipe.annotate`` on rendered scenes with their captions: mean IoU of the masks against the exact ones."""
+    outputs = annotate_scenes(pipe, scenes, config, timesteps, noise_draws, batch_size)
+    return masks_miou([mask for out in outputs for mask in out.masks], [scene.masks for scene in scenes])
 
 
 @torch.no_grad()

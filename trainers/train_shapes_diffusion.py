@@ -546,7 +546,7 @@ class StepLosses(torch.nn.Module):
         token_weights: torch.Tensor,
         masks: torch.Tensor,
         valid: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``noisy`` latents of ``clean`` ones at ``timesteps``, captions ``tokens``; the grounding loss's
         inputs as in :func:`grounding_loss` (``masks`` also give the cells that ``--edge_weight`` weighs).
         Returns the denoising, token grounding, pixel grounding and region losses."""
